@@ -1,0 +1,98 @@
+"""DQN (Mnih et al. 2015) with Double DQN targets, n-step returns, Huber loss, Adam and gradient-norm clipping.
+
+A learning rule only: ``act``, ``loss``, ``update``. Replay, networks, the loop and logging live in ``drl/``.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from drl.config import Config
+from drl.networks import QNetwork
+from drl.replay import TransitionBatch
+
+
+def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, returns: torch.Tensor,
+                    discounts: torch.Tensor, double: bool = True) -> torch.Tensor:
+    """n-step target ``R + discount * Q_target(s', a*)`` with ``a* = argmax_a Q_online(s', a)`` (Double DQN)
+    or ``argmax_a Q_target(s', a)`` (vanilla). ``discounts`` is gamma^n', or 0 after a termination.
+    Works on any leading shape: q ``[..., A]``, returns/discounts ``[...]``."""
+    chooser = q_next_online if double else q_next_target
+    best = chooser.argmax(dim=-1, keepdim=True)
+    return returns + discounts * q_next_target.gather(-1, best).squeeze(-1)
+
+
+def epsilon_greedy(q: torch.Tensor, epsilon: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon."""
+    n, a = q.shape
+    random_actions = torch.randint(0, a, (n,), generator=generator, device=q.device)
+    explore = torch.rand(n, generator=generator, device=q.device) < epsilon
+    return torch.where(explore, random_actions, q.argmax(dim=1))
+
+
+class DQN:
+    def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int,
+                 device: torch.device, bf16: bool, generator: torch.Generator):
+        self.cfg, self.device, self.num_actions = cfg.agent, device, num_actions
+        self.online = QNetwork(cfg.network, obs_shape, num_actions, num_extras).to(device)
+        self.channels_last = cfg.compute.channels_last
+        if self.channels_last:
+            self.online = self.online.to(memory_format=torch.channels_last)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps)
+        self.bf16 = bf16
+        self.generator = generator
+        self.updates = 0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def _prep(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.contiguous(memory_format=torch.channels_last) if self.channels_last and obs.dim() == 4 else obs
+
+    def q_values(self, net, obs, extras=None) -> torch.Tensor:
+        with self.autocast():
+            return net(self._prep(obs), extras).float()
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, epsilon: float, extras: torch.Tensor | None = None, state=None):
+        """obs uint8 [N, C, H, W] on device -> actions int64 [N]; ``state`` is unused (feed-forward)."""
+        return epsilon_greedy(self.q_values(self.online, obs, extras), epsilon, self.generator), state
+
+    def loss(self, batch: TransitionBatch):
+        q = self.q_values(self.online, batch.obs, batch.extras)
+        q_taken = q.gather(1, batch.actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            q_next_target = self.q_values(self.target, batch.next_obs, batch.next_extras)
+            q_next_online = self.q_values(self.online, batch.next_obs, batch.next_extras) if self.cfg.double \
+                else q_next_target
+            target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
+        td = target - q_taken
+        loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
+        return loss, td.detach(), {"q_mean": q_taken.detach().mean()}
+
+    def update(self, batch: TransitionBatch) -> tuple[dict, torch.Tensor]:
+        loss, td, stats = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        stats.update(loss=loss.detach(), grad_norm=grad_norm.detach())
+        return stats, td
+
+    def sync_target(self) -> None:
+        self.target.load_state_dict(self.online.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]

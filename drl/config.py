@@ -1,0 +1,239 @@
+"""Typed experiment configs: one YAML per experiment under ``experiments/``, plus dotted ``key=value`` overrides.
+
+Validation is done by pydantic; every problem is turned into a ``ConfigError`` whose message is one readable line
+that names the key and the fix. The CLIs print it and exit with code 2.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drl.errors import UserError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+class ConfigError(UserError):
+    """A user-facing configuration problem (printed as one line, exit code 2)."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(Section):
+    kind: Literal["atari", "catch", "memory", "doom"] = "atari"
+    game: str = "pong"                               # Atari ROM name (lower case), e.g. pong, breakout
+    num_envs: int = Field(4, ge=1, le=4096)
+    frame_skip: int = Field(4, ge=1, le=16)
+    frame_stack: int = Field(4, ge=1, le=16)
+    sticky_actions: float = Field(0.0, ge=0.0, le=1.0)  # 0.25 = Machado et al. protocol
+    noop_max: int = Field(30, ge=0)
+    life_loss_terminal: bool = True                  # learning only; reported scores are whole games
+    clip_rewards: bool = True                        # learning only; reported scores are unclipped
+    max_episode_frames: int = Field(108_000, ge=1)   # time limit, a truncation (bootstrapped)
+    flicker: float = Field(0.0, ge=0.0, le=1.0)      # probability a frame is fully blanked (partial observability)
+    num_threads: int = Field(0, ge=0)                # ALE worker threads, 0 = one per core
+    size: int = Field(10, ge=3, le=84)               # torch-native envs: image height
+    doom: dict[str, Any] = Field(default_factory=dict)  # Doom settings (envs/doom.py DoomSettings fields)
+
+
+class NetworkConfig(Section):
+    encoder: Literal["nature", "small"] = "nature"
+    hidden: int = Field(512, ge=1)
+    dueling: bool = False
+    recurrent: bool = False                          # CNN -> LSTM -> head (DRQN)
+    lstm_size: int = Field(512, ge=1)
+
+
+class AgentConfig(Section):
+    algo: Literal["dqn", "drqn"] = "dqn"
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    adam_eps: float = Field(1.5e-4, gt=0.0)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    n_step: int = Field(3, ge=1, le=100)
+    double: bool = True
+    batch_size: int = Field(32, ge=1)
+    train_freq: int = Field(4, ge=1)                 # agent steps (summed over envs) per gradient step
+    learning_starts: int = Field(10_000, ge=0)       # agent steps before the first update
+    target_update_interval: int = Field(2_000, ge=1)  # agent steps between hard target copies
+    max_grad_norm: float = Field(10.0, gt=0.0)
+    huber_delta: float = Field(1.0, gt=0.0)
+    eps_start: float = Field(1.0, ge=0.0, le=1.0)
+    eps_end: float = Field(0.01, ge=0.0, le=1.0)
+    eps_decay_steps: int = Field(150_000, ge=1)      # agent steps of the linear epsilon schedule
+
+
+class ReplayConfig(Section):
+    capacity: int = Field(100_000, ge=1)             # transitions (all envs together)
+    prioritized: bool = False
+    alpha: float = Field(0.6, ge=0.0, le=1.0)
+    beta_start: float = Field(0.4, ge=0.0, le=1.0)   # annealed linearly to 1 over total_steps
+    priority_eps: float = Field(1e-6, gt=0.0)
+    save_in_checkpoint: bool = False
+
+
+class EvalConfig(Section):
+    interval: int = Field(50_000, ge=1)              # agent steps between evaluations
+    episodes: int = Field(8, ge=1)
+    num_envs: int = Field(8, ge=1)
+    epsilon: float = Field(0.001, ge=0.0, le=1.0)
+    max_frames: int = Field(108_000, ge=1)
+
+
+class ComputeConfig(Section):
+    bf16: Literal["auto", "on", "off"] = "auto"      # autocast; auto = on for CPUs with AMX/AVX512-BF16, CUDA
+    channels_last: bool = True
+    threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
+
+
+class Config(Section):
+    name: str = "experiment"
+    seed: int = Field(0, ge=0)
+    total_steps: int = Field(2_000_000, ge=1)        # agent steps (env steps summed over envs)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "runs"
+    log_interval: int = Field(5_000, ge=1)           # agent steps between train metric rows
+    checkpoint_interval: int = Field(100_000, ge=1)  # agent steps between checkpoints
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        if self.agent.batch_size > self.replay.capacity:
+            raise ValueError(f"agent.batch_size ({self.agent.batch_size}) is larger than replay.capacity "
+                             f"({self.replay.capacity}); lower agent.batch_size or raise replay.capacity")
+        if self.agent.eps_end > self.agent.eps_start:
+            raise ValueError("agent.eps_end must not exceed agent.eps_start")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def _schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _schema_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _check_keys(data: dict, model: type[BaseModel] = Config, prefix: str = "") -> None:
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            dotted = prefix + key
+            close = difflib.get_close_matches(dotted, _schema_keys(), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "see the experiment YAML files for valid keys"
+            raise ConfigError(f"unknown config key '{dotted}': {hint}")
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{prefix}{key}' is a section; set its fields, e.g. {prefix}{key}.<field>=...")
+            _check_keys(value, ann, f"{prefix}{key}.")
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    got = error.get("input")
+    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
+              "less_than_equal": "<= {le}"}
+    if kind in bounds:
+        return f"{key} must be {bounds[kind].format(**ctx)} (got {got!r}); set {key} within range"
+    if kind == "literal_error":
+        return f"{key} must be one of {ctx.get('expected')} (got {got!r})"
+    if kind == "value_error" and not key:
+        return str(ctx.get("error", error["msg"]))
+    expected = kind.split("_")[0]
+    return f"{key} has the wrong type: expected {expected}, got {got!r}"
+
+
+def validate(data: dict) -> Config:
+    _check_keys(data)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("invalid config: " + _describe(exc.errors()[0])) from None
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. agent.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string; let numbers be numbers
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def resolve_experiment(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"config file '{path}' does not exist")
+        return path
+    path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        close = difflib.get_close_matches(name_or_path, available_experiments(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown experiment '{name_or_path}'{hint}; available: {', '.join(available_experiments())}")
+    return path
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{k}' is not a section; cannot set '{text}'")
+        node[keys[-1]] = value
+    return data
+
+
+def load(name_or_path: str, overrides: list[str] = ()) -> Config:
+    path = resolve_experiment(name_or_path)
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    return validate(apply_overrides(data, list(overrides)))
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)

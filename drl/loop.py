@@ -1,0 +1,272 @@
+"""The training loop, shared by every agent.
+
+One iteration: ``agent.act(obs) -> env.step(actions) -> replay.add(...) -> agent.update(replay.sample())`` as often
+as ``agent.train_freq`` asks, then target sync, logging, evaluation and checkpoints on their intervals.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents import make_agent
+from drl import checkpoint, runtime
+from drl.config import Config, to_yaml
+from drl.errors import TrainingDiverged, UserError
+from drl.metrics import MetricsWriter
+from drl.replay import ReplayBuffer
+from envs import make_env
+
+
+@dataclass
+class Counters:
+    env_steps: int = 0          # agent steps, summed over envs
+    episodes: int = 0
+    pending_updates: float = 0.0
+    target_syncs: int = 0
+    evals: int = 0
+    checkpoints: int = 0
+    wall_time: float = 0.0      # seconds of training, carried across resumes
+
+
+def linear(start: float, end: float, duration: int, step: int) -> float:
+    return end + (start - end) * max(0.0, 1.0 - step / duration)
+
+
+def evaluate(agent, env, episodes: int, epsilon: float) -> list[dict]:
+    """Play whole episodes with epsilon-greedy; each env contributes a fixed quota so short episodes are not favoured."""
+    quota = np.full(env.num_envs, episodes // env.num_envs)
+    quota[: episodes % env.num_envs] += 1
+    results: list[dict] = []
+    step = env.reset()
+    state = agent.initial_state(env.num_envs) if hasattr(agent, "initial_state") else None
+    while len(results) < episodes:
+        actions, state = agent.act(step.obs, epsilon, step.extras, state)
+        step = env.step(actions)
+        if hasattr(agent, "reset_state"):
+            state = agent.reset_state(state, step.reset)
+        for ep in step.episodes:
+            if quota[ep["env"]] > 0:
+                quota[ep["env"]] -= 1
+                results.append(ep)
+    return results
+
+
+def summarize(episodes: list[dict]) -> dict:
+    out = {}
+    for key in episodes[0]:
+        if key == "env":
+            continue
+        values = np.array([ep[key] for ep in episodes], dtype=np.float64)
+        prefix = "return" if key == "return" else key
+        out[f"{prefix}_mean"] = float(values.mean())
+        if key == "return":
+            out["return_median"] = float(np.median(values))
+            out["return_std"] = float(values.std())
+            out["return_min"], out["return_max"] = float(values.min()), float(values.max())
+    return out
+
+
+class StopRequested:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, checkpoints and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = runtime.resolve_device(cfg.device)
+        self.bf16 = runtime.use_bf16(cfg.compute, self.device)
+        self.threads = runtime.configure_threads(cfg.compute)
+        runtime.seed_everything(cfg.seed)
+        self.counters = Counters()
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.env = make_env(cfg.env, self.device, cfg.seed)
+        self.eval_env = None
+        first = self.env.reset(seed=cfg.seed)
+        self.obs_shape = tuple(first.obs.shape[1:])
+        frame_shape = (self.obs_shape[0] // self.env.frame_stack, *self.obs_shape[1:])
+        self.agent = make_agent(cfg, self.obs_shape, self.env.num_actions, self.env.num_extras, self.device,
+                                self.bf16, self.generator)
+        self.replay = ReplayBuffer(
+            cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
+            n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
+            alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed)
+        self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
+        self.step = first
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.recent_returns: deque = deque(maxlen=20)
+        self.metrics = MetricsWriter(self.run_dir, cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_payload(self) -> dict:
+        payload = {"agent": self.agent.state_dict(), "counters": asdict(self.counters),
+                   "config": self.cfg.model_dump(), "obs_shape": list(self.obs_shape),
+                   "num_actions": self.env.num_actions, "rng": runtime.rng_state(),
+                   "generator": self.generator.get_state(), "replay_rng": self.replay.rng.bit_generator.state}
+        if hasattr(self.env, "get_state"):
+            payload["env_state"] = self.env.get_state()
+            payload["env_obs"] = self.step.obs
+        if self.cfg.replay.save_in_checkpoint:
+            payload["replay"] = self.replay.state_dict()
+        return payload
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / "checkpoints" / "latest.pt"
+        checkpoint.save(path, self.checkpoint_payload())
+        self.counters.checkpoints += 1
+        return path
+
+    def _restore(self, payload: dict) -> None:
+        if tuple(payload["obs_shape"]) != self.obs_shape or payload["num_actions"] != self.env.num_actions:
+            raise UserError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
+                            f"{payload['num_actions']} actions, this config gives {self.obs_shape} and "
+                            f"{self.env.num_actions}; resume with the config the run was started with")
+        try:
+            self.agent.load_state_dict(payload["agent"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint does not fit this network ({str(exc).splitlines()[0][:100]}); "
+                            "resume with the config the run was started with") from None
+        self.counters = Counters(**payload["counters"])
+        runtime.set_rng_state(payload["rng"])
+        self.generator.set_state(payload["generator"])
+        self.replay.rng.bit_generator.state = payload["replay_rng"]
+        if "replay" in payload:
+            self.replay.load_state_dict(payload["replay"])
+        if "env_state" in payload and hasattr(self.env, "set_state"):
+            self.env.set_state(payload["env_state"])
+            self.step.obs = payload["env_obs"].to(self.device)
+        else:  # envs that cannot restore their emulator state start fresh episodes, seeded by the step count
+            self.step = self.env.reset(seed=self.cfg.seed + self.counters.env_steps)
+
+    # ------------------------------------------------------------------ one training run
+    def run(self) -> dict:
+        cfg, c = self.cfg, self.counters
+        agent_cfg = cfg.agent
+        num_envs = self.env.num_envs
+        started = time.perf_counter() - c.wall_time
+        last_log_time, last_log_steps = time.perf_counter(), c.env_steps
+        last_eval: dict = {}
+        train_stats: dict[str, list[float]] = {}
+        first_flags = self.step.reset.clone()
+        state = self.agent.initial_state(num_envs) if hasattr(self.agent, "initial_state") else None
+        bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
+                   mininterval=1.0, desc=cfg.name)
+        with StopRequested() as stop:
+            while c.env_steps < cfg.total_steps and not stop.requested:
+                learning = c.env_steps >= agent_cfg.learning_starts
+                epsilon = (linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
+                           if learning or agent_cfg.learning_starts == 0 else 1.0)
+                obs, extras = self.step.obs, self.step.extras
+                actions, new_state = self.agent.act(obs, epsilon, extras, state)
+                step = self.env.step(actions)
+                self.replay.add(obs[:, -self.replay.frame_shape[0]:], first_flags, actions, step.reward,
+                                step.terminated, step.truncated, step.reset, None if step.final_obs is None
+                                else step.final_obs[:, -self.replay.frame_shape[0]:], extras, step.final_extras)
+                if hasattr(self.agent, "reset_state"):
+                    new_state = self.agent.reset_state(new_state, step.reset)
+                state, first_flags, self.step = new_state, step.reset, step
+                c.env_steps += num_envs
+                bar.update(num_envs)
+                for ep in step.episodes:
+                    c.episodes += 1
+                    self.recent_returns.append(ep["return"])
+                    self.metrics.write("episode", c.env_steps, time.perf_counter() - started,
+                                       **{k: v for k, v in ep.items() if k != "env"})
+
+                # ---- learning
+                if learning and len(self.replay) >= self.fill_needed:
+                    c.pending_updates += num_envs / agent_cfg.train_freq
+                    beta = linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps)
+                    while c.pending_updates >= 1:
+                        c.pending_updates -= 1
+                        batch = self.replay.sample(agent_cfg.batch_size, beta=beta, device=self.device)
+                        stats, td = self.agent.update(batch)
+                        self.replay.update_priorities(batch.indices, td)
+                        for key, value in stats.items():
+                            train_stats.setdefault(key, []).append(float(value))
+                        if not math.isfinite(train_stats["loss"][-1]):
+                            self._diverged(train_stats["loss"][-1])
+                if c.env_steps // agent_cfg.target_update_interval > c.target_syncs:
+                    c.target_syncs = c.env_steps // agent_cfg.target_update_interval
+                    self.agent.sync_target()
+
+                # ---- logging, evaluation, checkpoints
+                now = time.perf_counter()
+                if c.env_steps - last_log_steps >= cfg.log_interval:
+                    sps = (c.env_steps - last_log_steps) / (now - last_log_time)
+                    recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+                    means = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
+                    self.metrics.write("train", c.env_steps, now - started, epsilon=epsilon, sps=sps,
+                                       episodes=c.episodes, recent_return=recent, updates=self.agent.updates,
+                                       **means)
+                    bar.set_postfix(sps=f"{sps:.0f}", ret="-" if recent is None else f"{recent:.1f}",
+                                    eps=f"{epsilon:.3f}", eval=last_eval.get("return_mean", "-"))
+                    train_stats.clear()
+                    last_log_time, last_log_steps = now, c.env_steps
+                if c.env_steps // cfg.eval.interval > c.evals:
+                    c.evals = c.env_steps // cfg.eval.interval
+                    last_eval = self.run_evaluation(time.perf_counter() - started)
+                if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
+                    c.wall_time = time.perf_counter() - started
+                    self.save_checkpoint()
+                    c.checkpoints = c.env_steps // cfg.checkpoint_interval
+        bar.close()
+        if not stop.requested and (not last_eval or c.env_steps % cfg.eval.interval):
+            last_eval = self.run_evaluation(time.perf_counter() - started)
+        c.wall_time = time.perf_counter() - started
+        self.save_checkpoint()
+        return {"env_steps": c.env_steps, "interrupted": stop.requested, "eval": last_eval}
+
+    def run_evaluation(self, wall: float) -> dict:
+        if self.eval_env is None:
+            self.eval_env = make_env(self.cfg.env, self.device, self.cfg.seed + 10_000,
+                                     num_envs=self.cfg.eval.num_envs, evaluation=True)
+        t0 = time.perf_counter()
+        episodes = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes, self.cfg.eval.epsilon)
+        summary = summarize(episodes)
+        self.metrics.write("eval", self.counters.env_steps, wall, episodes=len(episodes),
+                           eval_seconds=time.perf_counter() - t0, returns=[ep["return"] for ep in episodes],
+                           **summary)
+        tqdm.write(f"[eval] step {self.counters.env_steps:,}: return {summary['return_mean']:.2f} "
+                   f"± {summary['return_std']:.2f} (median {summary['return_median']:.1f}, n={len(episodes)})")
+        return summary
+
+    def _diverged(self, value: float) -> None:
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        where = f"last good checkpoint: {latest}" if latest.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(f"loss became {value} at env step {self.counters.env_steps}; {where}. "
+                               "Lower agent.lr or agent.max_grad_norm and resume or restart")
+
+    def close(self) -> None:
+        self.metrics.close()
+        for env in (self.env, self.eval_env):
+            if env is not None:
+                env.close()
+
+
+def write_run_files(cfg: Config, run_dir: Path) -> None:
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))

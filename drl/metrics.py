@@ -1,0 +1,47 @@
+"""Run outputs: metrics as JSON lines (one row per log event) in the run directory.
+
+Every row carries ``event`` (train / episode / eval), ``env_steps`` (agent steps summed over envs), ``frames``
+(env_steps x frame skip) and ``wall_time`` (seconds since the run started, carried across resumes).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _clean(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, frame_skip: int):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.frame_skip = frame_skip
+        self.file = open(self.path, "a", buffering=1)
+
+    def write(self, event: str, env_steps: int, wall_time: float, **values) -> dict:
+        row = {"event": event, "env_steps": int(env_steps), "frames": int(env_steps * self.frame_skip),
+               "wall_time": round(wall_time, 3), **{k: _clean(v) for k, v in values.items()}}
+        self.file.write(json.dumps(row) + "\n")
+        return row
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut by a crash mid-write
+    return rows

@@ -1,0 +1,58 @@
+"""Device, precision, threads and random state."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from drl.config import ComputeConfig, ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was requested but no CUDA device is available; use device=cpu or device=auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls/convolutions run natively (others emulate them, slowly)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bf16(cfg: ComputeConfig, device: torch.device) -> bool:
+    if cfg.bf16 != "auto":
+        return cfg.bf16 == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def configure_threads(cfg: ComputeConfig) -> int:
+    threads = cfg.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])

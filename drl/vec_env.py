@@ -1,0 +1,51 @@
+"""The vector-env contract every world honours (Atari, Doom, torch-native).
+
+Conventions (N = number of envs stepping together):
+- ``obs`` is uint8 ``[N, C, H, W]`` on the training device, ``C = frame_stack * frame_channels``, newest frame last.
+  Replay keeps only the newest frame of each step and rebuilds stacks at sample time; a stack that would reach
+  before an episode start is zero-padded (this is what ALE's own stack does at reset).
+- ``extras`` are float32 ``[N, K]`` per-step inputs beside obs (Doom game variables), or ``None`` when ``K == 0``.
+- Autoreset happens in the same step: on a step where ``reset[i]`` is true, ``obs[i]`` is already the first
+  observation of env ``i``'s next episode and the last observation of the finished episode is ``final_obs[i]``.
+  So no transition ever spans a reset.
+- ``reward`` is the *learning* reward (clipped or shaped as configured). Reported scores are never this:
+  whole-game native scores come out once per finished episode in ``episodes``.
+- ``terminated`` means "do not bootstrap" for learning (Atari counts a life loss here although the game goes on);
+  ``truncated`` means "time limit: bootstrap"; ``reset`` means the env really started a new episode
+  (game over or time limit). For most worlds ``reset == terminated | truncated``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class VecStep:
+    obs: torch.Tensor                      # uint8 [N, C, H, W], on device, after autoreset
+    reward: torch.Tensor                   # float32 [N], learning reward
+    terminated: torch.Tensor               # bool [N], no bootstrap (includes Atari life loss)
+    truncated: torch.Tensor                # bool [N], time limit, bootstrap
+    reset: torch.Tensor                    # bool [N], a new episode started in this step
+    final_obs: torch.Tensor | None = None  # uint8 [N, C, H, W]; rows valid where reset (None if no reset)
+    extras: torch.Tensor | None = None     # float32 [N, K] or None
+    final_extras: torch.Tensor | None = None
+    # One dict per episode that ended in this step: {"env": i, "return": native whole-game score,
+    # "length": agent steps, ...scenario measures such as "kills" or "survival_tics"}.
+    episodes: list[dict] = field(default_factory=list)
+
+
+class VectorEnv(Protocol):
+    num_envs: int
+    num_actions: int
+    frame_stack: int          # frames per observation
+    frame_channels: int       # channels per frame (1 gray, 3 RGB)
+    num_extras: int           # K, 0 when there are no extra inputs
+    device: torch.device
+    action_names: list[str]
+
+    def reset(self, seed: int | None = None) -> VecStep: ...   # reward/flags are zeros, reset all True
+    def step(self, actions: torch.Tensor) -> VecStep: ...      # actions int64 [N] on any device
+    def close(self) -> None: ...

@@ -1,0 +1,88 @@
+"""Atari through ale-py's C++ vector env, standard DQN protocol, behind drl's vector-env contract.
+
+ALE does: 30 no-op starts, frame skip 4 with max-pooling of the last two frames, 84x84 grayscale, 4-frame stack
+(zero-padded at reset), fire on reset, the 108,000-frame cap, sticky actions, same-step autoreset.
+This wrapper adds, for learning only: life loss as terminal (the game goes on; detected from ``lives``) and reward
+clipping to {-1, 0, 1}; reported episode returns are whole-game, unclipped scores. Optional flicker (each frame
+blanked with probability p) is applied on the device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from drl.vec_env import VecStep
+
+
+def atari_games() -> list[str]:
+    import ale_py.roms
+    return sorted(ale_py.roms.get_all_rom_ids())
+
+
+class AtariVecEnv:
+    frame_channels = 1
+    num_extras = 0
+
+    def __init__(self, game: str, num_envs: int, device: torch.device, seed: int = 0, frame_skip: int = 4,
+                 frame_stack: int = 4, sticky_actions: float = 0.0, noop_max: int = 30,
+                 life_loss_terminal: bool = True, clip_rewards: bool = True, max_episode_frames: int = 108_000,
+                 flicker: float = 0.0, num_threads: int = 0):
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
+        self.life_loss_terminal, self.clip_rewards, self.flicker = life_loss_terminal, clip_rewards, flicker
+        self.env = AtariVectorEnv(
+            game, num_envs, num_threads=num_threads, repeat_action_probability=sticky_actions,
+            max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", img_height=84, img_width=84,
+            grayscale=True, stack_num=frame_stack, frameskip=frame_skip, maxpool=True, noop_max=noop_max,
+            episodic_life=False, reward_clipping=False, use_fire_reset=True)
+        self.num_actions = int(self.env.single_action_space.n)
+        self.action_names = [f"action_{i}" for i in range(self.num_actions)]
+        self.seed = seed
+        self.flicker_rng = torch.Generator(device=self.device).manual_seed(seed + 7919)
+        self._returns = np.zeros(num_envs)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self._lives = np.zeros(num_envs, dtype=np.int64)
+
+    def _obs(self, obs: np.ndarray) -> torch.Tensor:
+        out = torch.from_numpy(obs).to(self.device, non_blocking=True)
+        if self.flicker > 0:
+            keep = torch.rand(out.shape[:2], generator=self.flicker_rng, device=self.device) >= self.flicker
+            out = out * keep[:, :, None, None].to(torch.uint8)
+        return out
+
+    def reset(self, seed: int | None = None) -> VecStep:
+        seed = self.seed if seed is None else seed
+        obs, info = self.env.reset(seed=seed)
+        self._returns[:], self._lengths[:] = 0, 0
+        self._lives = np.asarray(info["lives"]).copy()
+        n = self.num_envs
+        false = torch.zeros(n, dtype=torch.bool, device=self.device)
+        return VecStep(obs=self._obs(obs), reward=torch.zeros(n, device=self.device), terminated=false,
+                       truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device))
+
+    def step(self, actions: torch.Tensor) -> VecStep:
+        obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy().astype(np.int32))
+        reward = np.asarray(reward, dtype=np.float64)
+        reset = terminated | truncated
+        self._returns += reward
+        self._lengths += 1
+        lives = np.asarray(info["lives"])
+        learn_terminal = terminated.copy()
+        if self.life_loss_terminal:
+            learn_terminal |= (lives < self._lives) & ~reset
+        self._lives = lives.copy()
+        episodes = []
+        for i in np.nonzero(reset)[0]:
+            episodes.append({"env": int(i), "return": float(self._returns[i]), "length": int(self._lengths[i])})
+            self._returns[i], self._lengths[i] = 0.0, 0
+        learn_reward = np.sign(reward) if self.clip_rewards else reward
+        dev = self.device
+        final_obs = self._obs(info["final_obs"]) if reset.any() else None
+        return VecStep(
+            obs=self._obs(obs), reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
+            terminated=torch.as_tensor(learn_terminal, device=dev), truncated=torch.as_tensor(truncated & ~terminated, device=dev),
+            reset=torch.as_tensor(reset, device=dev), final_obs=final_obs, episodes=episodes)
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,265 @@
+"""ViZDoom env: action sets, scenario defaults, the vector-env contract, shaping, worker-crash recovery.
+
+Real games in real processes (no mocks). Games are never created in the pytest process itself (several games
+in one process have hung for users): scenario loading runs in one subprocess, vector envs use worker processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, make_doom, parse_actions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _pgrp_members(pgids: set[int]) -> list[int]:
+    """Live (non-zombie) processes whose process group is one of ``pgids``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp in pgids and state != "Z":
+            out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------ action sets
+
+def test_action_set_combinatorial_expansion():
+    parsed = parse_actions("turn_lr+attack")
+    assert [n for n, _ in parsed] == ["turn_left+attack", "turn_right+attack"]
+    a = ActionSet.from_spec("turn_left;turn_right;attack;turn_left+attack")
+    assert a.names == ["turn_left", "turn_right", "attack", "turn_left+attack"]
+    assert a.buttons == ["TURN_LEFT", "TURN_RIGHT", "ATTACK"]
+    assert a.vectors == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]]
+    assert all(type(x) is int for v in a.vectors for x in v)  # plain Python ints for vizdoom
+    b = ActionSet.from_spec("noop;move_fb+turn_lr;move_lr")
+    assert b.names == ["noop", "move_forward+turn_left", "move_forward+turn_right", "move_backward+turn_left",
+                       "move_backward+turn_right", "move_left", "move_right"]
+    assert b.vectors[0] == [0] * len(b.buttons)
+    assert sum(b.vectors[1]) == 2
+
+
+def test_unknown_button_raises_one_line_error():
+    with pytest.raises(ValueError) as e:
+        ActionSet.from_spec("turn_left;fire+move_forward")
+    msg = str(e.value)
+    assert "'fire'" in msg and "turn_left" in msg and "turn_lr" in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="fire"):
+        DoomSettings("basic", buttons="fire")
+    with pytest.raises(ValueError, match="twice"):
+        ActionSet.from_spec("turn_lr;turn_left")
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError) as e:
+        DoomSettings("doom3")
+    assert "doom3" in str(e.value) and "health_gathering" in str(e.value) and "deathmatch" in str(e.value)
+    with pytest.raises(ValueError, match="manna"):
+        DoomSettings("basic", game_variables=["health", "manna"])
+    with pytest.raises(ValueError, match="hug"):
+        DoomSettings("basic", shaping={"hug": 1.0})
+    with pytest.raises(ValueError, match="RES_"):
+        DoomSettings("basic", resolution="RES_123X45")
+    s = DoomSettings("defend_the_center", game_variables="health, ammo2", shaping={"living": 0.5})
+    assert s.game_variable_names() == ["health", "ammo2"] and s.shaping.living == 0.5
+    assert DoomSettings("my_way_home").game_variable_names() == []
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+
+_SCENARIO_PROBE = r"""
+import json, sys
+import numpy as np
+from envs.doom import SCENARIOS, DoomGame, DoomSettings
+out = {}
+variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", {"gray": False, "obs_height": 45, "obs_width": 70})]
+for name, extra in variants:
+    g = DoomGame(DoomSettings(name, **extra), seed=1)
+    frame, ex = g.reset()
+    steps = [g.step(a % g.num_actions) for a in range(3)]
+    out[name + ("_rgb" if extra else "")] = {
+        "frame_shape": list(frame.shape), "frame_dtype": str(frame.dtype), "frame_mean": float(frame.mean()),
+        "extras": [float(x) for x in ex], "extras_dtype": str(ex.dtype), "num_actions": g.num_actions,
+        "action_names": g.actions.names, "step_frame_shape": list(steps[-1].frame.shape),
+        "rewards_are_floats": all(isinstance(s.reward, float) for s in steps)}
+    g.close()
+print("JSON" + json.dumps(out))
+"""
+
+
+def test_every_scenario_loads_with_its_defaults():
+    proc = subprocess.run([sys.executable, "-c", _SCENARIO_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1]
+    res = json.loads(line[4:])
+    assert set(SCENARIOS) | {"defend_the_center_rgb"} == set(res)
+    for name in SCENARIOS:
+        r, s = res[name], DoomSettings(name)
+        assert r["frame_shape"] == [1, 60, 80] == r["step_frame_shape"], name
+        assert r["frame_dtype"] == "uint8" and r["extras_dtype"] == "float32", name
+        assert r["frame_mean"] > 1.0, name  # a rendered picture, not a blank buffer
+        assert r["num_actions"] == len(s.action_set().names) and r["action_names"] == s.action_set().names, name
+        assert len(r["extras"]) == len(s.game_variable_names()), name
+        assert r["rewards_are_floats"], name
+    assert res["basic"]["action_names"] == ["move_left", "move_right", "attack"]
+    assert res["defend_the_center"]["extras"] == [26.0, 100.0]  # ammo, health at the start
+    assert res["health_gathering"]["num_actions"] == 5
+    assert res["deathmatch"]["num_actions"] == 12 and len(res["deathmatch"]["extras"]) == 3
+    rgb = res["defend_the_center_rgb"]
+    assert rgb["frame_shape"] == [3, 45, 70] and rgb["extras"] == [26.0, 100.0]
+
+
+# ------------------------------------------------------------------------------------------ vector env
+
+@pytest.fixture(scope="module")
+def basic_env():
+    # 60 tics with skip 4: an episode that never shoots lasts 15 steps and ends by the time limit.
+    s = DoomSettings("basic", frame_stack=4, timeout=60, shaping={"living": 0.25})
+    env = make_doom(s, num_envs=2, device="cpu", seed=3)
+    yield env
+    env.close()
+
+
+def test_contract_shapes_and_dtypes(basic_env):
+    env = basic_env
+    assert (env.num_envs, env.num_actions, env.frame_stack, env.frame_channels, env.num_extras) == (2, 3, 4, 1, 1)
+    assert env.action_names == ["move_left", "move_right", "attack"] and env.device == torch.device("cpu")
+    st = env.reset()
+    assert st.obs.shape == (2, 4, 60, 80) and st.obs.dtype == torch.uint8
+    assert bool((st.obs[:, :3] == 0).all()) and bool((st.obs[:, 3] > 0).any())
+    assert st.reward.dtype == torch.float32 and st.reward.shape == (2,)
+    assert st.reset.all() and not st.terminated.any() and not st.truncated.any()
+    assert st.extras.shape == (2, 1) and st.extras.dtype == torch.float32 and st.extras[0, 0] == 50.0  # ammo
+    nxt = env.step(torch.tensor([0, 1]))
+    for t in (nxt.terminated, nxt.truncated, nxt.reset):
+        assert t.dtype == torch.bool and t.shape == (2,)
+    assert nxt.obs.shape == (2, 4, 60, 80) and nxt.extras.shape == (2, 1)
+    assert torch.equal(nxt.obs[:, :3], st.obs[:, 1:])  # newest frame last, the stack shifts by one
+    with pytest.raises(ValueError):
+        env.step(torch.tensor([0, 3]))
+
+
+def test_same_step_autoreset_and_native_vs_shaped_rewards(basic_env):
+    env = basic_env
+    prev = env.reset()
+    learn, steps = [0.0, 0.0], [0, 0]
+    ended = None
+    for _ in range(40):
+        st = env.step(torch.zeros(2, dtype=torch.long))  # move_left only: never kills, so the time limit ends it
+        for i in range(2):
+            learn[i] += float(st.reward[i])
+            steps[i] += 1
+            # the living term is the only difference: native rewards in basic are whole numbers
+            assert float(st.reward[i]) - 0.25 == pytest.approx(round(float(st.reward[i]) - 0.25), abs=1e-4)
+        if st.reset.any():
+            ended = st
+            break
+        assert not st.terminated.any() and not st.truncated.any() and not st.episodes
+        prev = st
+    assert ended is not None, "no episode ended within 40 steps"
+    st = ended
+    assert st.reset.all() and st.truncated.all() and not st.terminated.any()  # timeout: a truncation
+    assert st.final_obs is not None and st.final_obs.shape == st.obs.shape
+    for i in range(2):
+        assert not torch.equal(st.final_obs[i], st.obs[i])
+        assert bool((st.obs[i, :3] == 0).all()) and bool((st.obs[i, 3] > 0).any())  # new episode, zero-padded
+        assert bool((st.final_obs[i, :3] > 0).any())  # the finished episode's full stack
+        assert torch.equal(st.final_obs[i], prev.obs[i])  # no frame is rendered after the last action
+    assert st.final_extras is not None and st.final_extras.shape == (2, 1)
+    eps = sorted(st.episodes, key=lambda e: e["env"])
+    assert [e["env"] for e in eps] == [0, 1]
+    for e in eps:
+        i = e["env"]
+        assert e["length"] == steps[i] == 15
+        assert e["return"] == pytest.approx(learn[i] - 0.25 * steps[i], abs=1e-3)  # native sum, no shaping
+        assert e["return"] < 0 and e["kills"] == 0.0 and e["success"] == 0.0
+    after = env.step(torch.zeros(2, dtype=torch.long))
+    assert not after.reset.any() and after.final_obs is None and not after.episodes
+    assert torch.equal(after.obs[:, :3], st.obs[:, 1:])
+
+
+def test_worker_killed_mid_run_is_replaced(caplog):
+    s = DoomSettings("basic", frame_stack=2, timeout=200)
+    env = DoomVectorEnv(s, num_envs=2, seed=5, step_timeout=10.0)
+    all_pids = set(env.worker_pids())
+    try:
+        env.reset()
+        for _ in range(3):
+            env.step(torch.zeros(2, dtype=torch.long))
+        victim = env.worker_pids()[0]
+        victim_engine_ids = list(env._pool.engine_ids[0])
+        assert victim_engine_ids and all(os.path.exists(f"/dev/shm/ViZDoomSM{x}") for x in victim_engine_ids)
+        os.kill(victim, signal.SIGKILL)
+        with caplog.at_level("WARNING", logger="envs.doom"):
+            st = env.step(torch.zeros(2, dtype=torch.long))
+        # noticed as a death (pipe EOF), not by waiting out step_timeout; logged as a warning
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert env.worker_restarts == 1 and len(warnings) == 1 and "died" in warnings[0], warnings
+        new = env.worker_pids()[0]
+        assert new != victim and _alive(new) and not _alive(victim)
+        assert env.worker_pids()[1] in all_pids
+        all_pids.add(new)
+        # the dropped episode: a truncated reset, no report, a fresh zero-padded stack
+        assert bool(st.reset[0]) and bool(st.truncated[0]) and not bool(st.terminated[0])
+        assert not bool(st.reset[1]) and float(st.reward[0]) == 0.0 and not st.episodes
+        assert bool((st.obs[0, 0] == 0).all()) and bool((st.obs[0, 1] > 0).any())
+        assert not _pgrp_members({victim})  # the old worker's engine went with it
+        assert not any(os.path.exists(f"/dev/shm/ViZDoomSM{x}") for x in victim_engine_ids)
+        for _ in range(5):
+            st = env.step(torch.tensor([2, 1]))
+            assert st.obs.shape == (2, 2, 60, 80) and st.obs.dtype == torch.uint8
+            assert bool((st.obs[:, -1] > 0).any(dim=(1, 2)).all())
+        assert env.worker_restarts == 1
+        # a hung worker (stopped process) is killed after step_timeout and replaced the same way
+        hung = env.worker_pids()[1]
+        os.kill(hung, signal.SIGSTOP)
+        env.step_timeout = 1.0
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="envs.doom"):
+            st = env.step(torch.zeros(2, dtype=torch.long))
+        env.step_timeout = 10.0
+        assert env.worker_restarts == 2 and "did not answer" in caplog.records[-1].getMessage()
+        assert bool(st.reset[1]) and bool(st.truncated[1]) and not bool(st.reset[0])
+        assert env.worker_pids()[1] != hung and not _pgrp_members({hung})
+        all_pids.add(env.worker_pids()[1])
+        st = env.step(torch.zeros(2, dtype=torch.long))
+        assert st.obs.shape == (2, 2, 60, 80) and not st.reset.any()
+        shm_path = env._pool.shm_path
+    finally:
+        env.close()
+    deadline = time.monotonic() + 5
+    while _pgrp_members(all_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pgrp_members(all_pids), "worker or engine processes outlived close()"
+    assert not any(_alive(p) for p in all_pids)
+    assert not os.path.exists(shm_path)
+    env.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(torch.zeros(2, dtype=torch.long))

@@ -1,0 +1,139 @@
+"""Replay against a naive reference: stacks, n-step windows, terminals, truncations, life losses, resets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drl.replay import ReplayBuffer
+
+H = W = 3
+
+
+class NaiveStream:
+    """A fake vector env written the obvious way: per env, a deque-style zero-padded stack and a list of
+    transitions (obs stack, action, reward, term, trunc, next obs stack) recorded as the agent saw them."""
+
+    def __init__(self, num_envs, stack, rng, p_term=0.05, p_trunc=0.03, p_life=0.05):
+        self.E, self.S, self.rng = num_envs, stack, rng
+        self.p = (p_term, p_trunc, p_life)
+        self.frame_id = 0
+        self.stacks = [self._fresh() for _ in range(num_envs)]
+        self.transitions = [[] for _ in range(num_envs)]
+
+    def _frame(self):
+        self.frame_id += 1  # unique content per frame
+        return torch.from_numpy(self.rng.integers(1, 256, (1, H, W), dtype=np.uint8))
+
+    def _fresh(self):
+        s = torch.zeros(self.S, 1, H, W, dtype=torch.uint8)
+        s[-1] = self._frame()
+        return s
+
+    def obs(self):
+        return torch.stack([s.flatten(0, 1) for s in self.stacks])
+
+    def step(self, actions):
+        E = self.E
+        reward = torch.from_numpy(self.rng.normal(size=E).astype(np.float32))
+        u = self.rng.random((3, E))
+        game_over = torch.from_numpy(u[0] < self.p[0])
+        trunc = torch.from_numpy(u[1] < self.p[1]) & ~game_over
+        life = torch.from_numpy(u[2] < self.p[2]) & ~game_over & ~trunc
+        term = game_over | life
+        reset = game_over | trunc
+        final = torch.zeros(E, self.S, H, W, dtype=torch.uint8)
+        for e in range(E):
+            before = self.stacks[e].flatten(0, 1).clone()
+            nxt = torch.cat([self.stacks[e][1:], self._frame()[None]])
+            self.transitions[e].append(dict(obs=before, action=int(actions[e]), reward=float(reward[e]),
+                                            term=bool(term[e]), trunc=bool(trunc[e]), reset=bool(reset[e]),
+                                            next=nxt.flatten(0, 1)))
+            if reset[e]:
+                final[e] = nxt.flatten(0, 1)
+                self.stacks[e] = self._fresh()
+            else:
+                self.stacks[e] = nxt
+        return reward, term, trunc, reset, final
+
+
+def naive_target(transitions, t, n, gamma):
+    """Hand n-step: sum rewards until n steps or the first terminated/truncated step (inclusive)."""
+    ret, k = 0.0, 0
+    while True:
+        tr = transitions[t + k]
+        ret += gamma ** k * tr["reward"]
+        k += 1
+        if tr["term"]:
+            return ret, 0.0, tr["next"]
+        if tr["trunc"] or k == n:
+            return ret, gamma ** k, tr["next"]
+
+
+def fill(replay, stream, steps, rng):
+    first = torch.ones(stream.E, dtype=torch.bool)
+    for _ in range(steps):
+        obs = stream.obs()
+        actions = torch.from_numpy(rng.integers(0, 6, stream.E))
+        reward, term, trunc, reset, final = stream.step(actions)
+        replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:])
+        first = reset
+
+
+@pytest.mark.parametrize("stack,n,prioritized,capacity", [(4, 3, False, 100_000), (4, 1, False, 100_000),
+                                                          (2, 5, True, 100_000), (4, 3, False, 90), (1, 3, True, 70)])
+def test_sampled_transitions_equal_naive_reference(stack, n, prioritized, capacity):
+    rng = np.random.default_rng(stack * 10 + n)
+    E, steps, gamma = 3, 400, 0.9
+    stream = NaiveStream(E, stack, rng)
+    replay = ReplayBuffer(capacity, E, (1, H, W), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=1)
+    fill(replay, stream, steps, rng)
+    batch = replay.sample(256)
+    env = batch.indices // replay.capacity
+    logical = replay._logical_from_phys(env, batch.indices % replay.capacity)
+    checked_ends = 0
+    for b in range(len(env)):
+        e = int(env[b])
+        t = _transition_index(stream, e, int(logical[b]))
+        tr = stream.transitions[e][t]
+        ret, disc, nxt = naive_target(stream.transitions[e], t, n, gamma)
+        assert torch.equal(batch.obs[b], tr["obs"]), f"stack mismatch env {e} t {t}"
+        assert int(batch.actions[b]) == tr["action"]
+        assert float(batch.returns[b]) == pytest.approx(ret, rel=1e-5, abs=1e-5)
+        assert float(batch.discounts[b]) == pytest.approx(disc, rel=1e-6)
+        if disc > 0:  # the bootstrap observation matters only when the target bootstraps
+            assert torch.equal(batch.next_obs[b], nxt), f"next stack mismatch env {e} t {t}"
+        checked_ends += disc != pytest.approx(gamma ** n)
+    assert checked_ends > 0, "the sample should contain windows cut by a terminal or truncation"
+
+
+def _transition_index(stream, e, logical):
+    """Map a logical slot of env e to its transition number: one slot per step, plus one final slot after
+    every reset."""
+    slot = 0
+    for t, tr in enumerate(stream.transitions[e]):
+        if slot == logical:
+            return t
+        slot += 1 + tr["reset"]
+        if slot > logical:
+            raise AssertionError(f"logical slot {logical} of env {e} is a final slot; it must never be sampled")
+    raise AssertionError("slot beyond the stream")
+
+
+def test_no_sampled_window_starts_on_final_slot_and_bytes_per_transition():
+    rng = np.random.default_rng(0)
+    stream = NaiveStream(2, 4, rng, p_term=0.2, p_trunc=0.2)
+    replay = ReplayBuffer(10_000, 2, (1, 84, 84), 4, n_step=3)
+    first = torch.ones(2, dtype=torch.bool)
+    for _ in range(200):
+        obs = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
+        reward, term, trunc, reset, final = stream.step(torch.zeros(2))
+        replay.add(obs[:, -1:], first, torch.zeros(2, dtype=torch.long), reward, term, trunc, reset,
+                   torch.zeros(2, 1, 84, 84, dtype=torch.uint8))
+        first = reset
+    batch = replay.sample(512)
+    flags = replay.flags.flatten()[torch.from_numpy(batch.indices)]
+    assert not ((flags & ReplayBuffer.FINAL) > 0).any()
+    # one 84x84 frame + action + reward + flags: well under the 7.1 KB target
+    assert replay.bytes_per_transition() <= 7100
+    assert replay.bytes_per_transition() >= 84 * 84
