@@ -87,7 +87,7 @@ class EvalConfig(Section):
 
 class ComputeConfig(Section):
     bf16: Literal["auto", "on", "off"] = "auto"      # autocast; auto = on for CPUs with AMX/AVX512-BF16, CUDA
-    channels_last: bool = True
+    channels_last: bool = False                     # measured slower with bf16 autocast on this CPU
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
 
 

@@ -387,6 +387,10 @@ class DoomGame:
         if self.spec.game_args:
             g.add_game_args(self.spec.game_args)
         g.set_seed(int(seed) % (2 ** 31))
+        # keep the engine's _vizdoom.ini out of the working directory (it still makes an empty _vizdoom/ there)
+        cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
+        os.makedirs(cfg_dir, exist_ok=True)
+        g.set_doom_config_path(os.path.join(cfg_dir, "_vizdoom.ini"))
         g.init()
         self.game = g
         h, w = g.get_screen_height(), g.get_screen_width()
@@ -627,10 +631,6 @@ def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: Doo
             conn.close()
         except Exception:
             pass
-
-
-class _WorkerFailed(Exception):
-    pass
 
 
 class _Pool:

@@ -113,9 +113,10 @@ print("JSON" + json.dumps(out))
 """
 
 
-def test_every_scenario_loads_with_its_defaults():
-    proc = subprocess.run([sys.executable, "-c", _SCENARIO_PROBE], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+def test_every_scenario_loads_with_its_defaults(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _SCENARIO_PROBE], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1]
     res = json.loads(line[4:])
