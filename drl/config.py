@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drl.errors import UserError
 
@@ -90,6 +90,22 @@ class ComputeConfig(Section):
     channels_last: bool = False                     # measured slower with bf16 autocast on this CPU
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
 
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):  # YAML reads on/off as booleans
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+class TrackingConfig(Section):
+    wandb: Literal["auto", "online", "offline", "off"] = "auto"  # auto = online if logged in and reachable
+    project: str = "drl"
+    entity: str | None = None
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):  # YAML reads off as a boolean
+        return "off" if value is False else value
+
 
 class Config(Section):
     name: str = "experiment"
@@ -105,6 +121,7 @@ class Config(Section):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

@@ -22,6 +22,7 @@ from drl.config import Config, to_yaml
 from drl.errors import TrainingDiverged, UserError
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer
+from drl.tracking import WandbTracker
 from envs import make_env
 
 
@@ -40,16 +41,23 @@ def linear(start: float, end: float, duration: int, step: int) -> float:
     return end + (start - end) * max(0.0, 1.0 - step / duration)
 
 
-def evaluate(agent, env, episodes: int, epsilon: float) -> list[dict]:
-    """Play whole episodes with epsilon-greedy; each env contributes a fixed quota so short episodes are not favoured."""
+def evaluate(agent, env, episodes: int, epsilon: float, on_step=None) -> list[dict]:
+    """Play whole episodes with epsilon-greedy; each env contributes a fixed quota so short episodes are not favoured.
+
+    ``on_step(step)``, if given, sees the reset ``VecStep`` and every stepped one (e.g. to record video frames).
+    """
     quota = np.full(env.num_envs, episodes // env.num_envs)
     quota[: episodes % env.num_envs] += 1
     results: list[dict] = []
     step = env.reset()
+    if on_step is not None:
+        on_step(step)
     state = agent.initial_state(env.num_envs) if hasattr(agent, "initial_state") else None
     while len(results) < episodes:
         actions, state = agent.act(step.obs, epsilon, step.extras, state)
         step = env.step(actions)
+        if on_step is not None:
+            on_step(step)
         if hasattr(agent, "reset_state"):
             state = agent.reset_state(state, step.reset)
         for ep in step.episodes:
@@ -119,7 +127,9 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.recent_returns: deque = deque(maxlen=20)
-        self.metrics = MetricsWriter(self.run_dir, cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1)
+        self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
+        self.metrics = MetricsWriter(self.run_dir, cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1,
+                                     tracker=self.tracker)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self) -> dict:
@@ -183,9 +193,7 @@ class Trainer:
                 obs, extras = self.step.obs, self.step.extras
                 actions, new_state = self.agent.act(obs, epsilon, extras, state)
                 step = self.env.step(actions)
-                self.replay.add(obs[:, -self.replay.frame_shape[0]:], first_flags, actions, step.reward,
-                                step.terminated, step.truncated, step.reset, None if step.final_obs is None
-                                else step.final_obs[:, -self.replay.frame_shape[0]:], extras, step.final_extras)
+                self.replay.add_step(obs, first_flags, actions, step, extras)
                 if hasattr(self.agent, "reset_state"):
                     new_state = self.agent.reset_state(new_state, step.reset)
                 state, first_flags, self.step = new_state, step.reset, step
@@ -244,7 +252,8 @@ class Trainer:
     def run_evaluation(self, wall: float) -> dict:
         if self.eval_env is None:
             self.eval_env = make_env(self.cfg.env, self.device, self.cfg.seed + 10_000,
-                                     num_envs=self.cfg.eval.num_envs, evaluation=True)
+                                     num_envs=self.cfg.eval.num_envs, evaluation=True,
+                                     max_episode_frames=self.cfg.eval.max_frames)
         t0 = time.perf_counter()
         episodes = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes, self.cfg.eval.epsilon)
         summary = summarize(episodes)
@@ -263,6 +272,9 @@ class Trainer:
 
     def close(self) -> None:
         self.metrics.close()
+        if self.tracker is not None:
+            c = self.counters
+            self.tracker.finish({"env_steps": c.env_steps, "episodes": c.episodes, "wall_time": c.wall_time})
         for env in (self.env, self.eval_env):
             if env is not None:
                 env.close()

@@ -112,6 +112,14 @@ class ReplayBuffer:
             self._write(done, cpu(final_frame)[sel], 0, 0.0, torch.full((len(done),), self.FINAL, dtype=torch.uint8),
                         None if final_extras is None else cpu(final_extras)[sel])
 
+    def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
+                 extras: torch.Tensor | None = None) -> None:
+        """Store a vector step: ``obs``/``extras`` were acted on with ``actions`` and gave ``step`` (a VecStep)."""
+        c = self.frame_shape[0]
+        final = None if step.final_obs is None else step.final_obs[:, -c:]
+        self.add(obs[:, -c:], first, actions, step.reward, step.terminated, step.truncated, step.reset, final,
+                 extras, step.final_extras)
+
     # ---------------------------------------------------------------- sampling helpers
     def _logical_from_phys(self, env: np.ndarray, phys: np.ndarray) -> np.ndarray:
         oldest = np.maximum(self.count[env] - self.capacity, 0)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +24,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: OUTPUT_DIR/NAME-seedS-TIMESTAMP)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    parser.add_argument("--seeds", metavar="S,S,...", help="run the experiment once per seed (one W&B group); "
+                        "with --run-dir DIR the runs go to DIR/seedS")
+    parser.add_argument("--parallel", metavar="N", type=int, default=1,
+                        help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.resume and args.experiment and "=" in args.experiment:
@@ -50,6 +57,8 @@ def prepare_run_dir(cfg: config.Config, run_dir: str | None, overwrite: bool) ->
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.seeds is not None:
+        return run_seeds(args)
     from drl.loop import Trainer, write_run_files  # heavy imports after argument checks
 
     if args.resume:
@@ -75,6 +84,85 @@ def main(argv: list[str]) -> int:
         trainer.close()
     state = "interrupted, checkpoint written" if result["interrupted"] else "done"
     print(f"drl: {state} at {result['env_steps']:,} env steps; resume with: python -m drl.train --resume {run_dir}")
+    main.last_result = result  # read by run_seeds to stop after an interrupted seed
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds '{text}' must be comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds '{text}' must list distinct seeds >= 0, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """One run per seed, all in the experiment's W&B group; sequential in this process or N subprocesses."""
+    if args.resume:
+        raise UserError("--seeds starts new runs; resume each run directory with --resume RUN_DIR")
+    if args.parallel < 1:
+        raise UserError(f"--parallel must be >= 1 (got {args.parallel})")
+    seeds = parse_seeds(args.seeds)
+    cfg = config.load(args.experiment, args.overrides)  # config errors once, before any run starts
+    extra = ["--overwrite"] if args.overwrite else []
+    if args.debug:
+        extra.append("--debug")
+    parallel = min(args.parallel, len(seeds))
+    overrides = list(args.overrides)
+    if parallel > 1 and cfg.compute.threads == 0:  # N processes using all cores each oversubscribe the CPU badly
+        overrides.append(f"compute.threads={max(1, len(os.sched_getaffinity(0)) // parallel)}")
+    per_seed = [[args.experiment, *overrides, f"seed={s}",
+                 *(["--run-dir", str(Path(args.run_dir) / f"seed{s}")] if args.run_dir else []), *extra]
+                for s in seeds]
+    print(f"drl: {cfg.name}: seeds {', '.join(map(str, seeds))} ({'sequential' if parallel == 1 else f'{parallel} at once'})")
+    if parallel == 1:
+        for seed, seed_argv in zip(seeds, per_seed):
+            main.last_result = None
+            main(seed_argv)
+            if main.last_result and main.last_result["interrupted"]:
+                print(f"drl: stopped after seed {seed}; the remaining seeds were not started")
+                return 130
+        return 0
+    return _run_parallel(seeds, per_seed, parallel)
+
+
+def _relay(proc: subprocess.Popen, prefix: str) -> None:
+    for line in proc.stdout:
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+
+
+def _run_parallel(seeds: list[int], per_seed: list[list[str]], parallel: int) -> int:
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}  # no interleaved progress bars
+    queue, running, failed = list(zip(seeds, per_seed)), [], []
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                seed, seed_argv = queue.pop(0)
+                proc = subprocess.Popen([sys.executable, "-m", "drl.train", *seed_argv], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+                relay = threading.Thread(target=_relay, args=(proc, f"[seed {seed}] "), daemon=True)
+                relay.start()
+                running.append((seed, proc, relay))
+            for item in list(running):
+                seed, proc, relay = item
+                if proc.poll() is not None:
+                    relay.join()
+                    running.remove(item)
+                    if proc.returncode != 0:
+                        failed.append(seed)
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the children got the signal too: they checkpoint and exit
+        for _, proc, relay in running:
+            proc.wait()
+            relay.join()
+        raise
+    if failed:
+        print(f"drl: seeds {', '.join(map(str, failed))} failed (see their output above)", file=sys.stderr)
+        return 1
     return 0
 
 

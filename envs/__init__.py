@@ -9,7 +9,8 @@ from drl.config import ConfigError, EnvConfig
 
 
 def make_env(cfg: EnvConfig, device: torch.device, seed: int, num_envs: int | None = None,
-             evaluation: bool = False):
+             evaluation: bool = False, max_episode_frames: int | None = None):
+    """``evaluation=True`` turns off learning-only signals (life loss as terminal)."""
     num_envs = num_envs or cfg.num_envs
     if cfg.kind == "atari":
         from envs.atari import AtariVecEnv, atari_games
@@ -21,7 +22,8 @@ def make_env(cfg: EnvConfig, device: torch.device, seed: int, num_envs: int | No
         return AtariVecEnv(cfg.game, num_envs, device, seed=seed, frame_skip=cfg.frame_skip,
                            frame_stack=cfg.frame_stack, sticky_actions=cfg.sticky_actions, noop_max=cfg.noop_max,
                            life_loss_terminal=cfg.life_loss_terminal and not evaluation,
-                           clip_rewards=cfg.clip_rewards, max_episode_frames=cfg.max_episode_frames,
+                           clip_rewards=cfg.clip_rewards,
+                           max_episode_frames=max_episode_frames or cfg.max_episode_frames,
                            flicker=cfg.flicker, num_threads=cfg.num_threads)
     if cfg.kind == "catch":
         from envs.torch_native import CatchEnv

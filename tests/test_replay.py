@@ -89,34 +89,42 @@ def test_sampled_transitions_equal_naive_reference(stack, n, prioritized, capaci
     replay = ReplayBuffer(capacity, E, (1, H, W), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=1)
     fill(replay, stream, steps, rng)
     batch = replay.sample(256)
+    cut = check_batch_against_reference(replay, batch, stream.transitions, n, gamma)
+    assert cut > 0, "the sample should contain windows cut by a terminal or truncation"
+
+
+def check_batch_against_reference(replay, batch, transitions, n, gamma) -> int:
+    """Each sampled transition equals the naive one: stack, action, n-step return, discount, bootstrap obs.
+    ``transitions[e]`` lists dicts (obs, action, reward, term, trunc, reset, next) as the env showed them.
+    Returns how many sampled windows were cut short by an episode end."""
     env = batch.indices // replay.capacity
     logical = replay._logical_from_phys(env, batch.indices % replay.capacity)
-    checked_ends = 0
+    cut = 0
     for b in range(len(env)):
         e = int(env[b])
-        t = _transition_index(stream, e, int(logical[b]))
-        tr = stream.transitions[e][t]
-        ret, disc, nxt = naive_target(stream.transitions[e], t, n, gamma)
-        assert torch.equal(batch.obs[b], tr["obs"]), f"stack mismatch env {e} t {t}"
+        t = _transition_index(transitions[e], int(logical[b]))
+        tr = transitions[e][t]
+        ret, disc, nxt = naive_target(transitions[e], t, n, gamma)
+        assert torch.equal(batch.obs[b].cpu(), tr["obs"]), f"stack mismatch env {e} t {t}"
         assert int(batch.actions[b]) == tr["action"]
         assert float(batch.returns[b]) == pytest.approx(ret, rel=1e-5, abs=1e-5)
         assert float(batch.discounts[b]) == pytest.approx(disc, rel=1e-6)
         if disc > 0:  # the bootstrap observation matters only when the target bootstraps
-            assert torch.equal(batch.next_obs[b], nxt), f"next stack mismatch env {e} t {t}"
-        checked_ends += disc != pytest.approx(gamma ** n)
-    assert checked_ends > 0, "the sample should contain windows cut by a terminal or truncation"
+            assert torch.equal(batch.next_obs[b].cpu(), nxt), f"next stack mismatch env {e} t {t}"
+        cut += disc != pytest.approx(gamma ** n)
+    return cut
 
 
-def _transition_index(stream, e, logical):
+def _transition_index(transitions, logical):
     """Map a logical slot of env e to its transition number: one slot per step, plus one final slot after
     every reset."""
     slot = 0
-    for t, tr in enumerate(stream.transitions[e]):
+    for t, tr in enumerate(transitions):
         if slot == logical:
             return t
         slot += 1 + tr["reset"]
         if slot > logical:
-            raise AssertionError(f"logical slot {logical} of env {e} is a final slot; it must never be sampled")
+            raise AssertionError(f"logical slot {logical} is a final slot; it must never be sampled")
     raise AssertionError("slot beyond the stream")
 
 

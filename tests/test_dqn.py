@@ -1,0 +1,67 @@
+"""DQN learning rule: Double-DQN target against a hand computation on a small fixed network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dqn import DQN
+from drl import config
+from drl.replay import TransitionBatch
+
+
+def make_agent(double: bool) -> DQN:
+    cfg = config.load("catch", [f"agent.double={str(double).lower()}", "compute.bf16=off"])
+    torch.manual_seed(0)
+    agent = DQN(cfg, (1, 4, 3), num_actions=3, num_extras=0, device=torch.device("cpu"), bf16=False,
+                generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a target network that differs from the online one
+        for p in agent.target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return agent
+
+
+def batch_of(n=16) -> TransitionBatch:
+    g = torch.Generator().manual_seed(1)
+    return TransitionBatch(
+        obs=torch.randint(0, 256, (n, 1, 4, 3), dtype=torch.uint8, generator=g),
+        actions=torch.randint(0, 3, (n,), generator=g),
+        returns=torch.randn(n, generator=g),
+        next_obs=torch.randint(0, 256, (n, 1, 4, 3), dtype=torch.uint8, generator=g),
+        discounts=torch.tensor([0.99 ** 3, 0.0, 0.99] * (n // 3) + [0.99 ** 3] * (n % 3)),
+        weights=torch.ones(n), indices=np.arange(n))
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_target_equals_hand_computation(double):
+    agent, batch = make_agent(double), batch_of()
+    _, td, _ = agent.loss(batch)
+    with torch.no_grad():
+        for b in range(len(batch.actions)):
+            q = agent.online(batch.obs[b:b + 1])[0]
+            q_next_online = agent.online(batch.next_obs[b:b + 1])[0]
+            q_next_target = agent.target(batch.next_obs[b:b + 1])[0]
+            a_star = int(np.argmax(q_next_online.numpy())) if double else int(np.argmax(q_next_target.numpy()))
+            target = float(batch.returns[b]) + float(batch.discounts[b]) * float(q_next_target[a_star])
+            assert float(td[b]) == pytest.approx(target - float(q[int(batch.actions[b])]), abs=1e-5)
+
+
+def test_double_and_vanilla_targets_differ_and_termination_does_not_bootstrap():
+    batch = batch_of()
+    _, td_double, _ = make_agent(True).loss(batch)
+    _, td_vanilla, _ = make_agent(False).loss(batch)
+    assert not torch.allclose(td_double, td_vanilla), "the test network must tell the two rules apart"
+    terminal = batch.discounts == 0
+    assert torch.allclose(td_double[terminal], td_vanilla[terminal])  # no bootstrap, same target
+
+
+def test_update_changes_online_network_only_and_sync_copies():
+    agent = make_agent(True)
+    before_online = [p.clone() for p in agent.online.parameters()]
+    before_target = [p.clone() for p in agent.target.parameters()]
+    stats, _ = agent.update(batch_of())
+    assert torch.isfinite(stats["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before_online, agent.online.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before_target, agent.target.parameters()))
+    agent.sync_target()
+    assert all(torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
