@@ -34,10 +34,12 @@ def epsilon_greedy(q: torch.Tensor, epsilon: float | torch.Tensor, generator: to
 
 
 class DQN:
+    recurrent = False
+
     def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int,
                  device: torch.device, bf16: bool, generator: torch.Generator):
         self.cfg, self.device, self.num_actions = cfg.agent, device, num_actions
-        self.online = QNetwork(cfg.network, obs_shape, num_actions, num_extras).to(device)
+        self.online = QNetwork(cfg.network, obs_shape, num_actions, num_extras, self.recurrent).to(device)
         self.channels_last = cfg.compute.channels_last
         if self.channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)

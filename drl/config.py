@@ -46,12 +46,11 @@ class NetworkConfig(Section):
     encoder: Literal["nature", "small"] = "nature"
     hidden: int = Field(512, ge=1)
     dueling: bool = False
-    recurrent: bool = False                          # CNN -> LSTM -> head (DRQN)
     lstm_size: int = Field(512, ge=1)
 
 
 class AgentConfig(Section):
-    algo: Literal["dqn", "drqn"] = "dqn"
+    algo: Literal["dqn", "drqn"] = "dqn"             # drqn = CNN -> LSTM -> head, trained on sequences
     lr: float = Field(1e-4, gt=0.0, le=1.0)
     adam_eps: float = Field(1.5e-4, gt=0.0)
     gamma: float = Field(0.99, gt=0.0, le=1.0)
@@ -75,6 +74,11 @@ class ReplayConfig(Section):
     beta_start: float = Field(0.4, ge=0.0, le=1.0)   # annealed linearly to 1 over total_steps
     priority_eps: float = Field(1e-6, gt=0.0)
     save_in_checkpoint: bool = False
+    # sequences for recurrent agents (R2D2 used 80 / 40 / 40); sequence_length includes the burn-in
+    sequence_length: int = Field(20, ge=2)
+    burn_in: int = Field(8, ge=0)
+    sequence_overlap: int = Field(10, ge=0)
+    priority_eta: float = Field(0.9, ge=0.0, le=1.0)                # eta * max|td| + (1 - eta) * mean|td|
 
 
 class EvalConfig(Section):
@@ -128,6 +132,11 @@ class Config(Section):
         if self.agent.batch_size > self.replay.capacity:
             raise ValueError(f"agent.batch_size ({self.agent.batch_size}) is larger than replay.capacity "
                              f"({self.replay.capacity}); lower agent.batch_size or raise replay.capacity")
+        if self.replay.burn_in >= self.replay.sequence_length:
+            raise ValueError(f"replay.sequence_length ({self.replay.sequence_length}) must be above replay.burn_in "
+                             f"({self.replay.burn_in}); raise sequence_length or lower burn_in")
+        if self.replay.sequence_overlap >= self.replay.sequence_length:
+            raise ValueError("replay.sequence_overlap must be below replay.sequence_length")
         if self.agent.eps_end > self.agent.eps_start:
             raise ValueError("agent.eps_end must not exceed agent.eps_start")
         return self

@@ -52,13 +52,13 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None) -> list[di
     step = env.reset()
     if on_step is not None:
         on_step(step)
-    state = agent.initial_state(env.num_envs) if hasattr(agent, "initial_state") else None
+    state = agent.initial_state(env.num_envs) if agent.recurrent else None
     while len(results) < episodes:
         actions, state = agent.act(step.obs, epsilon, step.extras, state)
         step = env.step(actions)
         if on_step is not None:
             on_step(step)
-        if hasattr(agent, "reset_state"):
+        if agent.recurrent:
             state = agent.reset_state(state, step.reset)
         for ep in step.episodes:
             if quota[ep["env"]] > 0:
@@ -122,6 +122,9 @@ class Trainer:
             cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
             n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
             alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed)
+        if self.agent.recurrent:
+            self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
+                                         cfg.network.lstm_size, cfg.replay.priority_eta)
         self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
         self.step = first
         if resume_from is not None:
@@ -180,9 +183,11 @@ class Trainer:
         started = time.perf_counter() - c.wall_time
         last_log_time, last_log_steps = time.perf_counter(), c.env_steps
         last_eval: dict = {}
+        last_eval_step = -1
         train_stats: dict[str, list[float]] = {}
         first_flags = self.step.reset.clone()
-        state = self.agent.initial_state(num_envs) if hasattr(self.agent, "initial_state") else None
+        state = self.agent.initial_state(num_envs) if self.agent.recurrent else None
+        sample = self.replay.sample_sequences if self.agent.recurrent else self.replay.sample
         bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
                    mininterval=1.0, desc=cfg.name)
         with StopRequested() as stop:
@@ -193,8 +198,8 @@ class Trainer:
                 obs, extras = self.step.obs, self.step.extras
                 actions, new_state = self.agent.act(obs, epsilon, extras, state)
                 step = self.env.step(actions)
-                self.replay.add_step(obs, first_flags, actions, step, extras)
-                if hasattr(self.agent, "reset_state"):
+                self.replay.add_step(obs, first_flags, actions, step, extras, recurrent_state=state)
+                if self.agent.recurrent:
                     new_state = self.agent.reset_state(new_state, step.reset)
                 state, first_flags, self.step = new_state, step.reset, step
                 c.env_steps += num_envs
@@ -211,9 +216,9 @@ class Trainer:
                     beta = linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps)
                     while c.pending_updates >= 1:
                         c.pending_updates -= 1
-                        batch = self.replay.sample(agent_cfg.batch_size, beta=beta, device=self.device)
+                        batch = sample(agent_cfg.batch_size, beta=beta, device=self.device)
                         stats, td = self.agent.update(batch)
-                        self.replay.update_priorities(batch.indices, td)
+                        self.replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
                         for key, value in stats.items():
                             train_stats.setdefault(key, []).append(float(value))
                         if not math.isfinite(train_stats["loss"][-1]):
@@ -238,12 +243,13 @@ class Trainer:
                 if c.env_steps // cfg.eval.interval > c.evals:
                     c.evals = c.env_steps // cfg.eval.interval
                     last_eval = self.run_evaluation(time.perf_counter() - started)
+                    last_eval_step = c.env_steps
                 if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
                     c.wall_time = time.perf_counter() - started
                     self.save_checkpoint()
                     c.checkpoints = c.env_steps // cfg.checkpoint_interval
         bar.close()
-        if not stop.requested and (not last_eval or c.env_steps % cfg.eval.interval):
+        if not stop.requested and last_eval_step != c.env_steps:
             last_eval = self.run_evaluation(time.perf_counter() - started)
         c.wall_time = time.perf_counter() - started
         self.save_checkpoint()

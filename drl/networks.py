@@ -58,9 +58,10 @@ class QNetwork(nn.Module):
     Q ``[T, B, A]`` and the new LSTM state ``(h, c)``, each ``[1, B, lstm_size]``.
     """
 
-    def __init__(self, cfg: NetworkConfig, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int = 0):
+    def __init__(self, cfg: NetworkConfig, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int = 0,
+                 recurrent: bool = False):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.recurrent = cfg, recurrent
         self.num_extras = num_extras
         self.encoder = ENCODERS[cfg.encoder](obs_shape[0])
         with torch.no_grad():
@@ -68,7 +69,7 @@ class QNetwork(nn.Module):
         if num_extras:
             self.extras_embedding = nn.Sequential(nn.Linear(num_extras, 32), nn.ReLU())
             features += 32
-        if cfg.recurrent:
+        if recurrent:
             self.lstm = nn.LSTM(features, cfg.lstm_size)
             features = cfg.lstm_size
         self.head = QHead(features, cfg.hidden, num_actions, cfg.dueling)

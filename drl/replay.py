@@ -24,6 +24,46 @@ import torch
 from drl.sumtree import SumTree, importance_weights
 
 
+def n_step_returns(rewards: torch.Tensor, terminated: torch.Tensor, done: torch.Tensor, n: int, gamma: float):
+    """n-step returns for every start position of a window.
+
+    rewards/terminated/done: [B, W] per slot (done = terminated or truncated). For each start p in [0, W-n]:
+    ``returns`` = sum_{k<n'} gamma^k r_{p+k}, where the window stops after n steps or after the first done step;
+    ``steps`` = n' (so the bootstrap observation sits at slot p + n'); ``discounts`` = gamma^n', or 0 when the
+    last step taken terminated. All outputs are [B, W-n+1].
+    """
+    B, W = rewards.shape
+    P = W - n + 1
+    returns = torch.zeros(B, P)
+    steps = torch.zeros(B, P, dtype=torch.long)
+    alive = torch.ones(B, P, dtype=torch.bool)
+    ended_terminal = torch.zeros(B, P, dtype=torch.bool)
+    for k in range(n):
+        returns += alive * (gamma ** k) * rewards[:, k:k + P]
+        steps += alive
+        ended_terminal |= alive & terminated[:, k:k + P]
+        alive &= ~done[:, k:k + P]
+    discounts = torch.where(ended_terminal, 0.0, gamma ** steps.float())
+    return returns, steps, discounts
+
+
+@dataclass
+class SequenceBatch:
+    """Time-major sequences for recurrent agents. W = sequence_length + n_step slots are unrolled; losses use
+    positions [burn_in, sequence_length) where ``mask`` is true."""
+    obs: torch.Tensor          # uint8 [W, B, S*C, H, W]; slots after the episode's end are zero padding
+    actions: torch.Tensor      # int64 [W, B]
+    returns: torch.Tensor      # float32 [T, B] n-step returns from each position
+    bootstrap: torch.Tensor    # int64 [T, B] position p + n' of the bootstrap observation
+    discounts: torch.Tensor    # float32 [T, B]
+    mask: torch.Tensor         # bool [T, B]: a real step of the sequence's episode, past burn-in
+    state: tuple               # stored LSTM state (h, c) at the sequence start, each [1, B, hidden]
+    weights: torch.Tensor      # float32 [B]
+    indices: np.ndarray        # [B] flat start-entry ids, for priority updates
+    episode_start: torch.Tensor  # bool [B]: the sequence starts its episode, so its zero state is exact
+    extras: torch.Tensor | None = None   # float32 [W, B, K]
+
+
 @dataclass
 class TransitionBatch:
     obs: torch.Tensor          # uint8 [B, S*C, H, W]
@@ -62,6 +102,7 @@ class ReplayBuffer:
         self.prioritized, self.alpha, self.priority_eps = prioritized, alpha, priority_eps
         self.tree = SumTree(E * N) if prioritized else None
         self._env_ids = np.arange(E)
+        self.sequences = False
 
     TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
 
@@ -85,7 +126,7 @@ class ReplayBuffer:
         self.flags[e, phys] = flags
         if self.num_extras:
             self.extras[e, phys] = extras
-        if self.prioritized:
+        if self.prioritized and not self.sequences:
             is_transition = (flags & self.FINAL) == 0
             self.tree.update(envs * self.capacity + phys.numpy(),
                              np.where(is_transition.numpy(), self.tree.max_priority ** self.alpha, 0.0))
@@ -94,18 +135,22 @@ class ReplayBuffer:
     def add(self, frame: torch.Tensor, first: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
             terminated: torch.Tensor, truncated: torch.Tensor, reset: torch.Tensor,
             final_frame: torch.Tensor | None = None, extras: torch.Tensor | None = None,
-            final_extras: torch.Tensor | None = None) -> None:
+            final_extras: torch.Tensor | None = None, recurrent_state: tuple | None = None) -> None:
         """Store one vector step for all envs.
 
         frame: uint8 [E, C, H, W], newest frame of the obs acted on; first: bool [E], that obs began an episode;
         action/reward/terminated/truncated: [E] results of the step; reset: bool [E], the env reset in this step,
         in which case final_frame[e] (newest frame of VecStep.final_obs) is stored as a ``final`` slot.
+        recurrent_state: the acting LSTM state (h, c), each [1, E, hidden], *before* it saw ``frame``; stored at
+        sequence starts when sequences are enabled.
         """
         cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
         first, terminated, truncated, reset = cpu(first), cpu(terminated), cpu(truncated), cpu(reset)
         flags = (terminated.to(torch.uint8) * self.TERMINATED | truncated.to(torch.uint8) * self.TRUNCATED
                  | first.to(torch.uint8) * self.FIRST)
         self._write(self._env_ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras))
+        if self.sequences:
+            self._record_starts(first.numpy(), recurrent_state)
         done = reset.numpy().nonzero()[0]
         if len(done):
             sel = torch.from_numpy(done)
@@ -113,12 +158,12 @@ class ReplayBuffer:
                         None if final_extras is None else cpu(final_extras)[sel])
 
     def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
-                 extras: torch.Tensor | None = None) -> None:
+                 extras: torch.Tensor | None = None, recurrent_state: tuple | None = None) -> None:
         """Store a vector step: ``obs``/``extras`` were acted on with ``actions`` and gave ``step`` (a VecStep)."""
         c = self.frame_shape[0]
         final = None if step.final_obs is None else step.final_obs[:, -c:]
         self.add(obs[:, -c:], first, actions, step.reward, step.terminated, step.truncated, step.reset, final,
-                 extras, step.final_extras)
+                 extras, step.final_extras, recurrent_state)
 
     # ---------------------------------------------------------------- sampling helpers
     def _logical_from_phys(self, env: np.ndarray, phys: np.ndarray) -> np.ndarray:
@@ -165,6 +210,10 @@ class ReplayBuffer:
         extras = self.extras[e, idx] if self.num_extras else None
         return self.frames[e, idx], self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx], extras
 
+    def _flag_bits(self, flags: torch.Tensor):
+        term = (flags & self.TERMINATED) > 0
+        return term, term | ((flags & self.TRUNCATED) > 0), (flags & self.FIRST) > 0
+
     @staticmethod
     def stack_frames(frames: torch.Tensor, first: torch.Tensor, stack: int) -> torch.Tensor:
         """frames [B, S, C, H, W] ending at the frame of interest, first bool [B, S] -> uint8 [B, S*C, H, W].
@@ -187,19 +236,10 @@ class ReplayBuffer:
         env, logical, prob = self._draw(batch_size, before=S - 1, after=n)
         frames, flags, rewards, actions, extras = self._window(env, logical, np.arange(-(S - 1), n + 1))
         B = len(env)
-        term = (flags & self.TERMINATED) > 0
-        done = term | ((flags & self.TRUNCATED) > 0)
-        first = (flags & self.FIRST) > 0
-        # n-step window starts at position S-1; it stops after the first done step (inclusive)
-        done_w = done[:, S - 1:S - 1 + n]
-        alive_before = torch.ones(B, n, dtype=torch.bool)
-        alive_before[:, 1:] = ~(done_w[:, :-1].to(torch.uint8).cummax(1).values.bool())
-        steps = alive_before.sum(1)                                               # n' in [1, n]
-        disc = self.gamma ** torch.arange(n, dtype=torch.float32)
-        returns = (rewards[:, S - 1:S - 1 + n] * disc * alive_before).sum(1)
-        last = S - 2 + steps                                                      # position of the last step used
-        ended_terminal = term.gather(1, last[:, None]).squeeze(1)
-        discounts = torch.where(ended_terminal, 0.0, self.gamma ** steps.float())
+        term, done, first = self._flag_bits(flags)
+        returns, steps, discounts = n_step_returns(rewards[:, S - 1:S - 1 + n], term[:, S - 1:S - 1 + n],
+                                                   done[:, S - 1:S - 1 + n], n, self.gamma)
+        returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
         rows = torch.arange(B)[:, None]
         obs = self.stack_frames(frames[:, :S], first[:, :S], S)
         nxt = (steps[:, None] + torch.arange(S)[None, :])                       # positions n'..n'+S-1
@@ -217,9 +257,106 @@ class ReplayBuffer:
             batch.next_extras = to(extras[rows.squeeze(1), S - 1 + steps])
         return batch
 
-    def update_priorities(self, indices: np.ndarray, td_errors: torch.Tensor) -> None:
+    # ---------------------------------------------------------------- sequences (DRQN)
+    def enable_sequences(self, length: int, burn_in: int, overlap: int, state_size: int, eta: float = 0.9) -> None:
+        """Store the LSTM state every ``length - overlap`` steps of each episode (and at its first step); sample
+        windows of ``length + n_step`` slots from those starts."""
+        if not 0 <= burn_in < length or not 0 <= overlap < length:
+            raise ValueError("need 0 <= burn_in < sequence_length and 0 <= overlap < sequence_length")
+        self.sequences, self.seq_len, self.burn_in, self.stride, self.eta = True, length, burn_in, length - overlap, eta
+        E, K = self.num_envs, max(2 * self.capacity // self.stride, 8)
+        self.starts_cap = K
+        self.start_slot = torch.full((E, K), -1, dtype=torch.int64)   # logical slot of each stored start
+        self.start_state = torch.zeros(E, K, 2, state_size)            # (h, c) before the start frame was seen
+        self.start_count = np.zeros(E, dtype=np.int64)
+        self.episode_step = np.zeros(E, dtype=np.int64)
+        if self.prioritized:
+            self.tree = SumTree(E * K)                                  # priorities live on sequence starts
+
+    def _record_starts(self, first: np.ndarray, state: tuple | None) -> None:
+        self.episode_step[first] = 0
+        envs = np.nonzero(self.episode_step % self.stride == 0)[0]
+        self.episode_step += 1
+        if not len(envs):
+            return
+        k = self.start_count[envs] % self.starts_cap
+        e_t, k_t = torch.from_numpy(envs), torch.from_numpy(k)
+        self.start_slot[e_t, k_t] = torch.from_numpy(self.count[envs] - 1)
+        if state is not None:
+            h, c = (x.detach().to("cpu", torch.float32)[0, e_t] for x in state)
+            self.start_state[e_t, k_t] = torch.stack([h, c], dim=1)
+        if self.prioritized:
+            self.tree.update(envs * self.starts_cap + k, self.tree.max_priority ** self.alpha)
+        self.start_count[envs] += 1
+
+    def sample_sequences(self, batch_size: int, beta: float = 0.4, device: torch.device | None = None) -> SequenceBatch:
+        S, n, T = self.stack, self.n_step, self.seq_len
+        W = T + n
+        K = self.starts_cap
+        envs, ks, probs, need = [], [], [], batch_size
+        for _ in range(1000):
+            if self.prioritized:
+                leaf = self.tree.sample(need, self.rng)
+                env, k = leaf // K, leaf % K
+                prob = self.tree.get(leaf) / self.tree.total
+            else:
+                env = self.rng.integers(0, self.num_envs, need)
+                k = np.floor(self.rng.random(need) * np.minimum(self.start_count[env], K)).astype(np.int64)
+                prob = np.ones(need)
+            slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
+            ok = (slot >= 0) & self._valid(env, np.maximum(slot, 0), before=S - 1, after=W - 1)
+            envs.append(env[ok]), ks.append(k[ok]), probs.append(prob[ok])
+            need -= int(ok.sum())
+            if need <= 0:
+                break
+        else:
+            raise RuntimeError("replay holds no complete sequence yet; raise agent.learning_starts")
+        env, k, prob = (np.concatenate(x)[:batch_size] for x in (envs, ks, probs))
+        slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
+        B = len(env)
+        frames, flags, rewards, actions, extras = self._window(env, slot, np.arange(-(S - 1), W))
+        term, done, first = self._flag_bits(flags)
+        final = ((flags & self.FINAL) > 0)[:, S - 1:]                        # [B, W]
+        beyond = torch.zeros(B, W, dtype=torch.bool)                         # slots of the next episode
+        beyond[:, 1:] = final[:, :-1].to(torch.uint8).cummax(1).values.bool()
+        if S == 1:
+            obs = frames
+        else:  # rebuild a stack for every position: windows of S slots ending at each position
+            win = frames.unfold(1, S, 1).permute(0, 1, 6, 2, 3, 4, 5)         # [B, W, S, C, H, W]
+            obs = self.stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
+            obs = obs.view(B, W, *obs.shape[1:])
+        obs = obs * (~beyond).view(B, W, 1, 1, 1).to(obs.dtype)
+        returns, steps, discounts = n_step_returns(rewards[:, S - 1:], term[:, S - 1:], done[:, S - 1:], n, self.gamma)
+        returns, steps, discounts = returns[:, :T], steps[:, :T], discounts[:, :T]
+        position = torch.arange(T)[None, :]
+        # burn-in is needed only when the stored state is stale; an episode's first sequence starts from zeros
+        starts_episode = first[:, S - 1:S]
+        mask = ((position >= self.burn_in) | starts_episode) & ~beyond[:, :T] & ~final[:, :T]
+        state = self.start_state[torch.from_numpy(env), torch.from_numpy(k)]  # [B, 2, hidden]
+        weights = (importance_weights(prob, int(np.minimum(self.start_count, K).sum()), beta) if self.prioritized
+                   else np.ones(B, dtype=np.float32))
+        dev = device or self.device
+        to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
+        tm = lambda t: to(t.transpose(0, 1).contiguous())  # noqa: E731  time-major
+        batch = SequenceBatch(
+            obs=tm(obs), actions=tm(actions[:, S - 1:].long()), returns=tm(returns), bootstrap=tm(position + steps),
+            discounts=tm(discounts), mask=tm(mask),
+            state=(to(state[:, 0][None].contiguous()), to(state[:, 1][None].contiguous())),
+            weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))), indices=env * K + k,
+            episode_start=to(starts_episode[:, 0]))
+        if self.num_extras:
+            batch.extras = tm(extras[:, S - 1:] * (~beyond)[..., None])
+        return batch
+
+    def update_priorities(self, indices: np.ndarray, td_errors: torch.Tensor,
+                          mask: torch.Tensor | None = None) -> None:
+        """td_errors [B] for transitions; [T, B] with ``mask`` for sequences (eta * max + (1 - eta) * mean)."""
         if not self.prioritized:
             return
+        if mask is not None:
+            td = td_errors.detach().abs().float().cpu() * mask.cpu()
+            count = mask.cpu().sum(0).clamp(min=1)
+            td_errors = self.eta * td.max(0).values + (1 - self.eta) * td.sum(0) / count
         p = td_errors.detach().abs().float().cpu().numpy().astype(np.float64) + self.priority_eps
         self.tree.update(indices, p ** self.alpha)
         self.tree.max_priority = max(self.tree.max_priority, float(p.max()))
@@ -234,6 +371,10 @@ class ReplayBuffer:
         if self.prioritized:
             state["tree"] = torch.from_numpy(self.tree.tree.copy())
             state["max_priority"] = self.tree.max_priority
+        if self.sequences:
+            state.update(start_slot=self.start_slot, start_state=self.start_state,
+                         start_count=torch.from_numpy(self.start_count.copy()),
+                         episode_step=torch.from_numpy(self.episode_step.copy()))
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -244,3 +385,8 @@ class ReplayBuffer:
         if self.prioritized:
             self.tree.tree[:] = state["tree"].numpy()
             self.tree.max_priority = state["max_priority"]
+        if self.sequences:
+            self.start_slot.copy_(state["start_slot"])
+            self.start_state.copy_(state["start_state"])
+            self.start_count = state["start_count"].numpy().copy()
+            self.episode_step = state["episode_step"].numpy().copy()

@@ -1,0 +1,68 @@
+"""DRQN (Hausknecht & Stone 2015; Lample & Chaplot 2017) trained the R2D2 way (Kapturowski et al. 2019):
+recurrent Double DQN with n-step targets on stored sequences, started from the stored LSTM state and a burn-in.
+
+Only what differs from DQN lives here: acting keeps an LSTM state per env (zeroed at each episode start), and the
+loss unrolls the network over ``[T, B]`` sequences. Targets and the Huber loss are DQN's (``double_q_target``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from agents.dqn import DQN, double_q_target, epsilon_greedy
+from drl.replay import SequenceBatch
+
+
+class DRQN(DQN):
+    recurrent = True
+
+    def __init__(self, cfg, *args, **kwargs):
+        super().__init__(cfg, *args, **kwargs)
+        self.burn_in = cfg.replay.burn_in
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.online.initial_state(batch, self.device)
+
+    @staticmethod
+    def reset_state(state: tuple, reset: torch.Tensor) -> tuple:
+        """Zero the LSTM state of envs whose next observation starts a new episode."""
+        keep = (~reset).to(state[0].dtype).view(1, -1, 1)
+        return state[0] * keep, state[1] * keep
+
+    def unroll(self, net, obs, extras, state):
+        with self.autocast():
+            q, state = net.forward_sequence(obs, extras, state)
+        return q.float(), state
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, epsilon: float, extras: torch.Tensor | None = None, state=None):
+        """obs uint8 [N, C, H, W] -> actions [N] and the LSTM state after seeing obs."""
+        if state is None:
+            state = self.initial_state(obs.shape[0])
+        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
+        return epsilon_greedy(q[0], epsilon, self.generator), state
+
+    def loss(self, batch: SequenceBatch):
+        """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and
+        no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""
+        T, burn_in, extras = batch.returns.shape[0], self.burn_in, batch.extras
+        part = lambda x, a, b: None if x is None else x[a:b]  # noqa: E731
+        q_head, state = self.unroll(self.online, batch.obs[:burn_in], part(extras, 0, burn_in), batch.state) \
+            if burn_in else (None, batch.state)
+        if burn_in:
+            exact = batch.episode_start.to(state[0].dtype).view(1, -1, 1)
+            state = tuple(x * exact + x.detach() * (1 - exact) for x in state)
+        q_rest, _ = self.unroll(self.online, batch.obs[burn_in:], part(extras, burn_in, None), state)
+        q = torch.cat([q_head, q_rest]) if burn_in else q_rest                          # [W, B, A]
+        with torch.no_grad():
+            q_target, _ = self.unroll(self.target, batch.obs, extras, batch.state)
+            boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])              # [T, B, A]
+            target = double_q_target(q.detach().gather(0, boot), q_target.gather(0, boot),
+                                     batch.returns, batch.discounts, self.cfg.double)
+        q_taken = q[:T].gather(2, batch.actions[:T, :, None]).squeeze(2)
+        mask = batch.mask.float()
+        valid = mask.sum().clamp(min=1)
+        td = (target - q_taken) * mask
+        huber = F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta) * mask
+        loss = (huber * batch.weights[None, :]).sum() / valid
+        return loss, td.detach(), {"q_mean": (q_taken.detach() * mask).sum() / valid}
