@@ -37,7 +37,8 @@ def use_bf16(cfg: ComputeConfig, device: torch.device) -> bool:
 
 
 def configure_threads(cfg: ComputeConfig) -> int:
-    threads = cfg.threads or len(os.sched_getaffinity(0))
+    # DRL_THREADS lets a shared machine cap every run (e.g. tests beside a long training) without config edits
+    threads = cfg.threads or int(os.environ.get("DRL_THREADS", 0)) or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return threads
 

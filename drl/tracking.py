@@ -54,8 +54,8 @@ def logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     host, _ = api_host()
-    candidates = [os.environ.get("NETRC"), "~/.netrc", "~/_netrc"]
-    for name in filter(None, candidates):
+    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+    for name in candidates:
         path = Path(name).expanduser()
         if path.is_file():
             try:

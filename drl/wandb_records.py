@@ -7,8 +7,7 @@ header is zero padding. Payloads (joined across FIRST..LAST) are serialized
 ``wandb.proto.wandb_internal_pb2.Record`` messages.
 
 ``read_run(path)`` collects what a run logged: run info (id, project, group, job type, name), config, history
-rows, summary and ``define_metric`` records. Used by the tests and by ``drl.compare`` when a run directory has no
-``metrics.jsonl``.
+rows, summary and ``define_metric`` records (used by the tests to check what an offline run recorded).
 """
 from __future__ import annotations
 
@@ -128,4 +127,5 @@ def read_run(path: Path) -> dict:
 
 def find_run_files(run_dir: Path) -> list[Path]:
     """The ``.wandb`` files under RUN_DIR/wandb/, oldest first (a resumed run adds one per session)."""
-    return sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    files = [p for p in Path(run_dir).glob("wandb/*run-*/run-*.wandb") if not p.parent.is_symlink()]  # latest-run
+    return sorted(files, key=lambda p: p.stat().st_mtime)

@@ -1,0 +1,202 @@
+"""``python -m drl.evaluate RUN_DIR [--checkpoint PATH] [--episodes N] [--video out.mp4] [--epsilon E]``.
+
+Loads RUN_DIR/config.yaml and a checkpoint (default RUN_DIR/checkpoints/latest.pt), plays whole evaluation episodes
+with the training code's own ``drl.loop.evaluate``, prints a score table and, with ``--video``, writes an mp4 of
+env 0's episodes (its share of the N episodes), upscaled with nearest-neighbour so small worlds are visible. With
+tracking on (config ``tracking.wandb`` or ``--wandb``) the scores and the video go to a W&B run with job type
+``eval`` in the experiment's group.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from drl import checkpoint, config
+from drl.cli import run_cli
+from drl.errors import UserError
+
+VIDEO_TARGET = 320  # pixels on the longer side of the upscaled frame (integer nearest-neighbour factor)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m drl.evaluate",
+                                     description="Evaluate a trained run's checkpoint; optionally record a video.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by drl.train")
+    parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default RUN_DIR/checkpoints/latest.pt)")
+    parser.add_argument("--episodes", metavar="N", type=int, help="episodes to play (default: the config's eval.episodes)")
+    parser.add_argument("--epsilon", metavar="E", type=float, help="exploration rate (default: the config's eval.epsilon)")
+    parser.add_argument("--num-envs", metavar="N", type=int, help="envs stepping together (default min(eval.num_envs, N))")
+    parser.add_argument("--seed", type=int, help="env seed (default: the run's seed + 20000)")
+    parser.add_argument("--video", metavar="OUT.mp4", help="write an mp4 of the agent playing env 0")
+    parser.add_argument("--fps", type=int, help="video frames per second (default: real time for Atari/Doom, 8 otherwise)")
+    parser.add_argument("--wandb", choices=["auto", "online", "offline", "off"],
+                        help="W&B tracking for this evaluation (default: the config's tracking.wandb)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the config's device)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def frame_skip_factor(cfg: config.Config) -> int:
+    """Environment frames per agent step, as in the training metrics (torch-native worlds have no frame skip)."""
+    return cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1
+
+
+def default_fps(cfg: config.Config) -> int:
+    if cfg.env.kind == "atari":
+        return max(1, round(60 / cfg.env.frame_skip))
+    if cfg.env.kind == "doom":
+        return max(1, round(35 / cfg.env.frame_skip))
+    return 8
+
+
+class VideoRecorder:
+    """``on_step`` callback for ``drl.loop.evaluate``: writes env 0's frames until it has finished ``episodes``.
+
+    Per episode that is its first observation, the observation after every step and the terminal frame
+    (``final_obs``), so ``length + 1`` frames. Frames are the newest frame of the stacked observation, upscaled by an
+    integer factor (nearest) and padded to a multiple of 16 pixels for the H.264 encoder.
+    """
+
+    def __init__(self, path: Path, frame_channels: int, episodes: int, fps: int):
+        import imageio.v2 as imageio
+
+        self.path, self.channels, self.left = Path(path), frame_channels, episodes
+        self.frames, self.size = 0, None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.writer = imageio.get_writer(self.path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                             pixelformat="yuv420p", macro_block_size=16)
+        except Exception as exc:  # noqa: BLE001 - missing ffmpeg, unwritable path
+            raise UserError(f"cannot write video '{path}' ({str(exc).splitlines()[0][:120]}); "
+                            "check the path and that imageio-ffmpeg is installed") from None
+
+    def _frame(self, obs) -> np.ndarray:
+        frame = obs[-self.channels:].cpu().numpy()          # newest frame: [C, H, W]
+        frame = frame[:3] if frame.shape[0] >= 3 else np.repeat(frame[:1], 3, axis=0)
+        frame = np.ascontiguousarray(frame.transpose(1, 2, 0))
+        h, w = frame.shape[:2]
+        k = max(1, round(VIDEO_TARGET / max(h, w)))
+        frame = frame.repeat(k, axis=0).repeat(k, axis=1)
+        ph, pw = -frame.shape[0] % 16, -frame.shape[1] % 16
+        if ph or pw:
+            frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)))
+        return frame
+
+    def _write(self, obs) -> None:
+        frame = self._frame(obs)
+        self.size = (frame.shape[1], frame.shape[0])
+        self.writer.append_data(frame)
+        self.frames += 1
+
+    def __call__(self, step) -> None:
+        if self.left <= 0:
+            return
+        if step.final_obs is not None and bool(step.reset[0]):   # env 0 finished an episode in this step
+            self._write(step.final_obs[0])
+            self.left -= 1
+            if self.left <= 0:
+                return
+        self._write(step.obs[0])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def format_table(summary: dict, episodes: int) -> str:
+    columns = [("episodes", str(episodes))]
+    for name, key in (("mean", "return_mean"), ("median", "return_median"), ("std", "return_std"),
+                      ("min", "return_min"), ("max", "return_max")):
+        columns.append((name, f"{summary[key]:.3f}"))
+    for key, value in summary.items():
+        if key.endswith("_mean") and key != "return_mean":
+            columns.append((key[: -len("_mean")], f"{value:.3f}"))
+    widths = [max(len(a), len(b)) for a, b in columns]
+    header = "  ".join(a.rjust(w) for (a, _), w in zip(columns, widths))
+    values = "  ".join(b.rjust(w) for (_, b), w in zip(columns, widths))
+    return f"{header}\n{values}"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"'{run_dir}' is not a run directory (expected {run_dir}/config.yaml); pass a directory "
+                        "written by drl.train")
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1 (got {args.episodes})")
+    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
+        raise UserError(f"--epsilon must be within [0, 1] (got {args.epsilon})")
+    if args.num_envs is not None and args.num_envs < 1:
+        raise UserError(f"--num-envs must be >= 1 (got {args.num_envs})")
+    if args.fps is not None and args.fps < 1:
+        raise UserError(f"--fps must be >= 1 (got {args.fps})")
+    if args.video and Path(args.video).suffix.lower() != ".mp4":
+        raise UserError(f"--video '{args.video}' must end in .mp4")
+    cfg = config.validate(config.load_yaml(run_dir / "config.yaml"))
+    payload = checkpoint.load(Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "latest.pt")
+    if payload["config"].get("name") != cfg.name:
+        raise UserError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{cfg.name}'; "
+                        "pass that run's directory or a checkpoint of this run")
+
+    import torch  # heavy imports after argument checks
+
+    from agents import make_agent
+    from drl import runtime
+    from drl.loop import evaluate, summarize
+    from drl.tracking import WandbTracker
+    from envs import make_env
+
+    episodes = args.episodes or cfg.eval.episodes
+    epsilon = cfg.eval.epsilon if args.epsilon is None else args.epsilon
+    num_envs = min(args.num_envs or cfg.eval.num_envs, episodes)
+    seed = cfg.seed + 20_000 if args.seed is None else args.seed
+    device = runtime.resolve_device(args.device or cfg.device)
+    bf16 = runtime.use_bf16(cfg.compute, device)
+    runtime.configure_threads(cfg.compute)
+    runtime.seed_everything(seed)
+    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_episode_frames=cfg.eval.max_frames)
+    recorder = None
+    try:
+        first = env.reset(seed=seed)
+        obs_shape = tuple(first.obs.shape[1:])
+        if tuple(payload["obs_shape"]) != obs_shape or payload["num_actions"] != env.num_actions:
+            raise UserError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
+                            f"{payload['num_actions']} actions, this run's config gives {obs_shape} and "
+                            f"{env.num_actions}; pass the checkpoint of this run")
+        generator = torch.Generator(device=device).manual_seed(seed)
+        agent = make_agent(cfg, obs_shape, env.num_actions, env.num_extras, device, bf16, generator)
+        agent.load_state_dict(payload["agent"])
+        if args.video:
+            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs),
+                                     args.fps or default_fps(cfg))
+        results = evaluate(agent, env, episodes, epsilon, on_step=recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        env.close()
+    summary = summarize(results)
+    env_steps = int(payload["counters"]["env_steps"])
+    print(f"drl.evaluate: {run_dir} at {env_steps:,} env steps, epsilon {epsilon:g}, {len(results)} episodes")
+    print(format_table(summary, len(results)))
+    if recorder is not None:
+        print(f"drl.evaluate: video {args.video} ({recorder.frames} frames of env 0, "
+              f"{recorder.size[0]}x{recorder.size[1]}, {args.fps or default_fps(cfg)} fps)")
+
+    if args.wandb:
+        cfg.tracking.wandb = args.wandb
+    if cfg.tracking.wandb != "off":
+        tracker = WandbTracker(cfg, run_dir, job_type="eval")
+        frames = env_steps * frame_skip_factor(cfg)
+        tracker.log_row({"event": "eval", "env_steps": env_steps, "frames": frames, "episodes": len(results),
+                         "epsilon": epsilon, **summary})
+        if recorder is not None:
+            tracker.log_video(Path(args.video), frames)
+        tracker.finish({"env_steps": env_steps})
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli("drl.evaluate", main)

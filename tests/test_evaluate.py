@@ -1,0 +1,83 @@
+"""drl.evaluate on a short catch run's checkpoint: score table, an mp4 that imageio reads back, W&B eval run."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+
+from drl.errors import UserError
+from drl.evaluate import main as evaluate_main
+from drl.wandb_records import find_run_files, read_run
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_CATCH = ["total_steps=2000", "eval.interval=1000", "eval.episodes=16", "eval.num_envs=16", "log_interval=500",
+              "agent.train_freq=64", "agent.learning_starts=500", "compute.threads=1"]
+
+
+def offline_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))
+    return env
+
+
+def cli(module: str, *args, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    env = offline_env(tmp)
+    run_dir = tmp / "run"
+    proc = cli("drl.train", "catch", *FAST_CATCH, "tracking.wandb=off", "--run-dir", run_dir, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp, run_dir, env
+
+
+def test_evaluate_prints_scores_and_writes_a_readable_video(trained):
+    tmp, run_dir, env = trained
+    video = tmp / "videos" / "catch.mp4"
+    episodes, num_envs = 6, 4
+    proc = cli("drl.evaluate", run_dir, "--episodes", episodes, "--num-envs", num_envs, "--video", video,
+               "--wandb", "auto", env=env)
+    assert proc.returncode == 0, proc.stderr
+    header, values = [l.split() for l in proc.stdout.splitlines()[1:3]]
+    assert header == ["episodes", "mean", "median", "std", "min", "max", "length"]
+    assert int(values[0]) == episodes and -1.0 <= float(values[1]) <= 1.0 and float(values[6]) == 9.0
+
+    assert video.is_file() and video.stat().st_size > 0
+    reader = imageio.get_reader(video, format="FFMPEG")
+    frames = [frame for frame in reader]
+    reader.close()
+    # env 0 plays ceil(6 / 4) = 2 episodes of 9 steps: first frame + 9 stepped frames each
+    assert len(frames) == math.ceil(episodes / num_envs) * (9 + 1)
+    assert frames[0].shape == (320, 160, 3)  # 10x5 board upscaled 32x (nearest)
+    assert frames[0].max() > 200 and frames[0].min() < 50  # ball and paddle visible on black
+
+    # tracking on: an eval-type W&B run in the experiment's group holding the scores and the video
+    (record,) = [read_run(f) for f in find_run_files(run_dir)]
+    assert record["run"]["job_type"] == "eval" and record["run"]["group"] == "catch"
+    logged = set().union(*record["history"])
+    assert {"eval/return_mean", "eval/video/path", "env_frames"} <= logged
+
+
+def test_evaluate_bad_input_is_one_line_exit_2(trained):
+    tmp, run_dir, env = trained
+    proc = cli("drl.evaluate", run_dir, "--episodes", "0", env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1
+    assert lines[0] == "drl.evaluate: error: --episodes must be >= 1 (got 0)"
+    for args, needle in (([run_dir, "--checkpoint", tmp / "missing.pt"], "does not exist"),
+                         ([tmp / "not-a-run"], "not a run directory"),
+                         ([run_dir, "--video", tmp / "out.gif"], ".mp4"),
+                         ([run_dir, "--epsilon", "2"], "--epsilon")):
+        with pytest.raises(UserError, match=needle) as err:
+            evaluate_main([str(a) for a in args])
+        assert "\n" not in str(err.value)
