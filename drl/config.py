@@ -36,6 +36,7 @@ class EnvConfig(Section):
     life_loss_terminal: bool = True                  # learning only; reported scores are whole games
     clip_rewards: bool = True                        # learning only; reported scores are unclipped
     max_episode_frames: int = Field(108_000, ge=1)   # time limit, a truncation (bootstrapped)
+    reward_scale: float = Field(1.0, gt=0.0)         # learning rewards only (after clipping/shaping)
     flicker: float = Field(0.0, ge=0.0, le=1.0)      # probability a frame is fully blanked (partial observability)
     num_threads: int = Field(0, ge=0)                # ALE worker threads, 0 = one per core
     size: int = Field(10, ge=3, le=84)               # torch-native envs: image height
@@ -43,7 +44,7 @@ class EnvConfig(Section):
 
 
 class NetworkConfig(Section):
-    encoder: Literal["nature", "small"] = "nature"
+    encoder: Literal["nature", "doom", "small"] = "nature"
     hidden: int = Field(512, ge=1)
     dueling: bool = False
     lstm_size: int = Field(512, ge=1)
@@ -144,7 +145,29 @@ class Config(Section):
 
 # ---------------------------------------------------------------------------------------------------------------
 def available_experiments() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    """Named experiments; files starting with "_" are shared bases that others ``inherit`` from."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_experiment_data(path: Path) -> dict:
+    """Read an experiment YAML; ``inherit: NAME`` deep-merges it over experiments/NAME.yaml."""
+    data = load_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is not None:
+        parent_path = EXPERIMENTS_DIR / f"{parent}.yaml"
+        if not parent_path.exists():
+            raise ConfigError(f"{path} inherits from '{parent}', but {parent_path} does not exist")
+        base = load_experiment_data(parent_path)
+        base.pop("name", None)  # a base never names the experiment
+        data = _merge(base, data)
+    return data
 
 
 def _schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -256,7 +279,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load(name_or_path: str, overrides: list[str] = ()) -> Config:
     path = resolve_experiment(name_or_path)
-    data = load_yaml(path)
+    data = load_experiment_data(path)
     data.setdefault("name", path.stem)
     return validate(apply_overrides(data, list(overrides)))
 

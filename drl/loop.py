@@ -198,6 +198,8 @@ class Trainer:
                 obs, extras = self.step.obs, self.step.extras
                 actions, new_state = self.agent.act(obs, epsilon, extras, state)
                 step = self.env.step(actions)
+                if cfg.env.reward_scale != 1.0:
+                    step.reward = step.reward * cfg.env.reward_scale
                 self.replay.add_step(obs, first_flags, actions, step, extras, recurrent_state=state)
                 if self.agent.recurrent:
                     new_state = self.agent.reset_state(new_state, step.reset)

@@ -21,6 +21,15 @@ def nature_encoder(in_channels: int) -> nn.Sequential:
     )
 
 
+def doom_encoder(in_channels: int) -> nn.Sequential:
+    """Lample & Chaplot's (Arnold) encoder for ~60x80 Doom frames: 32@8x8/4, 64@4x4/2."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
 def small_encoder(in_channels: int) -> nn.Sequential:
     """For tiny images (torch-native envs): two 3x3 convs, stride 1."""
     return nn.Sequential(
@@ -30,7 +39,7 @@ def small_encoder(in_channels: int) -> nn.Sequential:
     )
 
 
-ENCODERS = {"nature": nature_encoder, "small": small_encoder}
+ENCODERS = {"nature": nature_encoder, "doom": doom_encoder, "small": small_encoder}
 
 
 class QHead(nn.Module):
