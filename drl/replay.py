@@ -322,7 +322,7 @@ class ReplayBuffer:
         if S == 1:
             obs = frames
         else:  # rebuild a stack for every position: windows of S slots ending at each position
-            win = frames.unfold(1, S, 1).permute(0, 1, 6, 2, 3, 4, 5)         # [B, W, S, C, H, W]
+            win = frames.unfold(1, S, 1).permute(0, 1, 5, 2, 3, 4)            # [B, W, S, C, H, W]
             obs = self.stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
         obs = obs * (~beyond).view(B, W, 1, 1, 1).to(obs.dtype)

@@ -1,0 +1,199 @@
+"""Recurrent replay and DRQN: sequences against a naive reference, masks, stored state, unrolling, state resets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.drqn import DRQN
+from drl import config
+from drl.networks import QNetwork
+from drl.replay import ReplayBuffer
+from envs.torch_native import MemoryEnv
+from tests.test_replay import NaiveStream, naive_target
+
+HIDDEN = 3
+
+
+def fill_with_states(replay, stream, steps, rng):
+    """Like the training loop: the state handed over is the acting state before the obs was seen. Here it is a
+    recognisable number (env * 10000 + step) so the test can tell which one was stored."""
+    first = torch.ones(stream.E, dtype=torch.bool)
+    states = [[] for _ in range(stream.E)]
+    for t in range(steps):
+        obs = stream.obs()
+        tag = torch.tensor([e * 10_000 + t for e in range(stream.E)], dtype=torch.float32)
+        h = tag.view(1, -1, 1).expand(1, stream.E, HIDDEN).clone()
+        actions = torch.from_numpy(rng.integers(0, 6, stream.E))
+        reward, term, trunc, reset, final = stream.step(actions)
+        replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
+                   recurrent_state=(h, -h))
+        for e in range(stream.E):
+            states[e].append(float(tag[e]))
+        first = reset
+    return states
+
+
+def slot_to_transition(transitions):
+    """logical slot -> ("step", t) or ("final", t of the step that ended the episode)."""
+    table, slot = {}, 0
+    for t, tr in enumerate(transitions):
+        table[slot] = ("step", t)
+        slot += 1
+        if tr["reset"]:
+            table[slot] = ("final", t)
+            slot += 1
+    return table
+
+
+@pytest.mark.parametrize("stack,n,T,burn_in,overlap,prioritized", [
+    (1, 3, 8, 2, 4, False), (2, 1, 6, 0, 2, False), (1, 2, 10, 4, 5, True)])
+def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioritized):
+    rng = np.random.default_rng(T)
+    E, gamma = 3, 0.9
+    stream = NaiveStream(E, stack, rng, p_term=0.04, p_trunc=0.03, p_life=0.04)
+    replay = ReplayBuffer(100_000, E, (1, 3, 3), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=2)
+    replay.enable_sequences(T, burn_in, overlap, HIDDEN)
+    states = fill_with_states(replay, stream, 500, rng)
+    batch = replay.sample_sequences(64)
+    K, stride = replay.starts_cap, T - overlap
+    env = batch.indices // K
+    start = replay.start_slot[torch.from_numpy(env), torch.from_numpy(batch.indices % K)].numpy()
+    checked_padding = checked_cut = 0
+    for b in range(len(env)):
+        e, trs = int(env[b]), stream.transitions[int(env[b])]
+        table = slot_to_transition(trs)
+        kind, t0 = table[int(start[b])]
+        assert kind == "step", "a sequence never starts on a final slot"
+        # the episode step index of the start is a multiple of the stride
+        ep_start = max([u + 1 for u in range(t0) if trs[u]["reset"]], default=0)
+        assert (t0 - ep_start) % stride == 0
+        # the stored state is the acting state at the start
+        assert torch.allclose(batch.state[0][0, b], torch.full((HIDDEN,), states[e][t0]))
+        assert torch.allclose(batch.state[1][0, b], torch.full((HIDDEN,), -states[e][t0]))
+        assert bool(batch.episode_start[b]) == (t0 == ep_start)
+        ended = False
+        for p in range(T + n):
+            slot_kind, t = table[int(start[b]) + p]
+            obs = batch.obs[p, b]
+            if ended:  # beyond the episode: zero padding, never in the loss
+                assert not obs.any()
+                checked_padding += 1
+                if p < T:
+                    assert not batch.mask[p, b]
+                continue
+            if slot_kind == "final":
+                assert torch.equal(obs, trs[t]["next"]), "the final slot shows the terminal observation"
+                ended = True
+                if p < T:
+                    assert not batch.mask[p, b]
+                continue
+            assert torch.equal(obs, trs[t]["obs"]), f"obs mismatch at position {p}"
+            if p >= T:
+                continue
+            assert int(batch.actions[p, b]) == trs[t]["action"]
+            expected_mask = p >= burn_in or t0 == ep_start
+            assert bool(batch.mask[p, b]) == expected_mask
+            ret, disc, nxt = naive_target(trs, t, n, gamma)
+            assert float(batch.returns[p, b]) == pytest.approx(ret, rel=1e-5, abs=1e-5)
+            assert float(batch.discounts[p, b]) == pytest.approx(disc, rel=1e-6)
+            if disc > 0:
+                assert torch.equal(batch.obs[int(batch.bootstrap[p, b]), b], nxt)
+            checked_cut += disc != pytest.approx(gamma ** n)
+    assert checked_padding > 0 and checked_cut > 0, "the sample should hold episode ends and padding"
+
+
+def make_drqn(burn_in=2, num_extras=2):
+    cfg = config.load("memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8",
+                                 "network.hidden=8"])
+    torch.manual_seed(0)
+    return DRQN(cfg, (1, 5, 5), 2, num_extras, torch.device("cpu"), False, torch.Generator().manual_seed(0))
+
+
+def test_unrolled_forward_equals_step_by_step():
+    torch.manual_seed(0)
+    net = QNetwork(config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2,
+                   recurrent=True)
+    T, B = 7, 4
+    obs = torch.randint(0, 256, (T, B, 1, 5, 5), dtype=torch.uint8)
+    extras = torch.randn(T, B, 2)
+    state0 = (torch.randn(1, B, 8), torch.randn(1, B, 8))
+    with torch.no_grad():
+        q_unrolled, (h_u, c_u) = net.forward_sequence(obs, extras, state0)
+        state, steps = state0, []
+        for t in range(T):
+            q, state = net.forward_sequence(obs[t:t + 1], extras[t:t + 1], state)
+            steps.append(q[0])
+    assert torch.allclose(q_unrolled, torch.stack(steps), atol=1e-5)
+    assert torch.allclose(h_u, state[0], atol=1e-6) and torch.allclose(c_u, state[1], atol=1e-6)
+
+
+def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
+    g = torch.Generator().manual_seed(3)
+    W = T + n
+    from drl.replay import SequenceBatch
+    mask = torch.ones(T, B, dtype=torch.bool)
+    mask[:burn_in, 1:] = False          # sequences 1.. do not start their episode: burn-in carries no loss
+    mask[4:, 2] = False                 # sequence 2 ends its episode at position 3: padding after it
+    return SequenceBatch(
+        obs=torch.randint(0, 256, (W, B, 1, 5, 5), dtype=torch.uint8, generator=g),
+        actions=torch.randint(0, 2, (W, B), generator=g), returns=torch.randn(T, B, generator=g),
+        bootstrap=(torch.arange(T)[:, None] + 1).expand(T, B).clone(), discounts=torch.full((T, B), 0.9),
+        mask=mask, state=(torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)),
+        weights=torch.ones(B), indices=np.arange(B),
+        episode_start=torch.tensor([True] + [False] * (B - 1)),
+        extras=torch.randn(W, B, 2, generator=g))
+
+
+def test_burn_in_and_padding_carry_no_loss_and_stored_state_starts_burn_in():
+    agent = make_drqn()
+    batch = sequence_batch(agent)
+    loss, td, _ = agent.loss(batch)
+    assert (td[~batch.mask] == 0).all()
+    # changing targets or actions where the mask is off changes nothing
+    perturbed = sequence_batch(agent)
+    perturbed.returns[~batch.mask] += 100.0
+    perturbed.actions[:6][~batch.mask] = 1 - perturbed.actions[:6][~batch.mask]
+    assert torch.allclose(agent.loss(perturbed)[0], loss)
+    # ... while a change where it is on does
+    perturbed.returns[5, 0] += 1.0
+    assert not torch.allclose(agent.loss(perturbed)[0], loss)
+    # the stored state starts the burn-in: Q values are those of an unroll from batch.state
+    with torch.no_grad():
+        q_manual, _ = agent.online.forward_sequence(batch.obs, batch.extras, batch.state)
+    q_taken = q_manual[:6].gather(2, batch.actions[:6, :, None]).squeeze(2)
+    target_td = td + q_taken * batch.mask  # td = (target - q) * mask
+    other = sequence_batch(agent)
+    other.state = (other.state[0] + 1.0, other.state[1])
+    _, td_other, _ = agent.loss(other)
+    assert not torch.allclose(td_other[batch.mask], td[batch.mask]), "the stored state must matter"
+    assert torch.isfinite(target_td).all()
+
+
+def test_no_gradient_flows_into_burn_in_of_a_stale_state():
+    agent = make_drqn()
+    batch = sequence_batch(agent)
+    batch.state = tuple(s.clone().requires_grad_(True) for s in batch.state)
+    loss, _, _ = agent.loss(batch)
+    loss.backward()
+    grad_h = batch.state[0].grad[0]
+    assert grad_h[0].abs().sum() > 0, "an episode-start sequence learns through its first steps"
+    assert (grad_h[1:] == 0).all(), "burn-in of a stale stored state gets no gradient"
+
+
+def test_acting_state_resets_at_episode_start():
+    agent = make_drqn(num_extras=0)
+    env = MemoryEnv(8, seed=0, length=4)
+    step = env.reset()
+    state = agent.initial_state(8)
+    resets_seen = 0
+    for _ in range(10):
+        actions, state = agent.act(step.obs, 0.5, None, state)
+        assert state[0].abs().sum() > 0
+        step = env.step(actions)
+        state = agent.reset_state(state, step.reset)
+        for e in range(8):
+            zero = bool((state[0][0, e] == 0).all() and (state[1][0, e] == 0).all())
+            assert zero == bool(step.reset[e])
+        resets_seen += int(step.reset.sum())
+    assert resets_seen > 0
