@@ -44,12 +44,23 @@ class AtariVecEnv:
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._lives = np.zeros(num_envs, dtype=np.int64)
 
-    def _obs(self, obs: np.ndarray) -> torch.Tensor:
+    def _obs(self, obs: np.ndarray, keep: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.from_numpy(obs).to(self.device, non_blocking=True)
-        if self.flicker > 0:
-            keep = torch.rand(out.shape[:2], generator=self.flicker_rng, device=self.device) >= self.flicker
+        if keep is not None:
             out = out * keep[:, :, None, None].to(torch.uint8)
         return out
+
+    def _flicker_step(self, reset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each frame is blanked with probability p, once: the keep-mask history shifts with the frame stack, so
+        a frame looks the same in every stack that holds it (and in replay, which keeps only the newest)."""
+        n = self.num_envs
+        draw = lambda: torch.rand(n, generator=self.flicker_rng, device=self.device) >= self.flicker  # noqa: E731
+        final = torch.cat([self._keep[:, 1:], draw()[:, None]], dim=1)
+        if reset is None:
+            return final, final
+        fresh = torch.ones_like(final)  # older frames of a new episode are zero padding anyway
+        fresh[:, -1] = draw()
+        return torch.where(reset[:, None], fresh, final), final
 
     def reset(self, seed: int | None = None) -> VecStep:
         seed = self.seed if seed is None else seed
@@ -57,8 +68,13 @@ class AtariVecEnv:
         self._returns[:], self._lengths[:] = 0, 0
         self._lives = np.asarray(info["lives"]).copy()
         n = self.num_envs
+        keep = None
+        if self.flicker > 0:
+            self._keep = torch.ones(n, self.frame_stack, dtype=torch.bool, device=self.device)
+            keep, _ = self._flicker_step(torch.ones(n, dtype=torch.bool, device=self.device))
+            self._keep = keep
         false = torch.zeros(n, dtype=torch.bool, device=self.device)
-        return VecStep(obs=self._obs(obs), reward=torch.zeros(n, device=self.device), terminated=false,
+        return VecStep(obs=self._obs(obs, keep), reward=torch.zeros(n, device=self.device), terminated=false,
                        truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device))
 
     def step(self, actions: torch.Tensor) -> VecStep:
@@ -78,9 +94,13 @@ class AtariVecEnv:
             self._returns[i], self._lengths[i] = 0.0, 0
         learn_reward = np.sign(reward) if self.clip_rewards else reward
         dev = self.device
-        final_obs = self._obs(info["final_obs"]) if reset.any() else None
+        keep = keep_final = None
+        if self.flicker > 0:
+            keep, keep_final = self._flicker_step(torch.as_tensor(reset, device=dev))
+            self._keep = keep
+        final_obs = self._obs(info["final_obs"], keep_final) if reset.any() else None
         return VecStep(
-            obs=self._obs(obs), reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
+            obs=self._obs(obs, keep), reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
             terminated=torch.as_tensor(learn_terminal, device=dev), truncated=torch.as_tensor(truncated & ~terminated, device=dev),
             reset=torch.as_tensor(reset, device=dev), final_obs=final_obs, episodes=episodes)
 

@@ -70,3 +70,29 @@ def test_reported_returns_are_unclipped_whole_game_scores():
     assert clipped_seen, "learning rewards must be clipped while raw rewards exceed 1"
     env.close()
     raw.close()
+
+
+def test_flicker_blanks_whole_frames_consistently_across_the_stack():
+    p, E = 0.5, 4
+    env = AtariVecEnv("pong", E, torch.device("cpu"), seed=0, flicker=p, num_threads=1)
+    plain = AtariVecEnv("pong", E, torch.device("cpu"), seed=0, num_threads=1)
+    step, ref = env.reset(seed=0), plain.reset(seed=0)
+    blanked = total = 0
+    prev = step.obs
+    for _ in range(60):
+        actions = torch.zeros(E, dtype=torch.long)
+        step, ref = env.step(actions), plain.step(actions)
+        for e in range(E):
+            for k in range(4):
+                shown, true = step.obs[e, k], ref.obs[e, k]
+                # a frame is either shown unchanged or fully blank
+                assert torch.equal(shown, true) or not shown.any()
+                if k == 3 and true.any():
+                    blanked += int(not shown.any())
+                    total += 1
+            if not step.reset[e]:  # the same frame looks the same one step later, one position older
+                assert torch.equal(step.obs[e, :3], prev[e, 1:])
+        prev = step.obs
+    assert 0.3 < blanked / total < 0.7
+    env.close()
+    plain.close()

@@ -11,7 +11,7 @@ from drl.metrics import read_metrics
 
 SMALL = ["total_steps=400", "agent.learning_starts=200", "agent.batch_size=8", "replay.capacity=2000",
          "eval.interval=400", "eval.episodes=1", "eval.num_envs=1", "eval.max_frames=400", "log_interval=100",
-         "checkpoint_interval=200", "env.num_envs=2"]
+         "checkpoint_interval=200", "env.num_envs=2", "tracking.wandb=off"]
 
 
 def train(*args):
@@ -56,3 +56,29 @@ def test_atari_pong_run_writes_metrics_checkpoint_and_resumes(tmp_path):
 def test_resume_of_missing_directory_is_one_line_error(tmp_path):
     proc = train("--resume", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "no such run directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_doom_basic_drqn_run_writes_metrics_and_checkpoint(tmp_path):
+    run_dir = tmp_path / "doom"
+    proc = train("doom-basic", "total_steps=480", "agent.learning_starts=240", "agent.train_freq=32",
+                 "agent.batch_size=4", "replay.capacity=4000", "eval.interval=480", "eval.episodes=2",
+                 "eval.num_envs=2", "log_interval=120", "env.num_envs=2", "tracking.wandb=off",
+                 "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    evals = [r for r in rows if r["event"] == "eval"]
+    assert evals and "kills_mean" in evals[-1] and evals[-1]["episodes"] == 2
+    assert any(r.get("train/loss") is not None for r in rows)
+    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["counters"]["env_steps"] == 480 and ckpt["config"]["agent"]["algo"] == "drqn"
+    assert any(k.startswith("lstm.") for k in ckpt["agent"]["online"])
+
+
+def test_flickering_pong_drqn_runs(tmp_path):
+    run_dir = tmp_path / "flicker"
+    proc = train("atari-pong-flicker", "total_steps=480", "agent.learning_starts=240", "agent.batch_size=4",
+                 "replay.capacity=4000", "eval.interval=480", "eval.episodes=1", "eval.num_envs=1",
+                 "eval.max_frames=400", "env.num_envs=2", "tracking.wandb=off", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["counters"]["env_steps"] == 480 and ckpt["obs_shape"] == [1, 84, 84]
