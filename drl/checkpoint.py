@@ -18,10 +18,26 @@ class CheckpointError(UserError):
 def save(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except BaseException as exc:  # e.g. disk full: the previous checkpoint stays as it was
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):
+            why = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise CheckpointError(f"cannot write checkpoint '{path}' ({why}); free disk space or fix the folder's "
+                                  "permissions, then resume (the previous checkpoint is unchanged)") from None
+        raise
+    os.replace(tmp, path)  # atomic: readers see the old file or the new one, never a partial one
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def load(path: Path) -> dict:
@@ -29,8 +45,20 @@ def load(path: Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist; pass an existing file (see RUN_DIR/checkpoints/)")
     try:
+        if zipfile.is_zipfile(path):  # torch.load does not check the CRCs: flipped bytes would load silently
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise ValueError(f"record {bad} fails its CRC check")
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower() and "unsupported global" in str(exc).lower():
+            raise CheckpointError(f"checkpoint '{path}' was refused: it holds pickled Python objects (code could run "
+                                  "on loading) that a drl checkpoint never contains; load only checkpoints written "
+                                  "by drl.train") from None
+        raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt (not a torch checkpoint); "
+                              "use an earlier checkpoint or start a new run") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt ({first[:120]}); "
                               "use an earlier checkpoint or start a new run") from None

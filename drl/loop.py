@@ -41,19 +41,21 @@ def linear(start: float, end: float, duration: int, step: int) -> float:
     return end + (start - end) * max(0.0, 1.0 - step / duration)
 
 
-def evaluate(agent, env, episodes: int, epsilon: float, on_step=None) -> list[dict]:
+def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int | None = None,
+             stop=None) -> list[dict]:
     """Play whole episodes with epsilon-greedy; each env contributes a fixed quota so short episodes are not favoured.
 
     ``on_step(step)``, if given, sees the reset ``VecStep`` and every stepped one (e.g. to record video frames).
+    ``seed`` reseeds the env's reset; ``stop()``, if given and true, ends early (fewer episodes are returned).
     """
     quota = np.full(env.num_envs, episodes // env.num_envs)
     quota[: episodes % env.num_envs] += 1
     results: list[dict] = []
-    step = env.reset()
+    step = env.reset(seed=seed)
     if on_step is not None:
         on_step(step)
     state = agent.initial_state(env.num_envs) if agent.recurrent else None
-    while len(results) < episodes:
+    while len(results) < episodes and not (stop is not None and stop()):
         actions, state = agent.act(step.obs, epsilon, step.extras, state)
         step = env.step(actions)
         if on_step is not None:
@@ -83,10 +85,11 @@ def summarize(episodes: list[dict]) -> dict:
 
 
 class StopRequested:
-    """SIGINT / SIGTERM set a flag; the loop finishes its step, checkpoints and exits."""
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, checkpoints and exits (``signum`` says which)."""
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
         self._old = {}
 
     def __enter__(self):
@@ -96,6 +99,7 @@ class StopRequested:
 
     def _handle(self, signum, frame):
         self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -113,36 +117,64 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.env = make_env(cfg.env, self.device, cfg.seed)
         self.eval_env = None
-        first = self.env.reset(seed=cfg.seed)
-        self.obs_shape = tuple(first.obs.shape[1:])
-        frame_shape = (self.obs_shape[0] // self.env.frame_stack, *self.obs_shape[1:])
-        self.agent = make_agent(cfg, self.obs_shape, self.env.num_actions, self.env.num_extras, self.device,
-                                self.bf16, self.generator)
-        self.replay = ReplayBuffer(
-            cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
-            n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
-            alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed)
-        if self.agent.recurrent:
-            self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
-                                         cfg.network.lstm_size, cfg.replay.priority_eta)
-        self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
-        self.step = first
-        if resume_from is not None:
-            self._restore(resume_from)
-        self.recent_returns: deque = deque(maxlen=20)
+        try:  # a failure below (memory, checkpoint) must not leave env workers behind
+            first = self.env.reset(seed=cfg.seed)
+            self.obs_shape = tuple(first.obs.shape[1:])
+            frame_shape = (self.obs_shape[0] // self.env.frame_stack, *self.obs_shape[1:])
+            self.agent = make_agent(cfg, self.obs_shape, self.env.num_actions, self.env.num_extras, self.device,
+                                    self.bf16, self.generator)
+            self._check_replay_memory(frame_shape)
+            self.replay = ReplayBuffer(
+                cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
+                n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
+                alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed)
+            if self.agent.recurrent:
+                self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in,
+                                             cfg.replay.sequence_overlap, cfg.network.lstm_size,
+                                             cfg.replay.priority_eta)
+            self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
+            self.step = first
+            # loop state that a checkpoint carries, so a resumed run continues exactly (see checkpoint_payload)
+            self.acting_state = None            # recurrent agents' LSTM state while acting
+            self.last_log_steps = 0             # env_steps of the last train row
+            self.train_stats: dict[str, list[float]] = {}  # update stats since the last train row
+            self.recent_returns: deque = deque(maxlen=20)
+            if resume_from is not None:
+                self._restore(resume_from)
+        except BaseException:
+            self.env.close()
+            raise
         self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
         self.metrics = MetricsWriter(self.run_dir, cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1,
                                      tracker=self.tracker)
+
+    def _check_replay_memory(self, frame_shape: tuple) -> None:
+        """Refuse a replay buffer that does not fit in free memory, before allocating it."""
+        cfg = self.cfg
+        needed = ReplayBuffer.bytes_needed(
+            cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, cfg.agent.n_step,
+            self.env.num_extras, cfg.replay.prioritized,
+            cfg.replay.sequence_length - cfg.replay.sequence_overlap if self.agent.recurrent else None,
+            cfg.network.lstm_size)
+        free = runtime.available_memory()
+        if free is not None and needed > free:
+            raise UserError(f"replay.capacity={cfg.replay.capacity} needs {needed / 2**30:.1f} GiB but only "
+                            f"{free / 2**30:.1f} GiB are free; lower replay.capacity")
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self) -> dict:
         payload = {"agent": self.agent.state_dict(), "counters": asdict(self.counters),
                    "config": self.cfg.model_dump(), "obs_shape": list(self.obs_shape),
                    "num_actions": self.env.num_actions, "rng": runtime.rng_state(),
-                   "generator": self.generator.get_state(), "replay_rng": self.replay.rng.bit_generator.state}
+                   "generator": self.generator.get_state(), "replay_rng": self.replay.rng.bit_generator.state,
+                   "loop": {"last_log_steps": self.last_log_steps, "train_stats": self.train_stats,
+                            "recent_returns": list(self.recent_returns)}}
         if hasattr(self.env, "get_state"):
             payload["env_state"] = self.env.get_state()
             payload["env_obs"] = self.step.obs
+            payload["env_reset"] = self.step.reset          # the "first" flags of the next replay slot
+            if self.acting_state is not None:
+                payload["acting_state"] = tuple(self.acting_state)
         if self.cfg.replay.save_in_checkpoint:
             payload["replay"] = self.replay.state_dict()
         return payload
@@ -169,9 +201,17 @@ class Trainer:
         self.replay.rng.bit_generator.state = payload["replay_rng"]
         if "replay" in payload:
             self.replay.load_state_dict(payload["replay"])
+        loop = payload.get("loop", {})
+        self.last_log_steps = loop.get("last_log_steps", self.counters.env_steps)
+        self.train_stats = {k: list(v) for k, v in loop.get("train_stats", {}).items()}
+        self.recent_returns.extend(loop.get("recent_returns", []))
         if "env_state" in payload and hasattr(self.env, "set_state"):
             self.env.set_state(payload["env_state"])
             self.step.obs = payload["env_obs"].to(self.device)
+            if "env_reset" in payload:
+                self.step.reset = payload["env_reset"].to(self.device)
+            if "acting_state" in payload:
+                self.acting_state = tuple(x.to(self.device) for x in payload["acting_state"])
         else:  # envs that cannot restore their emulator state start fresh episodes, seeded by the step count
             self.step = self.env.reset(seed=self.cfg.seed + self.counters.env_steps)
 
@@ -181,16 +221,20 @@ class Trainer:
         agent_cfg = cfg.agent
         num_envs = self.env.num_envs
         started = time.perf_counter() - c.wall_time
-        last_log_time, last_log_steps = time.perf_counter(), c.env_steps
+        last_log_time, last_sps_steps = time.perf_counter(), c.env_steps
         last_eval: dict = {}
         last_eval_step = -1
-        train_stats: dict[str, list[float]] = {}
+        train_stats = self.train_stats
         first_flags = self.step.reset.clone()
-        state = self.agent.initial_state(num_envs) if self.agent.recurrent else None
+        state = self.acting_state
+        if state is None and self.agent.recurrent:
+            state = self.agent.initial_state(num_envs)
         sample = self.replay.sample_sequences if self.agent.recurrent else self.replay.sample
         bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
                    mininterval=1.0, desc=cfg.name)
+        self._bar = bar  # closed before an error is printed (so the message gets its own line)
         with StopRequested() as stop:
+            self._stop = stop
             while c.env_steps < cfg.total_steps and not stop.requested:
                 learning = c.env_steps >= agent_cfg.learning_starts
                 epsilon = (linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
@@ -204,6 +248,7 @@ class Trainer:
                 if self.agent.recurrent:
                     new_state = self.agent.reset_state(new_state, step.reset)
                 state, first_flags, self.step = new_state, step.reset, step
+                self.acting_state = state
                 c.env_steps += num_envs
                 bar.update(num_envs)
                 for ep in step.episodes:
@@ -223,39 +268,46 @@ class Trainer:
                         self.replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
                         for key, value in stats.items():
                             train_stats.setdefault(key, []).append(float(value))
-                        if not math.isfinite(train_stats["loss"][-1]):
-                            self._diverged(train_stats["loss"][-1])
+                        for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
+                            if key in train_stats and not math.isfinite(train_stats[key][-1]):
+                                self._diverged(train_stats[key][-1], key)
                 if c.env_steps // agent_cfg.target_update_interval > c.target_syncs:
                     c.target_syncs = c.env_steps // agent_cfg.target_update_interval
                     self.agent.sync_target()
 
                 # ---- logging, evaluation, checkpoints
                 now = time.perf_counter()
-                if c.env_steps - last_log_steps >= cfg.log_interval:
-                    sps = (c.env_steps - last_log_steps) / (now - last_log_time)
+                if c.env_steps - self.last_log_steps >= cfg.log_interval:
+                    sps = (c.env_steps - last_sps_steps) / (now - last_log_time)
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
                     means = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
+                    faults = {k: getattr(self.env, k) for k in ("worker_restarts", "episodes_dropped")
+                              if hasattr(self.env, k)}  # Doom workers replaced after a crash or hang
                     self.metrics.write("train", c.env_steps, now - started, epsilon=epsilon, sps=sps,
                                        episodes=c.episodes, recent_return=recent, updates=self.agent.updates,
-                                       **means)
+                                       **means, **faults)
                     bar.set_postfix(sps=f"{sps:.0f}", ret="-" if recent is None else f"{recent:.1f}",
                                     eps=f"{epsilon:.3f}", eval=last_eval.get("return_mean", "-"))
                     train_stats.clear()
-                    last_log_time, last_log_steps = now, c.env_steps
+                    last_log_time, last_sps_steps, self.last_log_steps = now, c.env_steps, c.env_steps
                 if c.env_steps // cfg.eval.interval > c.evals:
                     c.evals = c.env_steps // cfg.eval.interval
                     last_eval = self.run_evaluation(time.perf_counter() - started)
-                    last_eval_step = c.env_steps
+                    if last_eval:
+                        last_eval_step = c.env_steps
+                    else:  # cut short by a stop request: the resumed run evaluates instead
+                        c.evals -= 1
                 if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
                     c.wall_time = time.perf_counter() - started
                     self.save_checkpoint()
                     c.checkpoints = c.env_steps // cfg.checkpoint_interval
-        bar.close()
-        if not stop.requested and last_eval_step != c.env_steps:
-            last_eval = self.run_evaluation(time.perf_counter() - started)
-        c.wall_time = time.perf_counter() - started
-        self.save_checkpoint()
-        return {"env_steps": c.env_steps, "interrupted": stop.requested, "eval": last_eval}
+            bar.close()
+            # still under StopRequested: a signal now cuts the final evaluation short but the checkpoint is written
+            if not stop.requested and last_eval_step != c.env_steps:
+                last_eval = self.run_evaluation(time.perf_counter() - started)
+            c.wall_time = time.perf_counter() - started
+            self.save_checkpoint()
+        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
 
     def run_evaluation(self, wall: float) -> dict:
         if self.eval_env is None:
@@ -263,7 +315,19 @@ class Trainer:
                                      num_envs=self.cfg.eval.num_envs, evaluation=True,
                                      max_episode_frames=self.cfg.eval.max_frames)
         t0 = time.perf_counter()
-        episodes = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes, self.cfg.eval.epsilon)
+        # Each evaluation is a pure function of the weights and the step: its own seeds, and a generator of its
+        # own, so evaluating never moves the training RNG (a resumed run continues exactly).
+        seed = self.cfg.seed + 10_000 + self.counters.env_steps
+        train_generator = self.agent.generator
+        self.agent.generator = torch.Generator(device=self.device).manual_seed(seed)
+        stop = getattr(self, "_stop", None)
+        try:
+            episodes = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes, self.cfg.eval.epsilon, seed=seed,
+                                stop=None if stop is None else (lambda: stop.requested))
+        finally:
+            self.agent.generator = train_generator
+        if len(episodes) < self.cfg.eval.episodes:
+            return {}  # interrupted
         summary = summarize(episodes)
         self.metrics.write("eval", self.counters.env_steps, wall, episodes=len(episodes),
                            eval_seconds=time.perf_counter() - t0, returns=[ep["return"] for ep in episodes],
@@ -272,11 +336,15 @@ class Trainer:
                    f"± {summary['return_std']:.2f} (median {summary['return_median']:.1f}, n={len(episodes)})")
         return summary
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, what: str = "loss") -> None:
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.close()
         latest = self.run_dir / "checkpoints" / "latest.pt"
         where = f"last good checkpoint: {latest}" if latest.exists() else "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became {value} at env step {self.counters.env_steps}; {where}. "
-                               "Lower agent.lr or agent.max_grad_norm and resume or restart")
+        raise TrainingDiverged(f"{what} became {value} at env step {self.counters.env_steps} (update "
+                               f"{self.agent.updates}); {where}. Lower agent.lr (or env.reward_scale) and resume "
+                               "or restart")
 
     def close(self) -> None:
         self.metrics.close()

@@ -106,6 +106,22 @@ class ReplayBuffer:
 
     TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
 
+    @staticmethod
+    def bytes_needed(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
+                     num_extras: int = 0, prioritized: bool = False, sequence_stride: int | None = None,
+                     state_size: int = 0) -> int:
+        """Bytes a buffer with these arguments allocates (computed before allocating anything)."""
+        slots = num_envs * max(capacity // num_envs, frame_stack + n_step + 2)
+        per_slot = int(np.prod(frame_shape)) + 2 + 4 + 1 + 4 * num_extras   # frame, action, reward, flags, extras
+        total = slots * per_slot
+        starts = 0
+        if sequence_stride:
+            starts = num_envs * max(2 * (slots // num_envs) // sequence_stride, 8)
+            total += starts * (8 + 8 * state_size)                            # start slot + (h, c) float32
+        if prioritized:
+            total += 16 * (starts or slots)                                   # float64 sum tree (2 nodes per leaf)
+        return total
+
     # ---------------------------------------------------------------- writing
     def nbytes(self) -> int:
         tensors = [self.frames, self.actions, self.rewards, self.flags] + ([self.extras] if self.num_extras else [])

@@ -50,10 +50,28 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state(legacy=False)  # key as a tensor: weights_only loads no numpy arrays
+    np_state["state"]["key"] = torch.from_numpy(np_state["state"]["key"].astype(np.int64))
+    return {"python": random.getstate(), "torch": torch.get_rng_state(), "numpy": np_state}
 
 
 def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        np_state = dict(state["numpy"])
+        np_state["state"] = {**np_state["state"], "key": np.asarray(np_state["state"]["key"]).astype(np.uint32)}
+        np.random.set_state(np_state)
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from drl import checkpoint, config
+from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError
 
@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parallel", metavar="N", type=int, default=1,
                         help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     if args.resume and args.experiment and "=" in args.experiment:
         args.overrides.insert(0, args.experiment)
         args.experiment = None
@@ -38,44 +38,78 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def prepare_run_dir(cfg: config.Config, run_dir: str | None, overwrite: bool) -> Path:
+def prepare_run_dir(cfg: config.Config, run_dir: str | None, overwrite: bool) -> tuple[Path, Path | None]:
+    """Create the run directory. With ``overwrite`` an existing one is moved aside (returned second) and deleted
+    only once the new run has been set up (``finish_run_dir``), so a failing start loses nothing."""
     path = Path(run_dir) if run_dir else Path(cfg.output_dir) / f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    old = None
     if path.exists():
         if not overwrite:
             raise UserError(f"run directory '{path}' already exists; use --resume {path} to continue it, "
                             "--overwrite to replace it, or another --run-dir")
-        shutil.rmtree(path)
+        old = path.with_name(f"{path.name}.replaced-{os.getpid()}")
+        try:
+            path.rename(old)
+        except OSError as exc:
+            raise UserError(f"cannot replace run directory '{path}' ({exc.strerror}); remove it or use another "
+                            "--run-dir") from None
     try:
         path.mkdir(parents=True)
     except OSError as exc:
+        finish_run_dir(None, old, path)
         raise UserError(f"cannot create run directory '{path}' ({exc.strerror}); set output_dir=... to a writable "
                         "folder") from None
     if not os.access(path, os.W_OK):
+        finish_run_dir(path, old, path)
         raise UserError(f"run directory '{path}' is not writable; set output_dir=... to a writable folder")
-    return path
+    return path, old
+
+
+def finish_run_dir(failed: Path | None, old: Path | None, path: Path) -> None:
+    """After a failed start remove the new directory ``failed`` and put a moved-aside ``old`` one back;
+    after a good start (``failed=None`` and the new one in place) delete ``old``."""
+    if failed is not None:
+        shutil.rmtree(failed, ignore_errors=True)
+        if old is not None:
+            old.rename(path)
+    elif old is not None and path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.rename(path)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.seeds is not None:
         return run_seeds(args)
-    from drl.loop import Trainer, write_run_files  # heavy imports after argument checks
-
+    old = None
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").exists():
             raise UserError(f"cannot resume '{run_dir}': no such run directory (expected {run_dir}/config.yaml)")
         cfg = config.validate(config.apply_overrides(config.load_yaml(run_dir / "config.yaml"), args.overrides))
+        from drl import checkpoint  # heavy import (torch) after the config checks: bad input fails fast
         payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
         if payload["config"].get("name") != cfg.name:
-            raise UserError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{cfg.name}'")
-        write_run_files(cfg, run_dir)
+            raise UserError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{cfg.name}'; "
+                            "resume the run directory that wrote it")
     else:
         cfg = config.load(args.experiment, args.overrides)
-        run_dir = prepare_run_dir(cfg, args.run_dir, args.overwrite)
-        write_run_files(cfg, run_dir)
+        run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
-    trainer = Trainer(cfg, run_dir, resume_from=payload)
+    from drl.loop import Trainer, write_run_files  # heavy imports (torch) after the config checks
+    try:  # set-up errors (device, env, memory, checkpoint contents) are one line; a new run dir is removed again
+        trainer = Trainer(cfg, run_dir, resume_from=payload)
+    except BaseException as exc:
+        if not args.resume:
+            finish_run_dir(run_dir, old, run_dir)
+        if isinstance(exc, (UserError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"could not set up the run: {type(exc).__name__}: {first} (rerun with --debug for the "
+                        "traceback)") from exc
+    finish_run_dir(None, old, run_dir)
+    write_run_files(cfg, run_dir)  # after the set-up, so a failed resume leaves config.yaml as it was
     try:
         print(f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
               f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition)")
@@ -85,7 +119,9 @@ def main(argv: list[str]) -> int:
     state = "interrupted, checkpoint written" if result["interrupted"] else "done"
     print(f"drl: {state} at {result['env_steps']:,} env steps; resume with: python -m drl.train --resume {run_dir}")
     main.last_result = result  # read by run_seeds to stop after an interrupted seed
-    return 0
+    # stopped by SIGINT / SIGTERM: the shell convention 128 + signal (130 / 143), so a scheduler or script can
+    # tell "interrupted, resumable" from "done"; the checkpoint is complete either way
+    return 128 + result["signal"] if result["interrupted"] and result.get("signal") else 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,7 +160,7 @@ def run_seeds(args: argparse.Namespace) -> int:
             main(seed_argv)
             if main.last_result and main.last_result["interrupted"]:
                 print(f"drl: stopped after seed {seed}; the remaining seeds were not started")
-                return 130
+                return 128 + (main.last_result.get("signal") or 2)
         return 0
     return _run_parallel(seeds, per_seed, parallel)
 

@@ -31,6 +31,7 @@ Torch is imported lazily so worker processes never load it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import logging
 import mmap
@@ -170,8 +171,10 @@ def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
             elif part in _ALL_BUTTON_NAMES:
                 alternatives.append((part,))
             else:
+                close = difflib.get_close_matches(part, list(_ALL_BUTTON_NAMES) + list(BUTTON_SHORTHANDS), n=1)
                 raise ValueError(
-                    f"unknown Doom button '{part}' in action '{action}'; valid: "
+                    f"unknown Doom button '{part}' in action '{action}'"
+                    + (f" (did you mean {close[0]}?)" if close else "") + "; valid: "
                     f"{_one_line_list(list(BUTTON_ALIASES) + list(BUTTON_SHORTHANDS))} "
                     f"(or any binary vizdoom Button name in lower case)")
         for combo in itertools.product(*alternatives):
@@ -259,7 +262,9 @@ class DoomSettings:
     def __post_init__(self):
         self.scenario = str(self.scenario).strip().lower()
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"unknown Doom scenario '{self.scenario}'; valid: {_one_line_list(SCENARIOS)}")
+            close = difflib.get_close_matches(self.scenario, list(SCENARIOS), n=1)
+            raise ValueError(f"unknown Doom scenario '{self.scenario}'" + (f" (did you mean {close[0]}?)" if close
+                             else "") + f"; valid: {_one_line_list(SCENARIOS)}")
         import vizdoom as vzd
         self.resolution = str(self.resolution).strip().upper()
         if not (re.fullmatch(r"RES_\d+X\d+", self.resolution) and hasattr(vzd.ScreenResolution, self.resolution)):
@@ -734,6 +739,7 @@ class DoomVectorEnv:
         self.frame_channels = settings.frame_channels
         self.obs_shape = (self.frame_stack * self.frame_channels, settings.obs_height, settings.obs_width)
         self.worker_restarts = 0
+        self.episodes_dropped = 0   # running episodes lost with a failed worker (never reported)
         self._starts = 0
         self._layout = _Layout(self.num_envs, self.frame_channels, settings.obs_height, settings.obs_width,
                                self.num_extras)
@@ -900,6 +906,7 @@ class DoomVectorEnv:
         for i, msg in enumerate(replies):
             if i in failed:
                 truncated[i] = reset[i] = True
+                self.episodes_dropped += 1
                 continue
             _, r, _native, term, trunc, done, episode = msg
             reward[i], terminated[i], truncated[i], reset[i] = r, term, trunc, done

@@ -1,0 +1,329 @@
+"""Reliability with real processes: signals (checkpoint, exit code, no orphaned workers), exact resume,
+determinism, numerical faults, safe checkpoints (weights_only, atomic under SIGKILL), Doom worker restarts."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from drl import checkpoint
+from drl.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
+VOLATILE = {"wall_time", "sps", "eval_seconds"}  # timings; everything else must repeat exactly
+
+
+def train(*args, timeout: float = 300):
+    return subprocess.run([sys.executable, "-m", "drl.train", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, timeout=timeout)
+
+
+def start(tmp_path: Path, *args) -> subprocess.Popen:
+    out = open(tmp_path / "stdout.txt", "w")
+    err = open(tmp_path / "stderr.txt", "w")
+    return subprocess.Popen([sys.executable, "-m", "drl.train", *map(str, args)], cwd=ROOT, env=ENV, stdout=out,
+                            stderr=err)
+
+
+def rows(run_dir: Path, event: str | None = None) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [r for r in read_metrics(path) if event is None or r["event"] == event]
+
+
+def stable(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows(run_dir)]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def doom_workers(train_pid: int) -> list[int]:
+    """Doom worker processes: children of the training's multiprocessing forkserver."""
+    for kid in children(train_pid):
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                if b"forkserver" in f.read():
+                    return children(kid)
+        except OSError:
+            pass
+    return []
+
+
+def stop_and_check(proc: subprocess.Popen, sig: int, run_dir: Path, tree: set[int]) -> dict:
+    """Send ``sig``; the run must exit within 10 s with 128 + sig, a loadable checkpoint and no live descendant."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run did not exit within 10 s of the signal")
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 128 + sig, proc.returncode
+    stdout = (run_dir.parent / "stdout.txt").read_text()
+    assert "interrupted, checkpoint written" in stdout, stdout
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in tree if alive(p)], "orphaned worker processes"
+    payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+    assert payload["counters"]["env_steps"] >= max([r["env_steps"] for r in rows(run_dir)] + [1])
+    return payload
+
+
+# ----------------------------------------------------------------------------------------------- signals
+def test_sigterm_doom_run_restarts_a_killed_worker_then_checkpoints_and_leaves_no_processes(tmp_path):
+    run_dir = tmp_path / "doom"
+    proc = start(tmp_path, "doom-basic", "total_steps=1000000", "agent.learning_starts=200", "agent.batch_size=4",
+                 "agent.train_freq=32", "replay.capacity=4000", "log_interval=100", "eval.interval=1000000",
+                 "env.num_envs=2", "tracking.wandb=off", "--run-dir", run_dir)
+    try:
+        wait_for(lambda: rows(run_dir, "train"), 180, "a first train row", proc)
+        workers = doom_workers(proc.pid)
+        assert len(workers) == 2, workers
+        tree = set(descendants(proc.pid))
+        os.kill(workers[0], signal.SIGKILL)  # a crashed worker is replaced; the run goes on and logs it
+        wait_for(lambda: any((r.get("worker_restarts") or 0) >= 1 for r in rows(run_dir, "train")), 120,
+                 "a train row with worker_restarts >= 1", proc)
+        row = [r for r in rows(run_dir, "train") if r.get("worker_restarts")][-1]
+        assert row["worker_restarts"] == 1 and row["episodes_dropped"] == 1
+        assert "restarting it with a new game" in (tmp_path / "stderr.txt").read_text()  # the warning
+        tree |= set(descendants(proc.pid))
+        assert len(tree) >= 6  # forkserver, workers, engines: none may survive the run
+        payload = stop_and_check(proc, signal.SIGTERM, run_dir, tree)
+        assert payload["config"]["name"] == "doom-basic"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigint_catch_run_checkpoints_exits_130_and_resumes(tmp_path):
+    run_dir = tmp_path / "catch"
+    proc = start(tmp_path, "catch", "total_steps=10000000", "env.num_envs=8", "agent.learning_starts=200",
+                 "log_interval=200", "eval.interval=10000000", "tracking.wandb=off", "--run-dir", run_dir)
+    try:
+        wait_for(lambda: len(rows(run_dir, "train")) >= 2, 120, "two train rows", proc)
+        payload = stop_and_check(proc, signal.SIGINT, run_dir, set(descendants(proc.pid)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    steps = payload["counters"]["env_steps"]
+    target = steps + 400
+    resumed = train("--resume", run_dir, f"total_steps={target}", "eval.episodes=8", "eval.num_envs=8")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert checkpoint.load(run_dir / "checkpoints" / "latest.pt")["counters"]["env_steps"] == target
+
+
+def test_sigterm_during_a_long_evaluation_stops_within_10s(tmp_path):
+    run_dir = tmp_path / "catch"
+    proc = start(tmp_path, "catch", "total_steps=10000000", "env.num_envs=8", "agent.learning_starts=200",
+                 "log_interval=200", "eval.interval=400", "eval.episodes=100000000", "eval.num_envs=8",
+                 "tracking.wandb=off", "--run-dir", run_dir)
+    try:  # the train row at step 400 is written just before the (endless) evaluation starts
+        wait_for(lambda: any(r["env_steps"] >= 400 for r in rows(run_dir, "train")), 120, "step 400", proc)
+        time.sleep(1.0)
+        payload = stop_and_check(proc, signal.SIGTERM, run_dir, set(descendants(proc.pid)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not rows(run_dir, "eval"), "a cut-short evaluation writes no row"
+    assert payload["counters"]["evals"] == 0, "the resumed run evaluates at its next step instead"
+
+
+# ----------------------------------------------------------------------------------------------- resume, determinism
+CATCH = ["env.num_envs=16", "agent.learning_starts=1000", "agent.batch_size=32", "agent.train_freq=8",
+         "agent.target_update_interval=800", "agent.eps_decay_steps=6000", "log_interval=500", "eval.interval=2500",
+         "eval.episodes=16", "eval.num_envs=16", "checkpoint_interval=3000", "replay.save_in_checkpoint=true",
+         "tracking.wandb=off"]
+
+
+@pytest.fixture(scope="module")
+def catch_reference(tmp_path_factory) -> Path:
+    """An uninterrupted catch run of 10,000 steps."""
+    run_dir = tmp_path_factory.mktemp("reliability") / "reference"
+    proc = train("catch", *CATCH, "total_steps=10000", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(catch_reference, tmp_path):
+    run_dir = tmp_path / "resumed"
+    first = train("catch", *CATCH, "total_steps=4200", "--run-dir", run_dir)  # 4208: not on any interval
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = train("--resume", run_dir, "total_steps=10000")
+    assert second.returncode == 0, second.stderr[-3000:]
+    reference, resumed = stable(catch_reference), stable(run_dir)
+    # the first session ended with an evaluation at its last step, which the reference does not have
+    resumed = [r for r in resumed if not (r["event"] == "eval" and r["env_steps"] == 4208)]
+    assert [r for r in resumed if r["event"] == "train"] == [r for r in reference if r["event"] == "train"]
+    assert [r for r in resumed if r["event"] == "eval"] == [r for r in reference if r["event"] == "eval"]
+    assert resumed == reference
+    assert any(r.get("train/loss") is not None for r in reference)
+    a = checkpoint.load(catch_reference / "checkpoints" / "latest.pt")
+    b = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+    counters = lambda p: {k: v for k, v in p["counters"].items() if k != "wall_time"}  # noqa: E731
+    assert counters(a) == counters(b)
+    assert a["agent"]["updates"] == b["agent"]["updates"]
+    for key, value in a["agent"]["online"].items():
+        assert torch.equal(value, b["agent"]["online"][key]), key
+
+
+def test_catch_is_deterministic(catch_reference, tmp_path):
+    run_dir = tmp_path / "again"
+    proc = train("catch", *CATCH, "total_steps=10000", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stable(run_dir) == stable(catch_reference)
+    assert max(r["env_steps"] for r in rows(run_dir)) == 10_000
+
+
+def test_atari_pong_is_deterministic(tmp_path):
+    small = ["total_steps=10000", "agent.learning_starts=8000", "agent.batch_size=8", "agent.train_freq=16",
+             "replay.capacity=12000", "eval.interval=10000", "eval.episodes=1", "eval.num_envs=1",
+             "eval.max_frames=2000", "log_interval=1000", "env.num_envs=4", "env.num_threads=1",
+             "tracking.wandb=off"]
+    for name in ("a", "b"):
+        proc = train("atari-pong", *small, "--run-dir", tmp_path / name)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = stable(tmp_path / "a"), stable(tmp_path / "b")
+    assert a == b
+    assert [r["env_steps"] for r in a if r["event"] == "train"][-1] == 10_000
+    assert any(r.get("train/loss") is not None for r in a), "updates happened"
+
+
+# ----------------------------------------------------------------------------------------------- numerical faults
+def test_diverging_run_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "diverge"
+    # a squared loss (huge Huber delta) on rewards of 1e18 overflows float32 after a few dozen updates
+    proc = train("catch", "total_steps=20000", "agent.learning_starts=500", "env.reward_scale=1e18",
+                 "agent.huber_delta=1e30", "checkpoint_interval=1000", "eval.interval=100000", "tracking.wandb=off",
+                 "--run-dir", run_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("drl.train: error: ") and " became " in line and "at env step " in line, line
+    assert f"last good checkpoint: {run_dir / 'checkpoints' / 'latest.pt'}" in line, line
+    step = int(line.split("at env step ")[1].split()[0])
+    good = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+    assert 0 < good["counters"]["env_steps"] < step
+    assert all(torch.isfinite(v).all() for v in good["agent"]["online"].values())
+
+
+def test_non_finite_q_values_stop_the_run(tmp_path):
+    run_dir = tmp_path / "q"
+    proc = train("catch", "total_steps=800", "agent.learning_starts=200", "env.num_envs=8", "eval.episodes=8",
+                 "eval.num_envs=8", "tracking.wandb=off", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = run_dir / "checkpoints" / "latest.pt"
+    payload = torch.load(path, weights_only=True)
+    head_bias = [k for k in payload["agent"]["online"] if k.endswith("bias")][-1]
+    payload["agent"]["online"][head_bias].fill_(float("inf"))
+    torch.save(payload, path)
+    proc = train("--resume", run_dir, "total_steps=1600")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "q_mean became inf at env step " in line and "last good checkpoint" in line, line
+
+
+# ----------------------------------------------------------------------------------------------- safe checkpoints
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_a_pickled_callable_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text((ROOT / "experiments" / "catch.yaml").read_text() + "name: catch\n")
+    marker = tmp_path / "code-ran"
+    torch.save({"agent": _RunsCode(marker), "config": {"name": "catch"}}, run_dir / "checkpoints" / "latest.pt")
+    proc = train("--resume", run_dir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "was refused" in lines[0] and "pickled Python objects" in lines[0], lines
+    assert not marker.exists(), "loading must never run code from a checkpoint"
+
+
+_WRITER = """
+import sys, torch
+from pathlib import Path
+from drl import checkpoint
+path, big, i = Path(sys.argv[1]), torch.zeros(16_000_000), 0   # 64 MB per checkpoint
+while True:
+    i += 1
+    big.fill_(i)
+    checkpoint.save(path, {"agent": {"w": big}, "config": {"name": "writer"}, "i": i})
+    print(i, flush=True)
+"""
+
+
+def test_checkpoint_writes_are_atomic_under_sigkill(tmp_path):
+    path = tmp_path / "checkpoints" / "latest.pt"
+    rng = random.Random(0)
+    killed_mid_write = 0
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, env=ENV,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip(), "a first checkpoint was written"
+            time.sleep(rng.uniform(0.05, 0.6))
+            killed_mid_write += path.with_name("latest.pt.tmp").exists()
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        payload = checkpoint.load(path)  # never partial: the last complete checkpoint
+        assert payload["i"] >= 1 and bool((payload["agent"]["w"] == payload["i"]).all())
+    assert killed_mid_write >= 1, "at least one kill landed while a checkpoint was being written"
