@@ -93,6 +93,7 @@ class EvalConfig(Section):
 class ComputeConfig(Section):
     bf16: Literal["auto", "on", "off"] = "auto"      # autocast; auto = on for CPUs with AMX/AVX512-BF16, CUDA
     channels_last: bool = False                     # measured slower with bf16 autocast on this CPU
+    compile: bool = False                            # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
 
     @field_validator("bf16", mode="before")
