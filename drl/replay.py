@@ -124,8 +124,12 @@ class ReplayBuffer:
 
     # ---------------------------------------------------------------- writing
     def nbytes(self) -> int:
+        """Bytes allocated: frames, per-slot fields, stored LSTM states and the sum tree."""
         tensors = [self.frames, self.actions, self.rewards, self.flags] + ([self.extras] if self.num_extras else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        if self.sequences:
+            tensors += [self.start_slot, self.start_state]
+        total = sum(t.numel() * t.element_size() for t in tensors)
+        return total + (self.tree.tree.nbytes if self.prioritized else 0)
 
     def bytes_per_transition(self) -> float:
         return self.nbytes() / (self.num_envs * self.capacity)
