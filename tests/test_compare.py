@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,17 +12,9 @@ import pytest
 
 from drl.metrics import read_metrics
 from drl.wandb_records import find_run_files, read_run
+from tests.helpers import FAST_CATCH as _FAST, ROOT, offline_env
 
-ROOT = Path(__file__).resolve().parent.parent
-FAST_CATCH = ["total_steps=2500", "eval.interval=1000", "eval.episodes=16", "eval.num_envs=16", "log_interval=500",
-              "agent.train_freq=64", "agent.learning_starts=500", "compute.threads=1"]
-
-
-def offline_env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))
-    return env
+FAST_CATCH = ["total_steps=2500", *_FAST]
 
 
 def cli(module: str, *args, env: dict, timeout: int = 180) -> subprocess.CompletedProcess:

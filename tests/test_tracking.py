@@ -13,18 +13,7 @@ import pytest
 from drl.metrics import read_metrics
 from drl.tracking import resolve_mode, wandb_names
 from drl.wandb_records import find_run_files, iter_payloads, read_run
-
-ROOT = Path(__file__).resolve().parent.parent
-FAST_CATCH = ["eval.interval=1000", "eval.episodes=16", "eval.num_envs=16", "log_interval=500",
-              "agent.train_freq=64", "agent.learning_starts=500", "compute.threads=1"]
-
-
-def offline_env(tmp_path: Path) -> dict:
-    """No W&B mode, key or login: what a user without network or account has."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))
-    return env
+from tests.helpers import FAST_CATCH, ROOT, offline_env
 
 
 @pytest.fixture(scope="module")
