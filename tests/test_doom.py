@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, make_doom, parse_actions
+from drl.processes import alive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,14 +39,6 @@ def _pgrp_members(pgids: set[int]) -> list[int]:
         if pgrp in pgids and state != "Z":
             out.append(int(entry))
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------ action sets
@@ -224,7 +217,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert env.worker_restarts == 1 and len(warnings) == 1 and "died" in warnings[0], warnings
         new = env.worker_pids()[0]
-        assert new != victim and _alive(new) and not _alive(victim)
+        assert new != victim and alive(new) and not alive(victim)
         assert env.worker_pids()[1] in all_pids
         all_pids.add(new)
         # the dropped episode: a truncated reset, no report, a fresh zero-padded stack
@@ -259,7 +252,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
     while _pgrp_members(all_pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _pgrp_members(all_pids), "worker or engine processes outlived close()"
-    assert not any(_alive(p) for p in all_pids)
+    assert not any(alive(p) for p in all_pids)
     assert not os.path.exists(shm_path)
     env.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):

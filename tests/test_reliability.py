@@ -15,6 +15,7 @@ import torch
 
 from drl import checkpoint
 from drl.metrics import read_metrics
+from drl.processes import alive, descendants, doom_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
@@ -52,46 +53,6 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def children(pid: int) -> list[int]:
-    kids = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        out += kids
-        todo += kids
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except OSError:
-        return False
-
-
-def doom_workers(train_pid: int) -> list[int]:
-    """Doom worker processes: children of the training's multiprocessing forkserver."""
-    for kid in children(train_pid):
-        try:
-            with open(f"/proc/{kid}/cmdline", "rb") as f:
-                if b"forkserver" in f.read():
-                    return children(kid)
-        except OSError:
-            pass
-    return []
 
 
 def stop_and_check(proc: subprocess.Popen, sig: int, run_dir: Path, tree: set[int]) -> dict:
