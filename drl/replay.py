@@ -197,11 +197,22 @@ class ReplayBuffer:
         flags = self.flags[torch.from_numpy(env), torch.from_numpy(logical % self.capacity)].numpy()
         return ok & ((flags & self.FINAL) == 0)
 
+    def _rejection_sample(self, batch_size: int, propose, what: str) -> tuple[np.ndarray, ...]:
+        """Call ``propose(need) -> (env, index, probability, ok)`` until ``batch_size`` valid draws are collected."""
+        parts, need = [], batch_size
+        for _ in range(1000):
+            env, index, prob, ok = propose(need)
+            parts.append((env[ok], index[ok], prob[ok]))
+            need -= int(ok.sum())
+            if need <= 0:
+                break
+        else:
+            raise RuntimeError(f"replay holds no {what} yet; raise agent.learning_starts")
+        return tuple(np.concatenate(column)[:batch_size] for column in zip(*parts))
+
     def _draw(self, batch_size: int, before: int, after: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw (env, logical, probability) for valid window starts; uniform or proportional to priority."""
-        envs, logicals, probs = [], [], []
-        need = batch_size
-        for _ in range(1000):
+        def propose(need: int):
             if self.prioritized:
                 leaf = self.tree.sample(need, self.rng)
                 env, phys = leaf // self.capacity, leaf % self.capacity
@@ -213,15 +224,8 @@ class ReplayBuffer:
                 lo = np.maximum(self.count[env] - self.capacity, 0) + before
                 logical = lo + np.floor(self.rng.random(need) * np.maximum(hi - lo + 1, 0)).astype(np.int64)
                 prob = np.full(need, 1.0)
-            ok = self._valid(env, logical, before, after)
-            envs.append(env[ok]), logicals.append(logical[ok]), probs.append(prob[ok])
-            need -= int(ok.sum())
-            if need <= 0:
-                break
-        else:
-            raise RuntimeError("replay holds no valid window yet; raise agent.learning_starts")
-        take = lambda xs: np.concatenate(xs)[:batch_size]  # noqa: E731
-        return take(envs), take(logicals), take(probs)
+            return env, logical, prob, self._valid(env, logical, before, after)
+        return self._rejection_sample(batch_size, propose, "valid window")
 
     def _window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
         """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W], flags/rewards/actions [B, W]."""
@@ -313,8 +317,7 @@ class ReplayBuffer:
         S, n, T = self.stack, self.n_step, self.seq_len
         W = T + n
         K = self.starts_cap
-        envs, ks, probs, need = [], [], [], batch_size
-        for _ in range(1000):
+        def propose(need: int):
             if self.prioritized:
                 leaf = self.tree.sample(need, self.rng)
                 env, k = leaf // K, leaf % K
@@ -324,14 +327,8 @@ class ReplayBuffer:
                 k = np.floor(self.rng.random(need) * np.minimum(self.start_count[env], K)).astype(np.int64)
                 prob = np.ones(need)
             slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
-            ok = (slot >= 0) & self._valid(env, np.maximum(slot, 0), before=S - 1, after=W - 1)
-            envs.append(env[ok]), ks.append(k[ok]), probs.append(prob[ok])
-            need -= int(ok.sum())
-            if need <= 0:
-                break
-        else:
-            raise RuntimeError("replay holds no complete sequence yet; raise agent.learning_starts")
-        env, k, prob = (np.concatenate(x)[:batch_size] for x in (envs, ks, probs))
+            return env, k, prob, (slot >= 0) & self._valid(env, np.maximum(slot, 0), before=S - 1, after=W - 1)
+        env, k, prob = self._rejection_sample(batch_size, propose, "complete sequence")
         slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
         B = len(env)
         frames, flags, rewards, actions, extras = self._window(env, slot, np.arange(-(S - 1), W))
