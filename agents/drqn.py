@@ -29,9 +29,9 @@ class DRQN(DQN):
         keep = (~reset).to(state[0].dtype).view(1, -1, 1)
         return state[0] * keep, state[1] * keep
 
-    def unroll(self, net, obs, extras, state):
+    def unroll(self, net, obs, extras, state, grad_cut=None):
         with self.autocast():
-            q, state = net.forward_sequence(obs, extras, state)
+            q, state = net.forward_sequence(obs, extras, state, grad_cut)
         return q.float(), state
 
     @torch.no_grad()
@@ -45,15 +45,9 @@ class DRQN(DQN):
     def loss(self, batch: SequenceBatch):
         """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and
         no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""
-        T, burn_in, extras = batch.returns.shape[0], self.burn_in, batch.extras
-        part = lambda x, a, b: None if x is None else x[a:b]  # noqa: E731
-        q_head, state = self.unroll(self.online, batch.obs[:burn_in], part(extras, 0, burn_in), batch.state) \
-            if burn_in else (None, batch.state)
-        if burn_in:
-            exact = batch.episode_start.to(state[0].dtype).view(1, -1, 1)
-            state = tuple(x * exact + x.detach() * (1 - exact) for x in state)
-        q_rest, _ = self.unroll(self.online, batch.obs[burn_in:], part(extras, burn_in, None), state)
-        q = torch.cat([q_head, q_rest]) if burn_in else q_rest                          # [W, B, A]
+        T, extras = batch.returns.shape[0], batch.extras
+        grad_cut = (self.burn_in, batch.episode_start) if self.burn_in else None
+        q, _ = self.unroll(self.online, batch.obs, extras, batch.state, grad_cut)      # [W, B, A]
         with torch.no_grad():
             q_target, _ = self.unroll(self.target, batch.obs, extras, batch.state)
             boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])              # [T, B, A]

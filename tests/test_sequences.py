@@ -7,7 +7,7 @@ import torch
 
 from agents.drqn import DRQN
 from drl import config
-from drl.networks import QNetwork
+from drl.networks import QNetwork, lstm_unroll
 from drl.replay import ReplayBuffer
 from envs.torch_native import MemoryEnv
 from tests.test_replay import NaiveStream, naive_target
@@ -126,6 +126,39 @@ def test_unrolled_forward_equals_step_by_step():
             steps.append(q[0])
     assert torch.allclose(q_unrolled, torch.stack(steps), atol=1e-5)
     assert torch.allclose(h_u, state[0], atol=1e-6) and torch.allclose(c_u, state[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("cut", [None, 3])
+def test_lstm_time_loop_equals_torch_lstm(cut):
+    """The CPU time loop and nn.LSTM itself (the fused path used on CUDA): same outputs, state and gradients."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5)
+    T, B = 7, 4
+    x = torch.randn(T, B, 6)
+    keep = torch.tensor([True, False, True, False])
+    g = torch.Generator().manual_seed(1)
+    h0, c0 = torch.randn(1, B, 5, generator=g), torch.randn(1, B, 5, generator=g)
+    initial_state = lambda: (h0.clone(), c0.clone())  # noqa: E731
+    results = []
+    for fused in (False, True):
+        xs = x.clone().requires_grad_(True)
+        state = tuple(s.requires_grad_(True) for s in initial_state())
+        lstm.zero_grad()
+        out, (h, c) = lstm_unroll(lstm, xs, state, None if cut is None else (cut, keep), fused=fused)
+        (out.square().sum() + h.sum() + 2 * c.sum()).backward()
+        results.append((out, h, c, xs.grad, state[0].grad, state[1].grad,
+                        *[p.grad.clone() for p in lstm.parameters()]))
+    with torch.no_grad():
+        reference, _ = lstm(x, initial_state())
+    assert torch.allclose(results[1][0], reference, atol=1e-6)          # fused path is nn.LSTM itself
+    for loop_value, fused_value in zip(*results):
+        assert torch.allclose(loop_value, fused_value, atol=1e-5)
+    if cut is not None:  # from outputs after the cut, rows not kept send no gradient into their initial state
+        state = tuple(s.requires_grad_(True) for s in initial_state())
+        out, (h, c) = lstm_unroll(lstm, x, state, (cut, keep))
+        (out[cut:].sum() + h.sum() + c.sum()).backward()
+        assert (state[0].grad[0, ~keep] == 0).all() and (state[0].grad[0, keep] != 0).all()
+        assert (state[1].grad[0, ~keep] == 0).all() and (state[1].grad[0, keep] != 0).all()
 
 
 def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
