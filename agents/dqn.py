@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +26,18 @@ def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, re
     return returns + discounts * q_next_target.gather(-1, best).squeeze(-1)
 
 
-def epsilon_greedy(q: torch.Tensor, epsilon: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon."""
-    n, a = q.shape
-    random_actions = torch.randint(0, a, (n,), generator=generator, device=q.device)
-    explore = torch.rand(n, generator=generator, device=q.device) < epsilon
+def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float, num_envs: int, num_actions: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon.
+
+    ``q`` may be a callable, called only if some env acts greedily: as in SB3, no forward pass is spent on a step
+    where every env explores. The random draws are the same either way."""
+    random_actions = torch.randint(0, num_actions, (num_envs,), generator=generator, device=generator.device)
+    explore = torch.rand(num_envs, generator=generator, device=generator.device) < epsilon
+    if callable(q):
+        if epsilon >= 1.0 or bool(explore.all()):
+            return random_actions
+        q = q()
     return torch.where(explore, random_actions, q.argmax(dim=1))
 
 
@@ -66,7 +74,8 @@ class DQN:
     @torch.no_grad()
     def act(self, obs: torch.Tensor, epsilon: float, extras: torch.Tensor | None = None, state=None):
         """obs uint8 [N, C, H, W] on device -> actions int64 [N]; ``state`` is unused (feed-forward)."""
-        return epsilon_greedy(self.q_values(self.online, obs, extras), epsilon, self.generator), state
+        return epsilon_greedy(lambda: self.q_values(self.online, obs, extras), epsilon, obs.shape[0],
+                              self.num_actions, self.generator), state
 
     def loss(self, batch: TransitionBatch):
         q = self.q_values(self.online, batch.obs, batch.extras)

@@ -40,7 +40,7 @@ class DRQN(DQN):
         if state is None:
             state = self.initial_state(obs.shape[0])
         q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
-        return epsilon_greedy(q[0], epsilon, self.generator), state
+        return epsilon_greedy(q[0], epsilon, obs.shape[0], self.num_actions, self.generator), state
 
     def loss(self, batch: SequenceBatch):
         """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import DQN
+from agents.dqn import DQN, epsilon_greedy
 from drl import config
 from drl.replay import TransitionBatch
 
@@ -65,3 +65,25 @@ def test_update_changes_online_network_only_and_sync_copies():
     assert all(torch.equal(a, b) for a, b in zip(before_target, agent.target.parameters()))
     agent.sync_target()
     assert all(torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
+def test_epsilon_greedy_skips_the_forward_only_when_every_env_explores(epsilon):
+    q = torch.randn(64, 5, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def lazy_q():
+        calls.append(1)
+        return q
+
+    eager = epsilon_greedy(q, epsilon, 64, 5, torch.Generator().manual_seed(0))
+    lazy = epsilon_greedy(lazy_q, epsilon, 64, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(eager, lazy), "same random draws whether or not the forward pass runs"
+    assert len(calls) == (0 if epsilon == 1.0 else 1)
+    greedy = eager == q.argmax(dim=1)
+    if epsilon == 0.0:
+        assert greedy.all()
+    if epsilon == 0.3:  # about 30% explore, of which 4/5 pick a non-greedy action
+        assert 0.6 < greedy.float().mean() < 0.95
+    all_explore = epsilon_greedy(lazy_q, 0.99, 1, 5, torch.Generator().manual_seed(0))  # one env, draw < 0.99
+    assert all_explore.shape == (1,) and len(calls) == (0 if epsilon == 1.0 else 1)
