@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,20 @@ def test_worker_killed_mid_run_is_replaced(caplog):
     env.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         env.step(torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape, out", [((120, 160), (60, 80)), ((120, 160, 3), (30, 40)), ((96, 128), (6, 8))])
+def test_block_resize_equals_naive_rounded_block_mean(shape, out):
+    from envs.doom import _AreaResize
+
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    got = _AreaResize(shape[0], shape[1], *out)(img)
+    chw = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
+    fy, fx = shape[0] // out[0], shape[1] // out[1]
+    expected = np.zeros((chw.shape[0], *out), np.uint8)
+    for c in range(chw.shape[0]):
+        for y in range(out[0]):
+            for x in range(out[1]):
+                block = chw[c, y * fy:(y + 1) * fy, x * fx:(x + 1) * fx].astype(np.int64)
+                expected[c, y, x] = (block.sum() + block.size // 2) // block.size
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
