@@ -1,11 +1,12 @@
-"""ViZDoom behind drl's vector-env contract: one game per worker process, frames through shared memory.
+"""ViZDoom behind drl's vector-env contract: games in worker processes, frames through shared memory.
 
 Pieces:
 - ``DoomSettings``: a plain dataclass naming the scenario and how it is played (action set, game variables,
   frame size and stacking, reward shaping, timeout). Validated on construction (``ValueError``, one line).
 - ``DoomGame``: one headless ``vizdoom.DoomGame`` (PLAYER mode, no window, no sound) that returns resized uint8
   frames ``[C, H, W]``, game variables as float32, the learning reward (native + shaping) and the native reward.
-- ``DoomVectorEnv``: N ``DoomGame``s in N worker processes (``forkserver`` context), honouring ``drl.vec_env``.
+- ``DoomVectorEnv``: N ``DoomGame``s in ``ceil(N / games_per_worker)`` worker processes (``forkserver`` context),
+  honouring ``drl.vec_env``. A worker steps its games one after the other and answers once per vector step.
 - ``make_doom(settings, num_envs, device, seed)`` and ``make_doom_from_config(env_cfg, ...)``.
 
 Semantics (see ``drl/vec_env.py`` for the contract):
@@ -19,8 +20,8 @@ Semantics (see ``drl/vec_env.py`` for the contract):
   steps)}`` plus the scenario measures: ``kills`` (KILLCOUNT), ``survival_tics`` (episode tics),
   ``success`` (1.0 if the episode ended neither by timeout nor by death), ``frags``/``deaths`` (deathmatch).
 - Worker failure (process gone, pipe closed, engine error, or no answer within ``step_timeout`` s): the worker's
-  process group (worker + engine) is killed, a new worker with a new game replaces it, a warning is logged and
-  ``worker_restarts`` grows. Its running episode is *dropped*: not reported in ``episodes``; the step reports
+  process group (worker + engines) is killed, a new worker with new games replaces it, a warning is logged and
+  ``worker_restarts`` grows. The running episodes of its games are *dropped*: not reported in ``episodes``; the step reports
   ``reward = 0``, ``reset = True``, ``truncated = True``, ``terminated = False`` (so nothing is learnt across
   the cut and ``final_obs`` is the last observation seen), and ``obs`` is the new game's first frame stack.
 
@@ -568,9 +569,10 @@ def _remove_engine_files(instance_ids) -> None:
                 pass
 
 
-def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: DoomSettings, seed: int,
+def _worker_main(conn, shm_path: str, layout: _Layout, slots: list[int], settings: DoomSettings, seeds: list[int],
                  workdir: str) -> None:
-    """One game per process. Commands: ("step", a), ("reset", seed|None), ("close",)."""
+    """The games of env rows ``slots``, stepped one after the other. Commands: ("step", [a per game]),
+    ("reset", [seed|None per game]), ("close",); one reply per command."""
     try:
         os.setsid()  # own process group (worker + engine), so the parent can kill both at once
     except OSError:
@@ -590,7 +592,7 @@ def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: Doo
                 os.set_inheritable(fd, False)
         except (ValueError, OSError):
             pass
-    game = None
+    games: list[DoomGame] = []
     try:
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)  # the engine writes _vizdoom.ini and crash logs to the working directory
@@ -598,9 +600,9 @@ def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: Doo
         buf = mmap.mmap(fd, layout.size)
         os.close(fd)
         frames, extras, final_extras = layout.views(buf)
-        game = DoomGame(settings, seed=seed)
-        frame, ex = game.reset()
-        frames[index], extras[index] = frame, ex
+        for slot, seed in zip(slots, seeds):
+            games.append(DoomGame(settings, seed=seed))
+            frames[slot], extras[slot] = games[-1].reset()
         engine_pids, engine_ids = _engine_children()
         conn.send(("ready", os.getpid(), engine_pids, engine_ids))
         while True:
@@ -610,17 +612,19 @@ def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: Doo
                 break  # parent gone
             cmd = msg[0]
             if cmd == "step":
-                r = game.step(msg[1])
-                if r.done:
-                    final_extras[index] = r.extras
-                    frame, ex = game.reset()
-                else:
-                    frame, ex = r.frame, r.extras
-                frames[index], extras[index] = frame, ex
-                conn.send(("ok", r.reward, r.native_reward, r.terminated, r.truncated, r.done, r.episode))
+                results = []
+                for slot, game, action in zip(slots, games, msg[1]):
+                    r = game.step(action)
+                    if r.done:
+                        final_extras[slot] = r.extras
+                        frames[slot], extras[slot] = game.reset()
+                    else:
+                        frames[slot], extras[slot] = r.frame, r.extras
+                    results.append((r.reward, r.native_reward, r.terminated, r.truncated, r.done, r.episode))
+                conn.send(("ok", results))
             elif cmd == "reset":
-                frame, ex = game.reset(msg[1])
-                frames[index], extras[index] = frame, ex
+                for slot, game, seed in zip(slots, games, msg[1]):
+                    frames[slot], extras[slot] = game.reset(seed)
                 conn.send(("ok",))
             elif cmd == "close":
                 break
@@ -632,7 +636,7 @@ def _worker_main(conn, shm_path: str, layout: _Layout, index: int, settings: Doo
         except Exception:
             pass
     finally:
-        if game is not None:
+        for game in games:
             try:
                 game.close()
             except Exception:
@@ -724,13 +728,20 @@ class DoomVectorEnv:
     """N ViZDoom games in N worker processes behind ``drl.vec_env.VectorEnv`` (see the module docstring)."""
 
     def __init__(self, settings: DoomSettings, num_envs: int, device="cpu", seed: int = 0,
-                 step_timeout: float = 10.0, init_timeout: float = 120.0):
+                 step_timeout: float = 10.0, init_timeout: float = 120.0, games_per_worker: int = 1):
         import torch
 
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.settings = settings
         self.num_envs = int(num_envs)
+        if int(games_per_worker) < 1:
+            raise ValueError(f"games_per_worker must be >= 1, got {games_per_worker}")
+        # worker w steps the games of env rows slots[w] in turn: fewer workers, fewer pipe round trips per step
+        g = min(int(games_per_worker), self.num_envs)
+        self.games_per_worker = g
+        self._slots = [list(range(w, min(w + g, self.num_envs))) for w in range(0, self.num_envs, g)]
+        self.num_workers = len(self._slots)
         self.device = torch.device(device)
         self.seed = int(seed)
         self.step_timeout = float(step_timeout)
@@ -748,7 +759,7 @@ class DoomVectorEnv:
         self._starts = 0
         self._layout = _Layout(self.num_envs, self.frame_channels, settings.obs_height, settings.obs_width,
                                self.num_extras)
-        self._pool = _Pool(self.num_envs)
+        self._pool = _Pool(self.num_workers)
         self._finalizer = weakref.finalize(self, self._pool.close)
         shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         path = os.path.join(shm_dir, f"drl_doom_{os.getpid()}_{uuid.uuid4().hex[:12]}")
@@ -762,7 +773,7 @@ class DoomVectorEnv:
         self._workdir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
         self._ctx = _context()
         try:
-            self._start_workers(list(range(self.num_envs)))
+            self._start_workers(list(range(self.num_workers)))
         except BaseException:
             self.close()
             raise
@@ -775,14 +786,17 @@ class DoomVectorEnv:
         return (self.seed * 1_000_003 + i * 7_919 + self._starts * 104_729) % (2 ** 31)
 
     def _start_workers(self, indices: list[int]) -> None:
+        """Start workers ``indices`` (each runs the games of its env rows ``self._slots[w]``)."""
         pending = {}
         for i in indices:
             parent, child = self._ctx.Pipe(duplex=True)
-            seed = self._worker_seed(i)
-            self._starts += 1
+            seeds = []
+            for env in self._slots[i]:
+                seeds.append(self._worker_seed(env))
+                self._starts += 1
             p = self._ctx.Process(target=_worker_main, name=f"doom-worker-{i}", daemon=True,
-                                  args=(child, self._pool.shm_path, self._layout, i, self.settings, seed,
-                                        self._workdir))
+                                  args=(child, self._pool.shm_path, self._layout, self._slots[i], self.settings,
+                                        seeds, self._workdir))
             p.start()
             child.close()
             self._pool.procs[i], self._pool.conns[i] = p, parent
@@ -809,7 +823,7 @@ class DoomVectorEnv:
             pid = self._pool.procs[i].pid if self._pool.procs[i] is not None else None
             self._pool.kill(i)
             self.worker_restarts += 1
-            logger.warning("Doom worker %d (pid %s) %s; restarting it with a new game (its episode is dropped, "
+            logger.warning("Doom worker %d (pid %s) %s; restarting it with new games (their episodes are dropped, "
                            "reported as a truncated reset)", i, pid, why)
         last_error = None
         for attempt in range(3):
@@ -823,8 +837,9 @@ class DoomVectorEnv:
         raise RuntimeError(f"could not restart Doom worker(s) {sorted(failed)}: {last_error}")
 
     def _exchange(self, messages: list[tuple]) -> tuple[list, dict[int, str]]:
-        """Send every worker its message, then collect all answers (the workers run in parallel)."""
-        n = self.num_envs
+        """Send every worker its message, then collect all answers (the workers run in parallel).
+        Replies and failures are indexed by worker."""
+        n = self.num_workers
         replies: list = [None] * n
         failed: dict[int, str] = {}
         pending = {}
@@ -867,8 +882,8 @@ class DoomVectorEnv:
         if not (self._fresh and seed is None):
             if seed is not None:
                 self.seed = int(seed)
-            msgs = [("reset", None if seed is None else (self.seed * 1_000_003 + i * 7_919) % (2 ** 31))
-                    for i in range(self.num_envs)]
+            msgs = [("reset", [None if seed is None else (self.seed * 1_000_003 + i * 7_919) % (2 ** 31)
+                               for i in slots]) for slots in self._slots]
             _, failed = self._exchange(msgs)
             if failed:
                 self._restart(failed)
@@ -899,24 +914,27 @@ class DoomVectorEnv:
         bad = [a for a in acts if not 0 <= a < self.num_actions]
         if bad:
             raise ValueError(f"Doom actions must be in [0, {self.num_actions}), got {bad[0]}")
-        replies, failed = self._exchange([("step", a) for a in acts])
-        if failed:
-            self._restart(failed)
+        replies, failed_workers = self._exchange([("step", [acts[i] for i in slots]) for slots in self._slots])
+        if failed_workers:
+            self._restart(failed_workers)
+        failed = {i for w in failed_workers for i in self._slots[w]}
         n, c = self.num_envs, self.frame_channels
         reward = np.zeros(n, np.float32)
         terminated = np.zeros(n, bool)
         truncated = np.zeros(n, bool)
         reset = np.zeros(n, bool)
         episodes = []
-        for i, msg in enumerate(replies):
-            if i in failed:
-                truncated[i] = reset[i] = True
-                self.episodes_dropped += 1
+        for i in sorted(failed):
+            truncated[i] = reset[i] = True
+            self.episodes_dropped += 1
+        for w, msg in enumerate(replies):
+            if w in failed_workers:
                 continue
-            _, r, _native, term, trunc, done, episode = msg
-            reward[i], terminated[i], truncated[i], reset[i] = r, term, trunc, done
-            if episode is not None:
-                episodes.append({"env": i, **episode})
+            for i, (r, _native, term, trunc, done, episode) in zip(self._slots[w], msg[1]):
+                reward[i], terminated[i], truncated[i], reset[i] = r, term, trunc, done
+                if episode is not None:
+                    episodes.append({"env": i, **episode})
+        episodes.sort(key=lambda ep: ep["env"])
         frames = torch.from_numpy(self._frames.copy())
         extras = torch.from_numpy(self._extras_np.copy())
         prev = self._stack
@@ -1005,8 +1023,13 @@ def make_doom_from_config(cfg, num_envs: int, device, seed: int) -> DoomVectorEn
     from drl.config import ConfigError
 
     fields = {"frame_skip": cfg.frame_skip, "frame_stack": cfg.frame_stack, **dict(cfg.doom)}
+    games_per_worker = fields.pop("games_per_worker", None)
+    if games_per_worker is None:  # as many workers as cores, at most one game each when there are enough cores
+        games_per_worker = -(-num_envs // max(1, len(os.sched_getaffinity(0))))
+    if not isinstance(games_per_worker, int) or isinstance(games_per_worker, bool) or games_per_worker < 1:
+        raise ConfigError(f"env.doom.games_per_worker must be a whole number >= 1, got {games_per_worker!r}")
     try:
         settings = _settings_from_dict(fields)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"env.doom: {e}") from None
-    return DoomVectorEnv(settings, num_envs, device=device, seed=seed)
+    return DoomVectorEnv(settings, num_envs, device=device, seed=seed, games_per_worker=games_per_worker)

@@ -171,6 +171,11 @@ def test_unknown_doom_button(tmp_path):
                    "unknown Doom button 'jumpp'", "did you mean jump?")
 
 
+def test_bad_doom_games_per_worker(tmp_path):
+    one_line_error(train("doom-basic", "env.doom.games_per_worker=0", "--run-dir", tmp_path / "run"),
+                   "env.doom.games_per_worker must be a whole number >= 1, got 0")
+
+
 def test_malformed_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("env:\n  kind: catch\nagent: {lr: [1, 2\n")

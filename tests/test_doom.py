@@ -275,3 +275,37 @@ def test_block_resize_equals_naive_rounded_block_mean(shape, out):
                 block = chw[c, y * fy:(y + 1) * fy, x * fx:(x + 1) * fx].astype(np.int64)
                 expected[c, y, x] = (block.sum() + block.size // 2) // block.size
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
+
+
+def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_its_games():
+    """3 games per worker (workers of 3 and 2 games) against one game per worker: same seeds, same actions ->
+    identical observations, rewards, flags and episode reports; then SIGKILL of worker 1 drops envs 3 and 4 only."""
+    s = DoomSettings("basic", frame_stack=2, timeout=40)
+    runs = []
+    for g in (1, 3):
+        env = DoomVectorEnv(s, num_envs=5, seed=11, games_per_worker=g)
+        try:
+            assert env.num_workers == (5 if g == 1 else 2) and len(env.worker_pids()) == env.num_workers
+            gen = torch.Generator().manual_seed(0)
+            steps = [env.reset()]
+            for _ in range(60):
+                steps.append(env.step(torch.randint(0, env.num_actions, (5,), generator=gen)))
+            runs.append(steps)
+            if g == 3:
+                os.kill(env.worker_pids()[1], signal.SIGKILL)
+                st = env.step(torch.zeros(5, dtype=torch.long))
+                assert env.worker_restarts == 1 and env.episodes_dropped == 2
+                assert st.reset[3:].all() and all(ep["env"] < 3 for ep in st.episodes)  # 0-2 may end naturally
+                assert st.truncated[3:].all() and not st.terminated[3:].any() and (st.reward[3:] == 0).all()
+                st = env.step(torch.zeros(5, dtype=torch.long))
+                assert bool((st.obs[:, -1] > 0).any(dim=(1, 2)).all())
+        finally:
+            env.close()
+    episodes = 0
+    for a, b in zip(*runs):
+        for field in ("obs", "reward", "terminated", "truncated", "reset", "final_obs"):
+            x, y = getattr(a, field), getattr(b, field)
+            assert (x is None and y is None) or torch.equal(x, y), field
+        assert a.episodes == b.episodes
+        episodes += len(a.episodes)
+    assert episodes >= 5, "the streams should cross episode ends (basic times out at 40 tics)"
