@@ -99,21 +99,30 @@ class QNetwork(nn.Module):
 
     def forward_sequence(self, obs: torch.Tensor, extras: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor],
                          grad_cut: tuple[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
-        """One encoder pass over all ``T * B`` frames, then the LSTM. ``grad_cut = (k, keep)``: before step ``k``
-        the state of rows where ``keep`` [B] is false is detached (R2D2's burn-in: no gradient into a stale state)."""
+        """Q ``[T, B, A]`` and the final state. ``grad_cut = (k, keep)`` (R2D2's burn-in): the first ``k`` steps
+        of rows where ``keep`` [B] is false run without autograd, so no gradient reaches them or their stale
+        initial state; rows where it is true (an exact initial state) keep their whole graph."""
+        if grad_cut is not None and torch.is_grad_enabled():
+            k, keep = grad_cut
+            part = lambda x, a, b: None if x is None else x[a:b]  # noqa: E731
+            with torch.no_grad():
+                q_head, mid = self.forward_sequence(obs[:k], part(extras, 0, k), state)
+            if bool(keep.any()):  # the kept rows again, with autograd (a small batch)
+                rows = keep.nonzero().squeeze(1)
+                q_kept, mid_kept = self.forward_sequence(
+                    obs[:k, rows], None if extras is None else extras[:k, rows], tuple(x[:, rows] for x in state))
+                q_head = q_head.index_copy(1, rows, q_kept)
+                mid = tuple(x.index_copy(1, rows, y) for x, y in zip(mid, mid_kept))
+            q_rest, state = self.forward_sequence(obs[k:], part(extras, k, None), mid)
+            return torch.cat([q_head, q_rest]), state
         T, B = obs.shape[:2]
         x = self.features(obs.flatten(0, 1), None if extras is None else extras.flatten(0, 1)).view(T, B, -1)
-        x, state = lstm_unroll(self.lstm, x, state, grad_cut, fused=x.is_cuda)
+        x, state = lstm_unroll(self.lstm, x, state, fused=x.is_cuda)
         return self.head(x), state
 
 
-def _cut(state: tuple, keep: torch.Tensor) -> tuple:
-    mask = keep.to(state[0].dtype).unsqueeze(-1)    # [B, 1]: broadcasts over [1, B, H] and [B, H]
-    return tuple(s * mask + s.detach() * (1 - mask) for s in state)
-
-
 def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
-                grad_cut: tuple[int, torch.Tensor] | None = None, fused: bool = False) -> tuple[torch.Tensor, tuple]:
+                fused: bool = False) -> tuple[torch.Tensor, tuple]:
     """``nn.LSTM``'s math on its own parameters: x ``[T, B, F]``, state ``(h, c)`` each ``[1, B, H]`` ->
     outputs ``[T, B, H]`` (float32) and the final state.
 
@@ -121,19 +130,12 @@ def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch
     (bf16 under autocast) and only the small ``h @ W_hh`` recurrence loops over time, in float32: on CPU its
     backward is ~10x faster than oneDNN's fused LSTM backward at DRQN's sizes (T=23, B=16, H=256)."""
     if fused:
-        if grad_cut is None:
-            return lstm(x.float(), state)
-        k, keep = grad_cut
-        head, mid = lstm(x[:k].float(), state)
-        rest, state = lstm(x[k:].float(), _cut(mid, keep))
-        return torch.cat([head, rest]), state
+        return lstm(x.float(), state)
     gates_x = F.linear(x, lstm.weight_ih_l0).float() + (lstm.bias_ih_l0 + lstm.bias_hh_l0)   # [T, B, 4H]
     h, c = state[0][0], state[1][0]
     outputs = []
     with torch.autocast(x.device.type, enabled=False):
         for t in range(x.shape[0]):
-            if grad_cut is not None and t == grad_cut[0]:
-                h, c = _cut((h, c), grad_cut[1])
             i, f, g, o = (gates_x[t] + h @ lstm.weight_hh_l0.t()).chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)

@@ -128,37 +128,63 @@ def test_unrolled_forward_equals_step_by_step():
     assert torch.allclose(h_u, state[0], atol=1e-6) and torch.allclose(c_u, state[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("cut", [None, 3])
-def test_lstm_time_loop_equals_torch_lstm(cut):
+def test_lstm_time_loop_equals_torch_lstm():
     """The CPU time loop and nn.LSTM itself (the fused path used on CUDA): same outputs, state and gradients."""
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(6, 5)
     T, B = 7, 4
     x = torch.randn(T, B, 6)
-    keep = torch.tensor([True, False, True, False])
     g = torch.Generator().manual_seed(1)
     h0, c0 = torch.randn(1, B, 5, generator=g), torch.randn(1, B, 5, generator=g)
-    initial_state = lambda: (h0.clone(), c0.clone())  # noqa: E731
     results = []
     for fused in (False, True):
         xs = x.clone().requires_grad_(True)
-        state = tuple(s.requires_grad_(True) for s in initial_state())
+        state = (h0.clone().requires_grad_(True), c0.clone().requires_grad_(True))
         lstm.zero_grad()
-        out, (h, c) = lstm_unroll(lstm, xs, state, None if cut is None else (cut, keep), fused=fused)
+        out, (h, c) = lstm_unroll(lstm, xs, state, fused=fused)
         (out.square().sum() + h.sum() + 2 * c.sum()).backward()
         results.append((out, h, c, xs.grad, state[0].grad, state[1].grad,
                         *[p.grad.clone() for p in lstm.parameters()]))
     with torch.no_grad():
-        reference, _ = lstm(x, initial_state())
+        reference, _ = lstm(x, (h0, c0))
     assert torch.allclose(results[1][0], reference, atol=1e-6)          # fused path is nn.LSTM itself
     for loop_value, fused_value in zip(*results):
         assert torch.allclose(loop_value, fused_value, atol=1e-5)
-    if cut is not None:  # from outputs after the cut, rows not kept send no gradient into their initial state
-        state = tuple(s.requires_grad_(True) for s in initial_state())
-        out, (h, c) = lstm_unroll(lstm, x, state, (cut, keep))
-        (out[cut:].sum() + h.sum() + c.sum()).backward()
-        assert (state[0].grad[0, ~keep] == 0).all() and (state[0].grad[0, keep] != 0).all()
-        assert (state[1].grad[0, ~keep] == 0).all() and (state[1].grad[0, keep] != 0).all()
+
+
+@pytest.mark.parametrize("keep", [[False, False, False, False], [True, False, False, True]])
+def test_burn_in_grad_cut_equals_naive_detach(keep):
+    """R2D2's burn-in done naively (one graph, the state detached at step k for rows not kept) against
+    forward_sequence's grad_cut (no autograd for those rows' first k steps): same Q values, same gradients."""
+    torch.manual_seed(0)
+    net = QNetwork(config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2,
+                   recurrent=True)
+    T, B, k = 7, 4, 3
+    obs = torch.randint(0, 256, (T, B, 1, 5, 5), dtype=torch.uint8)
+    extras = torch.randn(T, B, 2)
+    keep = torch.tensor(keep)
+    g = torch.Generator().manual_seed(1)
+    h0, c0 = torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)
+    results = []
+    for naive in (True, False):
+        net.zero_grad()
+        state = (h0.clone().requires_grad_(True), c0.clone().requires_grad_(True))
+        if naive:
+            q_head, mid = net.forward_sequence(obs[:k], extras[:k], state)
+            m = keep.float().view(1, -1, 1)
+            mid = tuple(x * m + x.detach() * (1 - m) for x in mid)
+            q_rest, final = net.forward_sequence(obs[k:], extras[k:], mid)
+            q = torch.cat([q_head, q_rest])
+        else:
+            q, final = net.forward_sequence(obs, extras, state, (k, keep))
+        burn_in_loss = (q[:k].square().sum(-1) * keep.float()).sum()   # the burn-in counts only for kept rows
+        (q[k:].square().sum() + burn_in_loss + final[1].sum()).backward()
+        state_grad = torch.zeros_like(h0) if state[0].grad is None else state[0].grad.clone()
+        results.append((q.detach(), state_grad, *[p.grad.clone() for p in net.parameters()]))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert (results[1][1][0, ~keep] == 0).all(), "no gradient into a stale initial state"
+    assert (results[1][1][0, keep] != 0).all(), "an exact initial state learns through the burn-in"
 
 
 def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
