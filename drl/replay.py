@@ -77,6 +77,13 @@ class TransitionBatch:
     next_extras: torch.Tensor | None = None
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Batch tensors go to CUDA from pinned host memory, so the copy is asynchronous (``non_blocking``)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class ReplayBuffer:
     """Frame replay shared by DQN (transitions) and DRQN (sequences).
 
@@ -271,7 +278,7 @@ class ReplayBuffer:
         weights = (importance_weights(prob, len(self), beta) if self.prioritized
                    else np.ones(B, dtype=np.float32))
         dev = device or self.device
-        to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
+        to = lambda t: to_device(t, dev)  # noqa: E731
         batch = TransitionBatch(
             obs=to(obs), actions=to(actions[:, S - 1].long()), returns=to(returns), next_obs=to(next_obs),
             discounts=to(discounts), weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
@@ -353,7 +360,7 @@ class ReplayBuffer:
         weights = (importance_weights(prob, int(np.minimum(self.start_count, K).sum()), beta) if self.prioritized
                    else np.ones(B, dtype=np.float32))
         dev = device or self.device
-        to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
+        to = lambda t: to_device(t, dev)  # noqa: E731
         tm = lambda t: to(t.transpose(0, 1).contiguous())  # noqa: E731  time-major
         batch = SequenceBatch(
             obs=tm(obs), actions=tm(actions[:, S - 1:].long()), returns=tm(returns), bootstrap=tm(position + steps),
