@@ -95,6 +95,7 @@ class ComputeConfig(Section):
     channels_last: bool = False                     # measured slower with bf16 autocast on this CPU
     compile: bool = False                            # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
+    overlap_env: bool = True                         # updates run while the env steps (they see replay up to t-1)
 
     @field_validator("bf16", mode="before")
     @classmethod

@@ -229,7 +229,7 @@ class Trainer:
         state = self.acting_state
         if state is None and self.agent.recurrent:
             state = self.agent.initial_state(num_envs)
-        sample = self.replay.sample_sequences if self.agent.recurrent else self.replay.sample
+        overlap = cfg.compute.overlap_env
         bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
                    mininterval=1.0, desc=cfg.name)
         self._bar = bar  # closed before an error is printed (so the message gets its own line)
@@ -241,7 +241,10 @@ class Trainer:
                            if learning or agent_cfg.learning_starts == 0 else 1.0)
                 obs, extras = self.step.obs, self.step.extras
                 actions, new_state = self.agent.act(obs, epsilon, extras, state)
-                step = self.env.step(actions)
+                self.env.step_async(actions)
+                if overlap:  # learn while the env steps (ALE threads, Doom workers): replay up to the last step
+                    self._learn(learning, beta=linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps))
+                step = self.env.step_wait()
                 if cfg.env.reward_scale != 1.0:
                     step.reward = step.reward * cfg.env.reward_scale
                 self.replay.add_step(obs, first_flags, actions, step, extras, recurrent_state=state)
@@ -256,21 +259,8 @@ class Trainer:
                     self.recent_returns.append(ep["return"])
                     self.metrics.write("episode", c.env_steps, time.perf_counter() - started,
                                        **{k: v for k, v in ep.items() if k != "env"})
-
-                # ---- learning
-                if learning and len(self.replay) >= self.fill_needed:
-                    c.pending_updates += num_envs / agent_cfg.train_freq
-                    beta = linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps)
-                    while c.pending_updates >= 1:
-                        c.pending_updates -= 1
-                        batch = sample(agent_cfg.batch_size, beta=beta, device=self.device)
-                        stats, td = self.agent.update(batch)
-                        self.replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
-                        for key, value in stats.items():
-                            train_stats.setdefault(key, []).append(float(value))
-                        for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
-                            if key in train_stats and not math.isfinite(train_stats[key][-1]):
-                                self._diverged(train_stats[key][-1], key)
+                if not overlap:
+                    self._learn(learning, beta=linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps))
                 if c.env_steps // agent_cfg.target_update_interval > c.target_syncs:
                     c.target_syncs = c.env_steps // agent_cfg.target_update_interval
                     self.agent.sync_target()
@@ -308,6 +298,24 @@ class Trainer:
             c.wall_time = time.perf_counter() - started
             self.save_checkpoint()
         return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
+
+    def _learn(self, learning: bool, beta: float) -> None:
+        """The updates this vector step owes (``agent.train_freq`` env steps per update), once replay is filled."""
+        c, agent_cfg, train_stats = self.counters, self.cfg.agent, self.train_stats
+        if not learning or len(self.replay) < self.fill_needed:
+            return
+        sample = self.replay.sample_sequences if self.agent.recurrent else self.replay.sample
+        c.pending_updates += self.env.num_envs / agent_cfg.train_freq
+        while c.pending_updates >= 1:
+            c.pending_updates -= 1
+            batch = sample(agent_cfg.batch_size, beta=beta, device=self.device)
+            stats, td = self.agent.update(batch)
+            self.replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
+            for key, value in stats.items():
+                train_stats.setdefault(key, []).append(float(value))
+            for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
+                if key in train_stats and not math.isfinite(train_stats[key][-1]):
+                    self._diverged(train_stats[key][-1], key)
 
     def run_evaluation(self, wall: float) -> dict:
         if self.eval_env is None:

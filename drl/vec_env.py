@@ -10,6 +10,9 @@ Conventions (N = number of envs stepping together):
   So no transition ever spans a reset.
 - ``reward`` is the *learning* reward (clipped or shaped as configured). Reported scores are never this:
   whole-game native scores come out once per finished episode in ``episodes``.
+- ``step(a)`` is ``step_async(a)`` then ``step_wait()``. Between the two the env steps on its own (ALE's C++ threads,
+  Doom's worker processes) while the caller does other work, e.g. a learning update; envs that step in the
+  caller's thread (torch-native) do all the work in ``step_wait``.
 - ``terminated`` means "do not bootstrap" for learning (Atari counts a life loss here although the game goes on);
   ``truncated`` means "time limit: bootstrap"; ``reset`` means the env really started a new episode
   (game over or time limit). For most worlds ``reset == terminated | truncated``.
@@ -48,4 +51,29 @@ class VectorEnv(Protocol):
 
     def reset(self, seed: int | None = None) -> VecStep: ...   # reward/flags are zeros, reset all True
     def step(self, actions: torch.Tensor) -> VecStep: ...      # actions int64 [N] on any device
+    def step_async(self, actions: torch.Tensor) -> None: ...   # start a step ...
+    def step_wait(self) -> VecStep: ...                        # ... and finish it
     def close(self) -> None: ...
+
+
+class AsyncStepping:
+    """``step`` for envs that implement ``step_async`` / ``step_wait``."""
+
+    def step(self, actions: torch.Tensor) -> VecStep:
+        self.step_async(actions)
+        return self.step_wait()
+
+
+class SyncStepping:
+    """``step_async`` / ``step_wait`` for envs that step in the caller's thread (all the work is in ``step``)."""
+
+    _pending_actions: torch.Tensor | None = None
+
+    def step_async(self, actions: torch.Tensor) -> None:
+        self._pending_actions = actions
+
+    def step_wait(self) -> VecStep:
+        actions, self._pending_actions = self._pending_actions, None
+        if actions is None:
+            raise RuntimeError("step_wait() without step_async()")
+        return self.step(actions)

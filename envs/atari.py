@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from drl.vec_env import VecStep
+from drl.vec_env import AsyncStepping, VecStep
 
 
 def atari_games() -> list[str]:
@@ -19,7 +19,7 @@ def atari_games() -> list[str]:
     return sorted(ale_py.roms.get_all_rom_ids())
 
 
-class AtariVecEnv:
+class AtariVecEnv(AsyncStepping):
     frame_channels = 1
     num_extras = 0
 
@@ -43,6 +43,7 @@ class AtariVecEnv:
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._lives = np.zeros(num_envs, dtype=np.int64)
+        self._in_flight = False
 
     def _obs(self, obs: np.ndarray, keep: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.from_numpy(obs).to(self.device, non_blocking=True)
@@ -64,6 +65,9 @@ class AtariVecEnv:
 
     def reset(self, seed: int | None = None) -> VecStep:
         seed = self.seed if seed is None else seed
+        if self._in_flight:  # collect a step that was sent and never received before resetting
+            self.env.recv()
+            self._in_flight = False
         obs, info = self.env.reset(seed=seed)
         self._returns[:], self._lengths[:] = 0, 0
         self._lives = np.asarray(info["lives"]).copy()
@@ -77,8 +81,18 @@ class AtariVecEnv:
         return VecStep(obs=self._obs(obs, keep), reward=torch.zeros(n, device=self.device), terminated=false,
                        truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device))
 
-    def step(self, actions: torch.Tensor) -> VecStep:
-        obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy().astype(np.int32))
+    def step_async(self, actions: torch.Tensor) -> None:
+        """ALE's threads step the games; ``step_wait`` collects (the GIL is free meanwhile)."""
+        if self._in_flight:
+            raise RuntimeError("step_async() twice without step_wait()")
+        self.env.send(actions.cpu().numpy().astype(np.int32))
+        self._in_flight = True
+
+    def step_wait(self) -> VecStep:
+        if not self._in_flight:  # ALE's recv would wait forever
+            raise RuntimeError("step_wait() without step_async()")
+        obs, reward, terminated, truncated, info = self.env.recv()
+        self._in_flight = False
         reward = np.asarray(reward, dtype=np.float64)
         reset = terminated | truncated
         self._returns += reward

@@ -778,6 +778,7 @@ class DoomVectorEnv:
             self.close()
             raise
         self._fresh = True  # workers just started their first episode
+        self._in_flight = None  # (pending pipes, failed workers) of a step sent but not yet collected
         self._stack = torch.zeros((self.num_envs, *self.obs_shape), dtype=torch.uint8)
         self._last_extras = torch.zeros((self.num_envs, self.num_extras), dtype=torch.float32)
 
@@ -839,8 +840,9 @@ class DoomVectorEnv:
     def _exchange(self, messages: list[tuple]) -> tuple[list, dict[int, str]]:
         """Send every worker its message, then collect all answers (the workers run in parallel).
         Replies and failures are indexed by worker."""
-        n = self.num_workers
-        replies: list = [None] * n
+        return self._collect(*self._send(messages))
+
+    def _send(self, messages: list[tuple]) -> tuple[dict, dict[int, str]]:
         failed: dict[int, str] = {}
         pending = {}
         for i, msg in enumerate(messages):
@@ -850,6 +852,10 @@ class DoomVectorEnv:
                 pending[c] = i
             except (OSError, EOFError, ValueError):
                 failed[i] = "could not be reached (pipe closed)"
+        return pending, failed
+
+    def _collect(self, pending: dict, failed: dict[int, str]) -> tuple[list, dict[int, str]]:
+        replies: list = [None] * self.num_workers
         deadline = time.monotonic() + self.step_timeout
         while pending:
             ready = mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
@@ -879,6 +885,11 @@ class DoomVectorEnv:
         from drl.vec_env import VecStep
 
         self._check_open()
+        if self._in_flight is not None:  # a step was sent and never collected: drain it first
+            in_flight, self._in_flight = self._in_flight, None
+            _, failed = self._collect(*in_flight)
+            if failed:
+                self._restart(failed)
         if not (self._fresh and seed is None):
             if seed is not None:
                 self.seed = int(seed)
@@ -902,19 +913,35 @@ class DoomVectorEnv:
                        extras=extras.to(dev) if self.num_extras else None)
 
     def step(self, actions: "torch.Tensor") -> "VecStep":
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: "torch.Tensor") -> None:
+        """Send each worker its games' actions; they step while the caller works until ``step_wait``."""
         import torch
 
-        from drl.vec_env import VecStep
-
         self._check_open()
+        if self._in_flight is not None:
+            raise RuntimeError("step_async() twice without step_wait()")
         self._fresh = False
-        acts = [int(a) for a in torch.as_tensor(actions).reshape(-1).tolist()]
+        acts = [int(a) for a in torch.as_tensor(actions).reshape(-1).tolist()]  # plain ints for vizdoom
         if len(acts) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions, got {len(acts)}")
         bad = [a for a in acts if not 0 <= a < self.num_actions]
         if bad:
             raise ValueError(f"Doom actions must be in [0, {self.num_actions}), got {bad[0]}")
-        replies, failed_workers = self._exchange([("step", [acts[i] for i in slots]) for slots in self._slots])
+        self._in_flight = self._send([("step", [acts[i] for i in slots]) for slots in self._slots])
+
+    def step_wait(self) -> "VecStep":
+        import torch
+
+        from drl.vec_env import VecStep
+
+        self._check_open()
+        if self._in_flight is None:
+            raise RuntimeError("step_wait() without step_async()")
+        in_flight, self._in_flight = self._in_flight, None
+        replies, failed_workers = self._collect(*in_flight)
         if failed_workers:
             self._restart(failed_workers)
         failed = {i for w in failed_workers for i in self._slots[w]}

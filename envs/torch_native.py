@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from drl.vec_env import VecStep
+from drl.vec_env import SyncStepping, VecStep
 
 __all__ = ["CatchEnv", "MemoryEnv"]
 
@@ -35,7 +35,7 @@ def _as_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-class _TorchEnv:
+class _TorchEnv(SyncStepping):
     """Shared machinery: generator, episode bookkeeping, autoreset, state dicts.
 
     Subclasses set ``_STATE`` (names of their per-env state tensors, stored as ``self._<name>``) and implement

@@ -114,7 +114,7 @@ def main() -> int:
     rows = train_rows(run_dir)
     last = rows[-1] if rows else {}
     stderr = log_err.read_text()
-    warned = stderr.count("restarting it with a new game")
+    warned = stderr.count("restarting it with new games")
     kept_going = []
     for k in kills:  # a train row with more steps logged after this kill (and before the next one)
         later = [r for r in rows if r["env_steps"] > k["steps"]]

@@ -93,7 +93,7 @@ def test_sigterm_doom_run_restarts_a_killed_worker_then_checkpoints_and_leaves_n
                  "a train row with worker_restarts >= 1", proc)
         row = [r for r in rows(run_dir, "train") if r.get("worker_restarts")][-1]
         assert row["worker_restarts"] == 1 and row["episodes_dropped"] == 1
-        assert "restarting it with a new game" in (tmp_path / "stderr.txt").read_text()  # the warning
+        assert "restarting it with new games" in (tmp_path / "stderr.txt").read_text()  # the warning
         tree |= set(descendants(proc.pid))
         assert len(tree) >= 6  # forkserver, workers, engines: none may survive the run
         payload = stop_and_check(proc, signal.SIGTERM, run_dir, tree)
