@@ -531,6 +531,7 @@ def task_vecenv(spec: dict) -> dict:
             note_descendants()
             env.close()
         rows[str(n)] = {"num_envs": n, "sps": n * steps / seconds, "vector_steps": steps, "seconds": seconds,
+                        "workers": getattr(env, "num_workers", None),
                         "obs_shape": list(step.obs.shape[1:])}
     return {"kind": kind, "device": str(device), "experiment": experiment, "counts": rows}
 
@@ -620,9 +621,14 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
     pong, doom = {}, {}
     for device in devices:
         common = {"learning_starts": ls, "steps": args.steps, "device": device, "buffer": args.buffer}
+        sequential = {"overrides": ["compute.overlap_env=false"]}  # the same run, env stepping not overlapped
         pong_specs = {"drl_same_hp": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common},
+                      "drl_same_hp_sequential": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True,
+                                                 **common, **sequential},
                       "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common}}
-        doom_specs = {"drl_drqn": {"task": "drl_train", "experiment": "doom-health-gathering", **common}}
+        doom_specs = {"drl_drqn": {"task": "drl_train", "experiment": "doom-health-gathering", **common},
+                      "drl_drqn_sequential": {"task": "drl_train", "experiment": "doom-health-gathering", **common,
+                                              **sequential}}
         if sb3_skip is None:
             pong_specs["sb3"] = {"task": "sb3_pong", **common}
             doom_specs["sb3"] = {"task": "sb3_doom", **common}
@@ -642,9 +648,11 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
                 res["ratio_same_hp_vs_sb3"] = _ratio(res["drl_same_hp"], res["sb3"])
                 res["ratio_default_vs_sb3"] = _ratio(res["drl_default"], res["sb3"])
                 res["ratio_same_hp_per_repeat"] = _paired(samples["drl_same_hp"], samples.get("sb3"))
+                res["overlap_gain"] = _ratio(res["drl_same_hp"], res["drl_same_hp_sequential"])
             else:
                 res["ratio_drqn_vs_sb3"] = _ratio(res["drl_drqn"], res["sb3"])
                 res["ratio_per_repeat"] = _paired(samples["drl_drqn"], samples.get("sb3"))
+                res["overlap_gain"] = _ratio(res["drl_drqn"], res["drl_drqn_sequential"])
             out[device] = res
     return pong, doom
 
@@ -733,6 +741,11 @@ def print_report(result: dict) -> None:
           ["world", "device", "run", "steps/s", "range", "updates/s", "envs / batch / freq", "prec", "peak MiB"],
           rows)
 
+    rows = [[section, device, _fmt(res.get("overlap_gain"), ".3f")]
+            for section in ("pong", "doom") for device, res in result[section].items() if "overlap_gain" in res]
+    table("Env stepping overlapped with learning: steps/s with / without (compute.overlap_env)",
+          ["world", "device", "gain"], rows)
+
     rows = []
     for device, res in result["update"].items():
         if "error" in res:
@@ -767,7 +780,8 @@ def print_report(result: dict) -> None:
                 rows.append([device, kind, "ERROR " + r["error"][:80], "", ""])
                 continue
             for c in r["counts"].values():
-                rows.append([device, kind, str(c["num_envs"]), _fmt(c["sps"]), _fmt(r.get("peak_rss_mb"))])
+                envs = str(c["num_envs"]) + (f" ({c['workers']} workers)" if c.get("workers") else "")
+                rows.append([device, kind, envs, _fmt(c["sps"]), _fmt(r.get("peak_rss_mb"))])
     table("Vector envs, random actions, VecStep tensors on the device", ["device", "env", "envs", "steps/s",
                                                                          "peak MiB"], rows)
 
@@ -888,7 +902,7 @@ def main(argv: list[str]) -> int:
         result["replay"] = run({"task": "replay", "skip_sb3": sb3_skip is not None, "buffer": args.buffer},
                                "replay")
 
-    counts = {"atari": [4, 8, 16], "doom": [2, 4, 8], "catch": [64, 1024, 4096]}
+    counts = {"atari": [4, 8, 16], "doom": [2, 4, 8, 16], "catch": [64, 1024, 4096]}
     if q:
         counts = {"atari": [4, 8], "doom": [2], "catch": [64, 4096]}
     result["vecenv"] = {}

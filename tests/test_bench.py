@@ -25,11 +25,13 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert result["meta"]["quick"] and result["meta"]["errors"] == []
 
     cpu_pong, cpu_doom = result["pong"]["cpu"], result["doom"]["cpu"]
-    for run in (cpu_pong["drl_same_hp"], cpu_pong["drl_default"], cpu_doom["drl_drqn"]):
+    for run in (cpu_pong["drl_same_hp"], cpu_pong["drl_same_hp_sequential"], cpu_pong["drl_default"],
+                cpu_doom["drl_drqn"], cpu_doom["drl_drqn_sequential"]):
         assert _positive(run["sps"]) and _positive(run["updates_per_s"]) and _positive(run["peak_rss_mb"])
     assert cpu_pong["drl_same_hp"]["num_envs"] == 1 and cpu_pong["drl_same_hp"]["batch_size"] == 32
     assert cpu_doom["drl_drqn"]["algo"] == "drqn"
     assert "skipped" in cpu_pong["sb3"] and cpu_pong["ratio_same_hp_vs_sb3"] is None
+    assert _positive(cpu_pong["overlap_gain"]) and _positive(cpu_doom["overlap_gain"])  # vs overlap_env=false
 
     cases = result["update"]["cpu"]["cases"]
     assert {(c["batch_size"], c["precision"]) for c in cases.values()} == {(32, "fp32"), (32, "bf16"),
