@@ -127,8 +127,9 @@ def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch
     outputs ``[T, B, H]`` (float32) and the final state.
 
     ``fused`` calls ``nn.LSTM`` itself (cuDNN on CUDA). Otherwise the input projection of all T steps is one matmul
-    (bf16 under autocast) and only the small ``h @ W_hh`` recurrence loops over time, in float32: on CPU its
-    backward is ~10x faster than oneDNN's fused LSTM backward at DRQN's sizes (T=23, B=16, H=256)."""
+    (bf16 under autocast) and only the small ``h @ W_hh`` recurrence loops over time, in float32. On CPU, at DRQN's
+    sizes (T=23, B=16, H=256), oneDNN's fused LSTM backward took 28 ms a call, 41 % of an update; with this loop
+    the whole update went from 109 to 92 ms."""
     if fused:
         return lstm(x.float(), state)
     gates_x = F.linear(x, lstm.weight_ih_l0).float() + (lstm.bias_ih_l0 + lstm.bias_hh_l0)   # [T, B, 4H]
