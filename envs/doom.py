@@ -21,8 +21,8 @@ Semantics (see ``drl/vec_env.py`` for the contract):
   ``success`` (1.0 if the episode ended neither by timeout nor by death), ``frags``/``deaths`` (deathmatch).
 - Worker failure (process gone, pipe closed, engine error, or no answer within ``step_timeout`` s): the worker's
   process group (worker + engines) is killed, a new worker with new games replaces it, a warning is logged and
-  ``worker_restarts`` grows. The running episodes of its games are *dropped*: not reported in ``episodes``; the step reports
-  ``reward = 0``, ``reset = True``, ``truncated = True``, ``terminated = False`` (so nothing is learnt across
+  ``worker_restarts`` grows. The running episodes of its games are *dropped*: not reported in ``episodes``; the
+  step reports ``reward = 0``, ``reset = True``, ``truncated = True``, ``terminated = False`` (so nothing is learnt across
   the cut and ``final_obs`` is the last observation seen), and ``obs`` is the new game's first frame stack.
 
 Frame stacks are kept in the main process (newest frame last, zero-padded at episode start); workers write only
@@ -725,7 +725,8 @@ def _context():
 # --------------------------------------------------------------------------------------------------- vector env
 
 class DoomVectorEnv:
-    """N ViZDoom games in N worker processes behind ``drl.vec_env.VectorEnv`` (see the module docstring)."""
+    """N ViZDoom games in worker processes (``games_per_worker`` each) behind ``drl.vec_env.VectorEnv`` (see the
+    module docstring)."""
 
     def __init__(self, settings: DoomSettings, num_envs: int, device="cpu", seed: int = 0,
                  step_timeout: float = 10.0, init_timeout: float = 120.0, games_per_worker: int = 1):
