@@ -22,8 +22,9 @@ Semantics (see ``drl/vec_env.py`` for the contract):
 - Worker failure (process gone, pipe closed, engine error, or no answer within ``step_timeout`` s): the worker's
   process group (worker + engines) is killed, a new worker with new games replaces it, a warning is logged and
   ``worker_restarts`` grows. The running episodes of its games are *dropped*: not reported in ``episodes``; the
-  step reports ``reward = 0``, ``reset = True``, ``truncated = True``, ``terminated = False`` (so nothing is learnt across
-  the cut and ``final_obs`` is the last observation seen), and ``obs`` is the new game's first frame stack.
+  step reports ``reward = 0``, ``reset = True``, ``truncated = True``, ``terminated = False`` (so nothing is
+  learnt across the cut and ``final_obs`` is the last observation seen), and ``obs`` is the new game's first frame
+  stack.
 
 Frame stacks are kept in the main process (newest frame last, zero-padded at episode start); workers write only
 the newest frame. Game variables are raw engine values (health 0-100+, ammo counts, ...), not normalised.
