@@ -915,6 +915,7 @@ class DoomVectorEnv:
                        extras=extras.to(dev) if self.num_extras else None)
 
     def step(self, actions: "torch.Tensor") -> "VecStep":
+        # drl.vec_env.AsyncStepping.step, not inherited: importing drl.vec_env would load torch into the workers
         self.step_async(actions)
         return self.step_wait()
 
