@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from drl.runtime import to_device
 from drl.sumtree import SumTree, importance_weights
 
 
@@ -82,13 +83,6 @@ def gather_rows(t: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tens
     of whole rows (25x faster than advanced indexing for a batch of 84x84 frames)."""
     flat = (i * t.shape[1] + j)
     return t.flatten(0, 1).index_select(0, flat.reshape(-1)).view(*flat.shape, *t.shape[2:])
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Batch tensors go to CUDA from pinned host memory, so the copy is asynchronous (``non_blocking``)."""
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 class ReplayBuffer:

@@ -18,6 +18,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensors go to CUDA from pinned memory, so the copy is asynchronous (``non_blocking``)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def cpu_has_bf16() -> bool:
     """AMX or AVX512-BF16: bf16 matmuls/convolutions run natively (others emulate them, slowly)."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from drl.runtime import to_device
 from drl.vec_env import AsyncStepping, VecStep
 
 
@@ -46,7 +47,7 @@ class AtariVecEnv(AsyncStepping):
         self._in_flight = False
 
     def _obs(self, obs: np.ndarray, keep: torch.Tensor | None = None) -> torch.Tensor:
-        out = torch.from_numpy(obs).to(self.device, non_blocking=True)
+        out = to_device(torch.from_numpy(obs), self.device)
         if keep is not None:
             out = out * keep[:, :, None, None].to(torch.uint8)
         return out
