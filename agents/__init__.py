@@ -1,15 +1,6 @@
-"""Learning rules only (act / loss / update). ``make_agent`` picks one from the config."""
-from __future__ import annotations
+"""Learning rules only (act / loss / update; the ``drl.agent.Agent`` interface). Built-ins register here, lazily
+(``"module:Class"``), so validating a config imports no torch; ``drl.agent.make_agent`` builds one."""
+from drl.registry import register_agent
 
-import torch
-
-from drl.config import Config
-
-
-def make_agent(cfg: Config, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int,
-               device: torch.device, bf16: bool, generator: torch.Generator):
-    if cfg.agent.algo == "drqn":
-        from agents.drqn import DRQN
-        return DRQN(cfg, obs_shape, num_actions, num_extras, device, bf16, generator)
-    from agents.dqn import DQN
-    return DQN(cfg, obs_shape, num_actions, num_extras, device, bf16, generator)
+register_agent("dqn", "agents.dqn:DQN")
+register_agent("drqn", "agents.drqn:DRQN")

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from drl.agent import EnvSpec
 from drl.config import Config
 from drl.networks import QNetwork
 from drl.replay import TransitionBatch
@@ -42,12 +43,14 @@ def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float,
 
 
 class DQN:
+    """Feed-forward DQN (``drl.agent.Agent``): trained on transitions, no acting state."""
     recurrent = False
+    sampler = "transitions"
 
-    def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int,
-                 device: torch.device, bf16: bool, generator: torch.Generator):
-        self.cfg, self.device, self.num_actions = cfg.agent, device, num_actions
-        self.online = QNetwork(cfg.network, obs_shape, num_actions, num_extras, self.recurrent).to(device)
+    def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device, bf16: bool, generator: torch.Generator):
+        self.cfg, self.device, self.num_actions = cfg.agent, device, spec.num_actions
+        self.online = QNetwork(cfg.network, spec.obs_shape, spec.num_actions, spec.num_extras,
+                               self.recurrent).to(device)
         self.channels_last = cfg.compute.channels_last
         if self.channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)
@@ -71,9 +74,15 @@ class DQN:
         with self.autocast():
             return self.compiled.get(id(net), net)(self._prep(obs), extras).float()
 
+    def initial_state(self, n: int) -> None:
+        return None
+
+    def reset_state(self, state, reset: torch.Tensor):
+        return state
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, epsilon: float, extras: torch.Tensor | None = None, state=None):
-        """obs uint8 [N, C, H, W] on device -> actions int64 [N]; ``state`` is unused (feed-forward)."""
+    def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
+        """obs [N, *obs_shape] on device -> actions int64 [N]; ``state`` stays None (feed-forward)."""
         return epsilon_greedy(lambda: self.q_values(self.online, obs, extras), epsilon, obs.shape[0],
                               self.num_actions, self.generator), state
 
@@ -89,15 +98,16 @@ class DQN:
         loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
         return loss, td.detach(), {"q_mean": q_taken.detach().mean()}
 
-    def update(self, batch: TransitionBatch) -> tuple[dict, torch.Tensor]:
+    def update(self, batch: TransitionBatch) -> dict:
+        """One Adam step on ``batch``; stats (tensors) for logging and ``td_error`` for replay priorities."""
         loss, td, stats = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
-        stats.update(loss=loss.detach(), grad_norm=grad_norm.detach())
-        return stats, td
+        stats.update(loss=loss.detach(), grad_norm=grad_norm.detach(), td_error=td)
+        return stats
 
     def sync_target(self) -> None:
         self.target.load_state_dict(self.online.state_dict())

@@ -14,14 +14,16 @@ from drl.replay import SequenceBatch
 
 
 class DRQN(DQN):
+    """Recurrent DQN (``drl.agent.Agent``): trained on stored sequences, an LSTM state per env while acting."""
     recurrent = True
+    sampler = "sequences"
 
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
         self.burn_in = cfg.replay.burn_in
 
-    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.online.initial_state(batch, self.device)
+    def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.online.initial_state(n, self.device)
 
     @staticmethod
     def reset_state(state: tuple, reset: torch.Tensor) -> tuple:
@@ -35,8 +37,8 @@ class DRQN(DQN):
         return q.float(), state
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, epsilon: float, extras: torch.Tensor | None = None, state=None):
-        """obs uint8 [N, C, H, W] -> actions [N] and the LSTM state after seeing obs."""
+    def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
+        """obs [N, *obs_shape] -> actions [N] and the LSTM state after seeing obs."""
         if state is None:
             state = self.initial_state(obs.shape[0])
         q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)

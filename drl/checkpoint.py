@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from drl.errors import UserError
+from drl.errors import UserError, first_line
 
 
 class CheckpointError(UserError):
@@ -25,7 +25,7 @@ def save(path: Path, payload: dict) -> None:
     except BaseException as exc:  # e.g. disk full: the previous checkpoint stays as it was
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (OSError, RuntimeError)):
-            why = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            why = getattr(exc, "strerror", None) or first_line(exc, 120)
             raise CheckpointError(f"cannot write checkpoint '{path}' ({why}); free disk space or fix the folder's "
                                   "permissions, then resume (the previous checkpoint is unchanged)") from None
         raise
@@ -59,9 +59,32 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt (not a torch checkpoint); "
                               "use an earlier checkpoint or start a new run") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt ({first[:120]}); "
+        raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt ({first_line(exc, 120)}); "
                               "use an earlier checkpoint or start a new run") from None
     if not isinstance(payload, dict) or "agent" not in payload or "config" not in payload:
         raise CheckpointError(f"checkpoint '{path}' is not a drl checkpoint; pass a file written by drl.train")
     return payload
+
+
+def check_experiment(payload: dict, name: str, fix: str) -> None:
+    """The checkpoint was written by experiment ``name`` (else a one-line error ending in ``fix``)."""
+    if payload["config"].get("name") != name:
+        raise CheckpointError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{name}'; "
+                              f"{fix}")
+
+
+def check_fits(payload: dict, obs_shape: tuple, num_actions: int, fix: str) -> None:
+    """The checkpoint was written for these observations and actions (else a one-line error ending in ``fix``)."""
+    if tuple(payload["obs_shape"]) != tuple(obs_shape) or payload["num_actions"] != num_actions:
+        raise CheckpointError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
+                              f"{payload['num_actions']} actions, this config gives {tuple(obs_shape)} and "
+                              f"{num_actions}; {fix}")
+
+
+def load_agent_state(agent, payload: dict, fix: str) -> None:
+    """Load the checkpoint's weights into ``agent`` (a shape mismatch is a one-line error ending in ``fix``)."""
+    try:
+        agent.load_state_dict(payload["agent"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        from drl.errors import first_line
+        raise CheckpointError(f"checkpoint does not fit this network ({first_line(exc, 100)}); {fix}") from None

@@ -2,17 +2,23 @@
 
 Inputs are run directories (holding ``metrics.jsonl``), directories holding run directories (searched
 recursively) or glob prefixes (``runs/catch`` matches ``runs/catch*``). Runs are grouped by experiment name
-(``name`` in RUN_DIR/config.yaml); the runs of a group are its seeds. With ``--wandb ENTITY/PROJECT`` the runs come
-from the W&B server instead, and the inputs, if any, are group names.
+(``name`` in RUN_DIR/config.yaml); the runs of a group are its seeds, counted as distinct seed values (a repeated
+seed is named in a warning and in the labels; the statistics still use every run). With ``--wandb ENTITY/PROJECT``
+the runs come from the W&B server instead, and the inputs, if any, are group names.
 
-Outputs (in ``--out``, default ``comparison``):
+Each environment (``env.kind`` plus the Atari game or Doom scenario, see ``env_name``) gets its own panel with its
+own y scale, and its own rows in the table (an ``env`` column when there are several). Outputs (in ``--out``,
+default ``comparison``):
 - ``curves_<metric>.png`` / ``.svg``: evaluation ``<metric>`` against environment frames, per group the mean over
   seeds and a 95% bootstrap confidence interval (each seed's curve is interpolated linearly onto a common grid of
   frames where all seeds have data), seeds as thin lines;
+- ``curves_train_return.png`` / ``.svg``: the same for the training episodes' returns (the ``episode`` rows), each
+  seed's returns smoothed by a trailing mean over ``--train-window`` episodes (what CleanRL / SB3 curves show);
 - ``table_<metric>.md`` (also printed) and ``summary_<metric>.json``: per group the final score (each seed's last
   evaluation) as mean ± std over seeds (std with ddof=1), its interquartile mean (25% trimmed from each end, as
   ``scipy.stats.trim_mean(x, 0.25)``), the mean env steps to first reach ``--threshold`` over the seeds that
-  reached it, and the mean training steps per second (``sps`` of the train rows).
+  reached it, the mean training steps per second (``sps`` of the train rows) and the final training return (mean
+  of each seed's last ``--train-window`` episodes; mean ± std and IQM over seeds).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +41,9 @@ from drl.metrics import read_metrics
 
 BOOTSTRAP_SAMPLES = 2000
 GRID_POINTS = 200
+TRAIN_WINDOW = 20                         # training episodes per point of the smoothed training return
+UNKNOWN_ENV = "unknown env"
+DOOM_DEFAULT_SCENARIO = "health_gathering"  # what a Doom run without env.doom.scenario plays
 IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "device")
 
 
@@ -43,8 +53,34 @@ class Run:
     seed: int | None
     source: str                                           # run directory or W&B run path
     evals: list[tuple[int, int, float]] = field(default_factory=list)  # (env_steps, frames, metric value)
+    episodes: list[tuple[int, float]] = field(default_factory=list)    # training episodes: (frames, return)
     sps: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+
+    @property
+    def env(self) -> str:
+        return env_name(self.config)
+
+
+def env_name(config: dict) -> str:
+    """The environment a run played, from its config: 'atari pong', 'doom health_gathering', 'gym CartPole-v1', 'catch'.
+
+    ``env.game`` is only read for Atari (older configs of other kinds carry it as an unused default); other kinds
+    use the first of ``id``, ``env_id``, ``game``, ``scenario`` that they have."""
+    env = config.get("env") if isinstance(config, dict) else None
+    if not isinstance(env, dict) or not env.get("kind"):
+        return UNKNOWN_ENV
+    kind = str(env["kind"]).strip()
+    if kind == "atari":
+        detail = env.get("game")
+    elif kind == "doom":
+        doom = env.get("doom")
+        detail = str((doom.get("scenario") if isinstance(doom, dict) else doom) or DOOM_DEFAULT_SCENARIO).lower()
+    elif kind in ("catch", "memory"):
+        detail = None
+    else:
+        detail = next((env[k] for k in ("id", "env_id", "game", "scenario") if env.get(k)), None)
+    return f"{kind} {str(detail).strip()}" if detail else kind
 
 
 def _warn(message: str) -> None:
@@ -60,6 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--metric", default="return_mean",
                         help="evaluation metric, e.g. return_mean, return_median, kills_mean, survival_tics_mean")
     parser.add_argument("--threshold", type=float, metavar="X", help="report env steps to first reach this score")
+    parser.add_argument("--train-window", type=int, default=TRAIN_WINDOW, metavar="N",
+                        help=f"training episodes per point of the training-return curves (default {TRAIN_WINDOW})")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from the W&B server instead")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
@@ -85,11 +123,17 @@ def find_run_dirs(spec: str) -> list[Path]:
     return found
 
 
-def _append_monotonic(points: list, item: tuple) -> None:
-    """A resumed run repeats the steps after its last checkpoint: later rows replace earlier ones."""
-    while points and points[-1][0] >= item[0]:
+def _append_monotonic(points: list, item: tuple, keep_ties: bool = False) -> None:
+    """A resumed run repeats the steps after its last checkpoint: later rows replace earlier ones.
+
+    ``keep_ties`` for episode rows, of which several (one per env) may end at the same step."""
+    while points and (points[-1][0] > item[0] or (points[-1][0] == item[0] and not keep_ties)):
         points.pop()
     points.append(item)
+
+
+def _seed(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
@@ -99,7 +143,7 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
     except (OSError, yaml.YAMLError):
         _warn(f"{run_dir}: no readable config.yaml; grouping it by its directory name")
     group = str(cfg.get("name") or run_dir.name)
-    run = Run(group=group, seed=cfg.get("seed"), source=str(run_dir), config=cfg)
+    run = Run(group=group, seed=_seed(cfg.get("seed")), source=str(run_dir), config=cfg)
     available: set[str] = set()
     sps_points: list[tuple[int, float]] = []
     for row in read_metrics(run_dir / "metrics.jsonl"):
@@ -111,6 +155,8 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 _append_monotonic(run.evals, (int(row["env_steps"]), int(row.get("frames", row["env_steps"])),
                                               float(value)))
+        elif event == "episode" and isinstance(row.get("return"), (int, float)) and math.isfinite(row["return"]):
+            _append_monotonic(run.episodes, (int(row.get("frames", row["env_steps"])), float(row["return"])), True)
         elif event == "train" and isinstance(row.get("sps"), (int, float)):
             _append_monotonic(sps_points, (int(row["env_steps"]), float(row["sps"])))
     run.sps = [s for _, s in sps_points]
@@ -168,13 +214,16 @@ def load_wandb(spec: str, groups: list[str], metric: str) -> list[Run]:
         if getattr(r, "job_type", None) not in ("train", "", None):  # drl.evaluate runs are job type eval
             continue
         cfg = dict(r.config)
-        run = Run(group=getattr(r, "group", None) or str(cfg.get("name", r.name)), seed=cfg.get("seed"),
+        run = Run(group=getattr(r, "group", None) or str(cfg.get("name", r.name)), seed=_seed(cfg.get("seed")),
                   source="/".join(r.path), config=cfg)
         try:
             for row in r.scan_history(keys=["env_steps", "env_frames", key]):
                 if isinstance(row.get(key), (int, float)):
                     _append_monotonic(run.evals, (int(row["env_steps"]), int(row["env_frames"]), float(row[key])))
             run.sps = [float(row["train/sps"]) for row in r.scan_history(keys=["train/sps"])]
+            # train rows log train/episode_return too (a mean), but only episode rows have train/episode_length
+            for row in r.scan_history(keys=["env_frames", "train/episode_return", "train/episode_length"]):
+                _append_monotonic(run.episodes, (int(row["env_frames"]), float(row["train/episode_return"])), True)
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"--wandb: reading run {run.source} failed "
                             f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})") from None
@@ -203,16 +252,32 @@ def bootstrap_ci(curves: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int
     return low, high
 
 
-def group_curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
+def eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, metric value) of a run's evaluations."""
+    return (np.array([f for _, f, _ in run.evals], dtype=np.float64),
+            np.array([v for _, _, v in run.evals], dtype=np.float64))
+
+
+def train_return_curve(run: Run, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, trailing mean of the last ``window`` training-episode returns), one point per distinct frame."""
+    frames = np.array([f for f, _ in run.episodes], dtype=np.float64)
+    returns = np.array([v for _, v in run.episodes], dtype=np.float64)
+    sums = np.concatenate([[0.0], np.cumsum(returns)])
+    end = np.arange(1, len(returns) + 1)
+    start = np.maximum(end - window, 0)
+    smoothed = (sums[end] - sums[start]) / (end - start)
+    last_at_frame = np.append(frames[1:] != frames[:-1], True)  # episodes ending at the same step: keep the last
+    return frames[last_at_frame], smoothed[last_at_frame]
+
+
+def common_grid(curves: list[tuple[np.ndarray, np.ndarray]], group: str) -> tuple[np.ndarray, np.ndarray]:
     """Common frame grid where every seed has data, and each seed's curve interpolated onto it."""
-    xs = [np.array([f for _, f, _ in r.evals], dtype=np.float64) for r in runs]
-    ys = [np.array([v for _, _, v in r.evals], dtype=np.float64) for r in runs]
-    low, high = max(x[0] for x in xs), min(x[-1] for x in xs)
+    low, high = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
     if high < low:  # seeds without a common span: flat extrapolation over the union
-        low, high = min(x[0] for x in xs), max(x[-1] for x in xs)
-        _warn(f"group '{runs[0].group}': seeds have no common range of frames; curves are extended flat")
+        low, high = min(x[0] for x, _ in curves), max(x[-1] for x, _ in curves)
+        _warn(f"group '{group}': seeds have no common range of frames; curves are extended flat")
     grid = np.linspace(low, high, GRID_POINTS) if high > low else np.array([high])
-    return grid, np.stack([np.interp(grid, x, y) for x, y in zip(xs, ys)])
+    return grid, np.stack([np.interp(grid, x, y) for x, y in curves])
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -223,6 +288,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[prefix + k] = v
     return out
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs by group label, ordered by environment. A name played on several environments is split into one group
+    per environment, labelled 'name [env]'."""
+    envs_of_name: dict[str, dict[str, None]] = {}  # name -> its environments, in order
+    for r in runs:
+        envs_of_name.setdefault(r.group, {})[r.env] = None
+    for name, envs in envs_of_name.items():
+        if len(envs) > 1:
+            _warn(f"group '{name}' has runs of several environments ({', '.join(envs)}); split into one group each")
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.group if len(envs_of_name[r.group]) == 1 else f"{r.group} [{r.env}]", []).append(r)
+    env_order = list(dict.fromkeys(r.env for r in runs))
+    return dict(sorted(groups.items(), key=lambda item: env_order.index(item[1][0].env)))
 
 
 def check_group_configs(group: str, runs: list[Run]) -> None:
@@ -236,8 +317,36 @@ def check_group_configs(group: str, runs: list[Run]) -> None:
               f"{' ...' if len(differ) > 6 else ''}; give each variant its own name=... to compare them")
 
 
-def summarize_group(runs: list[Run], threshold: float | None) -> dict:
-    finals = np.array([r.evals[-1][2] for r in runs])
+def seed_counts(runs: list[Run]) -> tuple[int, list[int]]:
+    """(number of distinct seeds, seeds used by more than one run). Runs of unknown seed count as distinct."""
+    counts = Counter(r.seed for r in runs if r.seed is not None)
+    return len(counts) + sum(r.seed is None for r in runs), sorted(s for s, n in counts.items() if n > 1)
+
+
+def seeds_text(runs: list[Run], unit: bool = True) -> str:
+    """'2 seeds', or '1 seed (2 runs; seed 0 repeated)' (without 'seed'/'seeds' after the number if not unit)."""
+    seeds, repeated = seed_counts(runs)
+    text = f"{seeds} seed{'s' if seeds != 1 else ''}" if unit else str(seeds)
+    if repeated:
+        text += f" ({len(runs)} runs; seed{'s' if len(repeated) > 1 else ''} {', '.join(map(str, repeated))} repeated)"
+    return text
+
+
+def check_group_seeds(group: str, runs: list[Run]) -> None:
+    seeds, repeated = seed_counts(runs)
+    for seed in repeated:
+        _warn(f"group '{group}': seed {seed} is repeated ({', '.join(r.source for r in runs if r.seed == seed)}); "
+              f"counted as {seeds} seed{'s' if seeds != 1 else ''} of {len(runs)} runs")
+
+
+def _mean_std_iqm(values: list[float]) -> dict:
+    x = np.asarray(values, dtype=np.float64)
+    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "iqm": iqm(x)}
+
+
+def summarize_group(runs: list[Run], threshold: float | None, train_window: int) -> dict:
+    finals = [r.evals[-1][2] for r in runs]
+    final = _mean_std_iqm(finals)
     reached = []
     if threshold is not None:
         for r in runs:
@@ -245,18 +354,29 @@ def summarize_group(runs: list[Run], threshold: float | None) -> dict:
             if hit is not None:
                 reached.append(hit)
     sps = [float(np.mean(r.sps)) for r in runs if r.sps]
+    train_finals = [train_return_curve(r, train_window)[1][-1] for r in runs if r.episodes]
+    train = _mean_std_iqm(train_finals) if train_finals else {"mean": None, "std": None, "iqm": None}
+    seeds, repeated = seed_counts(runs)
     return {
-        "seeds": len(runs),
+        "env": runs[0].env,
+        "seeds": seeds,
+        "num_runs": len(runs),
+        "repeated_seeds": repeated,
         "seed_values": [r.seed for r in runs],
-        "final_values": finals.tolist(),
-        "final_mean": float(finals.mean()),
-        "final_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
-        "final_iqm": iqm(finals),
+        "final_values": finals,
+        "final_mean": final["mean"],
+        "final_std": final["std"],
+        "final_iqm": final["iqm"],
         "final_env_steps_mean": float(np.mean([r.evals[-1][0] for r in runs])),
         "threshold": threshold,
         "steps_to_threshold_mean": float(np.mean(reached)) if reached else None,
         "seeds_reached": len(reached),
         "sps_mean": float(np.mean(sps)) if sps else None,
+        "train_window": train_window,
+        "train_return_final_values": train_finals,
+        "train_return_final_mean": train["mean"],
+        "train_return_final_std": train["std"],
+        "train_return_final_iqm": train["iqm"],
         "runs": [r.source for r in runs],
     }
 
@@ -272,19 +392,25 @@ def fmt(x: float | None) -> str:
     return f"{x:.3f}"
 
 
-def table_rows(summaries: dict[str, dict], metric: str, threshold: float | None) -> tuple[list[str], list[list[str]]]:
-    header = ["group", "seeds", f"final {metric} (mean ± std)", "IQM", "env steps"]
+def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric: str,
+               threshold: float | None) -> tuple[list[str], list[list[str]]]:
+    several_envs = len({s["env"] for s in summaries.values()}) > 1
+    train_window = next(iter(summaries.values()))["train_window"]
+    header = ["group", *(["env"] if several_envs else []), "seeds", f"final {metric} (mean ± std)", "IQM", "env steps"]
     if threshold is not None:
         header.append(f"env steps to {threshold:g}")
-    header.append("steps/s")
+    header += ["steps/s", f"train return, last {train_window} ep. (mean ± std)"]
     rows = []
     for group, s in summaries.items():
-        row = [group, str(s["seeds"]), f"{fmt(s['final_mean'])} ± {fmt(s['final_std'])}", fmt(s["final_iqm"]),
+        row = [group, *([s["env"]] if several_envs else []), seeds_text(groups[group], unit=False),
+               f"{fmt(s['final_mean'])} ± {fmt(s['final_std'])}", fmt(s["final_iqm"]),
                f"{s['final_env_steps_mean']:,.0f}"]
         if threshold is not None:
-            row.append(f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['seeds']})"
-                       if s["seeds_reached"] else f"not reached (0/{s['seeds']})")
+            row.append(f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['num_runs']})"
+                       if s["seeds_reached"] else f"not reached (0/{s['num_runs']})")
         row.append(f"{s['sps_mean']:,.0f}" if s["sps_mean"] is not None else "-")
+        row.append(f"{fmt(s['train_return_final_mean'])} ± {fmt(s['train_return_final_std'])}"
+                   if s["train_return_final_mean"] is not None else "-")
         rows.append(row)
     return header, rows
 
@@ -302,40 +428,82 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def plot(groups: dict[str, list[Run]], metric: str, threshold: float | None, out: Path) -> list[Path]:
+def curves_figure(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], groups: dict[str, list[Run]],
+                  ylabel: str, title: str, threshold: float | None = None):
+    """One panel per environment (own y scale): per group the mean over seeds with a 95% bootstrap CI, seeds as thin
+    lines. ``curves[group]`` holds each seed's (frames, values); groups without curves are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    envs = list(dict.fromkeys(groups[g][0].env for g in curves))
+    ncols = min(len(envs), 3)
+    nrows = math.ceil(len(envs) / ncols)
+    size = (8, 5) if len(envs) == 1 else (5.5 * ncols, 4.5 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=120, squeeze=False)
+    panels = dict(zip(envs, axes.flat))
+    for ax in list(axes.flat)[len(envs):]:
+        ax.remove()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (group, runs) in enumerate(groups.items()):
-        color = colors[i % len(colors)]
-        for r in runs:
-            ax.plot([f for _, f, _ in r.evals], [v for _, _, v in r.evals], color=color, alpha=0.25, linewidth=0.8)
-        grid, curves = group_curves(runs)
-        mean = curves.mean(axis=0)
-        low, high = bootstrap_ci(curves)
-        label = f"{group} ({len(runs)} seed{'s' if len(runs) != 1 else ''})"
+    for group, seed_curves in curves.items():
+        color = colors[list(groups).index(group) % len(colors)]  # a group keeps its color in every figure
+        ax = panels[groups[group][0].env]
+        for x, y in seed_curves:
+            ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        grid, on_grid = common_grid(seed_curves, group)
+        mean = on_grid.mean(axis=0)
+        low, high = bootstrap_ci(on_grid)
+        label = f"{group}: {seeds_text(groups[group])}"
         if len(grid) == 1:
             ax.errorbar(grid, mean, yerr=[mean - low, high - mean], fmt="o", color=color, label=label, capsize=4)
         else:
             ax.plot(grid, mean, color=color, linewidth=2, label=label)
             ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
-    if threshold is not None:
-        ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel("environment frames")
-    ax.set_ylabel(f"eval {metric}")
-    ax.set_title(f"eval {metric}: mean over seeds, 95% bootstrap CI")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    for env, ax in panels.items():
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("environment frames")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{title}: mean over seeds, 95% bootstrap CI", fontsize=11)
     fig.tight_layout()
-    paths = [out / f"curves_{metric}.png", out / f"curves_{metric}.svg"]
+    return fig
+
+
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:
         fig.savefig(p)
     plt.close(fig)
     return paths
+
+
+def plot(groups: dict[str, list[Run]], metric: str, threshold: float | None, train_window: int,
+         out: Path) -> list[Path]:
+    """The eval-metric figure and, for the groups with training episodes, the training-return figure."""
+    evals = {g: [eval_curve(r) for r in runs] for g, runs in groups.items()}
+    paths = save_figure(curves_figure(evals, groups, f"eval {metric}", f"eval {metric}", threshold), out,
+                        f"curves_{metric}")
+    train = {g: [train_return_curve(r, train_window) for r in runs if r.episodes] for g, runs in groups.items()}
+    if not any(train.values()):
+        _warn("no run has training episodes (episode rows); no training-return curves")
+        for stale in (out / "curves_train_return.png", out / "curves_train_return.svg"):
+            stale.unlink(missing_ok=True)  # from an earlier comparison into the same --out
+        return paths
+    for group, runs in groups.items():
+        if len(train[group]) < len(runs):
+            _warn(f"group '{group}': {len(runs) - len(train[group])} of {len(runs)} runs have no training episodes; "
+                  "left out of the training-return curves")
+    train = {g: c for g, c in train.items() if c}
+    return paths + save_figure(curves_figure(train, groups, f"training return (mean of last {train_window} episodes)",
+                                         "training episode return"), out, "curves_train_return")
 
 
 def main(argv: list[str]) -> int:
@@ -345,6 +513,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--metric '{args.metric}' must be an eval metric name such as return_mean")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise UserError("--threshold must be a finite number")
+    if args.train_window < 1:
+        raise UserError(f"--train-window must be at least 1 (got {args.train_window})")
     if args.wandb:
         runs = load_wandb(args.wandb, args.inputs, metric)
     elif not args.inputs:
@@ -352,24 +522,24 @@ def main(argv: list[str]) -> int:
                         "(or --wandb ENTITY/PROJECT)")
     else:
         runs = load_local(args.inputs, metric)
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(r.group, []).append(r)
+    groups = group_runs(runs)
     for group, members in groups.items():
         members.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.source))
         check_group_configs(group, members)
+        check_group_seeds(group, members)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output directory '{out}' ({exc.strerror}); pass another --out") from None
 
-    summaries = {g: summarize_group(members, args.threshold) for g, members in groups.items()}
-    header, rows = table_rows(summaries, metric, args.threshold)
-    images = plot(groups, metric, args.threshold, out)
+    summaries = {g: summarize_group(members, args.threshold, args.train_window) for g, members in groups.items()}
+    header, rows = table_rows(summaries, groups, metric, args.threshold)
+    images = plot(groups, metric, args.threshold, args.train_window, out)
     md_path, json_path = out / f"table_{metric}.md", out / f"summary_{metric}.json"
     note = (f"Final = each seed's last evaluation of `{metric}`; ± is the std over seeds (ddof=1); IQM over seeds' "
-            "final scores; steps/s from the training rows.\n")
+            f"final scores; steps/s from the training rows; train return = mean of each seed's last "
+            f"{args.train_window} training episodes. Seeds count distinct seed values; the statistics use every run.\n")
     md_path.write_text(f"# eval {metric}\n\n" + markdown_table(header, rows) + "\n" + note)
     json_path.write_text(json.dumps({"metric": metric, "groups": summaries}, indent=2) + "\n")
     print(text_table(header, rows))

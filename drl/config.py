@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from drl import registry
 from drl.errors import UserError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -25,33 +26,88 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class EnvConfig(Section):
-    kind: Literal["atari", "catch", "memory", "doom"] = "atari"
-    game: str = "pong"                               # Atari ROM name (lower case), e.g. pong, breakout
-    num_envs: int = Field(4, ge=1, le=4096)
-    frame_skip: int = Field(4, ge=1, le=16)
-    frame_stack: int = Field(4, ge=1, le=16)
-    sticky_actions: float = Field(0.0, ge=0.0, le=1.0)  # 0.25 = Machado et al. protocol
-    noop_max: int = Field(30, ge=0)
-    life_loss_terminal: bool = True                  # learning only; reported scores are whole games
-    clip_rewards: bool = True                        # learning only; reported scores are unclipped
-    max_episode_frames: int = Field(108_000, ge=1)   # time limit, a truncation (bootstrapped)
+class EnvSection(Section):
+    """Fields every environment kind has. Each kind subclasses this with ``kind: Literal["<kind>"]`` and its own
+    fields (see ``drl.registry.register_env``); ``env:`` is validated against the class of its ``kind``, so a key of
+    another kind (``env.game`` in a Doom run) is an error rather than ignored."""
+    kind: str
+    num_envs: int = Field(4, ge=1, le=4096)          # envs stepping together (one vector step = num_envs agent steps)
     reward_scale: float = Field(1.0, gt=0.0)         # learning rewards only (after clipping/shaping)
+
+
+class AtariEnvConfig(EnvSection):
+    kind: Literal["atari"] = "atari"
+    game: str = "pong"                               # Atari ROM name (lower case), e.g. pong, breakout
+    frame_skip: int = Field(4, ge=1, le=16)          # emulator frames per agent step (max-pooled over the last 2)
+    frame_stack: int = Field(4, ge=1, le=16)         # frames per observation
+    sticky_actions: float = Field(0.0, ge=0.0, le=1.0)  # 0.25 = Machado et al. protocol
+    noop_max: int = Field(30, ge=0)                  # up to this many no-op frames at each reset
+    life_loss_terminal: bool = True                  # learning only; reported scores are whole games
+    clip_rewards: bool = True                        # learning only (sign of the reward); scores are unclipped
+    max_episode_frames: int = Field(108_000, ge=1)   # time limit in emulator frames, a truncation (bootstrapped)
     flicker: float = Field(0.0, ge=0.0, le=1.0)      # probability a frame is fully blanked (partial observability)
     num_threads: int = Field(0, ge=0)                # ALE worker threads, 0 = one per core
-    size: int = Field(10, ge=3, le=84)               # torch-native envs: image height
-    doom: dict[str, Any] = Field(default_factory=dict)  # Doom settings (envs/doom.py DoomSettings fields)
+
+
+class DoomSettingsConfig(Section):
+    """``env.doom``: the ViZDoom game (checked against the engine's scenarios and buttons when the env starts)."""
+    scenario: str = "health_gathering"               # basic, defend_the_center, deathmatch, ... (envs/doom)
+    resolution: str = "RES_160X120"                  # render size (a vizdoom ScreenResolution name)
+    obs_height: int = Field(60, ge=1)                # observation size after the block-mean downscale
+    obs_width: int = Field(80, ge=1)
+    gray: bool = True                                # 1 gray channel, or 3 (RGB)
+    buttons: str | None = None                       # action set, e.g. "turn_lr+attack;move_forward"; None: scenario's
+    game_variables: list[str] | None = None          # extra inputs, e.g. [health, ammo]; None: scenario's; []: none
+    shaping: dict[str, float] = Field(default_factory=dict)  # learning-reward terms, e.g. {frag: 1, death: -1}
+    timeout: int | None = Field(None, ge=1)          # episode limit in tics; None: the scenario's
+    num_bots: int = Field(7, ge=0)                   # deathmatch only: bots added at each episode start
+    doom_skill: int | None = Field(None, ge=1, le=5)  # None: the scenario's
+    games_per_worker: int | None = Field(None, ge=1)  # games per worker process; None: ceil(num_envs / cores)
+
+    @field_validator("game_variables", mode="before")
+    @classmethod
+    def _split_names(cls, value):  # "health,ammo" on the command line
+        return [v for v in str(value).replace(";", ",").replace("+", ",").split(",") if v.strip()] \
+            if isinstance(value, str) else value
+
+
+class DoomEnvConfig(EnvSection):
+    kind: Literal["doom"] = "doom"
+    frame_skip: int = Field(4, ge=1, le=16)          # tics per agent step (the action is repeated)
+    frame_stack: int = Field(1, ge=1, le=16)         # frames per observation (1 for DRQN, 4 for feed-forward DQN)
+    doom: DoomSettingsConfig = Field(default_factory=DoomSettingsConfig)
+
+
+class GymEnvConfig(EnvSection):
+    """Any Gymnasium environment with a Discrete action space, stepped by Gymnasium's own vector API."""
+    kind: Literal["gym"] = "gym"
+    id: str                                          # a registered id, e.g. CartPole-v1, MinAtar/Breakout-v1
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to gymnasium.make
+    vectorization: Literal["sync", "async"] = "sync"  # async: one subprocess per env
+    frame_stack: int = Field(1, ge=1, le=16)         # observations stacked along the first axis
+    max_episode_steps: int | None = Field(None, ge=1)  # time limit (a truncation); None: the env's own
+
+
+class CatchEnvConfig(EnvSection):
+    kind: Literal["catch"] = "catch"
+    size: int = Field(10, ge=3, le=84)               # board height in pixels (the width is 5)
+
+
+class MemoryEnvConfig(EnvSection):
+    kind: Literal["memory"] = "memory"
+    size: int = Field(10, ge=3, le=84)               # corridor length (steps per episode)
 
 
 class NetworkConfig(Section):
-    encoder: Literal["nature", "doom", "small"] = "nature"
-    hidden: int = Field(512, ge=1)
-    dueling: bool = False
-    lstm_size: int = Field(512, ge=1)
+    encoder: str = "nature"                          # a registered encoder: nature, doom, small (images), mlp (vectors)
+    hidden: int = Field(512, ge=1)                   # units of the Q head's hidden layer
+    dueling: bool = False                            # Q = V + A - mean(A)
+    lstm_size: int = Field(512, ge=1)                # recurrent agents: LSTM units
+    mlp_layers: list[int] = Field(default_factory=lambda: [256, 256])  # mlp encoder: units of each hidden layer
 
 
 class AgentConfig(Section):
-    algo: Literal["dqn", "drqn"] = "dqn"             # drqn = CNN -> LSTM -> head, trained on sequences
+    algo: str = "dqn"                                # a registered agent: dqn, drqn (CNN -> LSTM -> head, sequences)
     lr: float = Field(1e-4, gt=0.0, le=1.0)
     adam_eps: float = Field(1.5e-4, gt=0.0)
     gamma: float = Field(0.99, gt=0.0, le=1.0)
@@ -116,19 +172,42 @@ class TrackingConfig(Section):
 
 class Config(Section):
     name: str = "experiment"
+    imports: list[str] = Field(default_factory=list)  # modules imported first: they register envs, agents, encoders
     seed: int = Field(0, ge=0)
     total_steps: int = Field(2_000_000, ge=1)        # agent steps (env steps summed over envs)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "runs"
     log_interval: int = Field(5_000, ge=1)           # agent steps between train metric rows
     checkpoint_interval: int = Field(100_000, ge=1)  # agent steps between checkpoints
-    env: EnvConfig = Field(default_factory=EnvConfig)
+    env: SerializeAsAny[EnvSection] = Field(default_factory=AtariEnvConfig)  # the section of env.kind
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_of_its_kind(cls, value):  # a dict is validated by the section class registered for its kind
+        if isinstance(value, dict):
+            return env_config_class(value.get("kind", DEFAULT_ENV_KIND)).model_validate(
+                {**value, "kind": value.get("kind", DEFAULT_ENV_KIND)})
+        return value
+
+    @field_validator("agent", mode="after")
+    @classmethod
+    def _registered_agent(cls, value):
+        load_builtins()
+        registry.AGENTS.check(value.algo)
+        return value
+
+    @field_validator("network", mode="after")
+    @classmethod
+    def _registered_encoder(cls, value):
+        load_builtins()
+        registry.ENCODERS.check(value.encoder)
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -161,6 +240,8 @@ def _merge(base: dict, over: dict) -> dict:
 def load_experiment_data(path: Path) -> dict:
     """Read an experiment YAML; ``inherit: NAME`` deep-merges it over experiments/NAME.yaml."""
     data = load_yaml(path)
+    if not data:
+        raise ConfigError(f"experiment file {path} is empty; give at least env.kind (see experiments/*.yaml)")
     parent = data.pop("inherit", None)
     if parent is not None:
         parent_path = EXPERIMENTS_DIR / f"{parent}.yaml"
@@ -172,30 +253,55 @@ def load_experiment_data(path: Path) -> dict:
     return data
 
 
-def _schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+DEFAULT_ENV_KIND = "atari"
+
+
+def load_builtins() -> None:
+    """Register the built-in env kinds, agents and encoders (lazily: nothing heavy is imported)."""
+    import agents  # noqa: F401
+    import envs  # noqa: F401
+
+
+def env_config_class(kind: str) -> type[EnvSection]:
+    load_builtins()
+    return registry.ENV_KINDS.get(kind).config
+
+
+def _section_model(model: type[BaseModel], name: str, value) -> type[BaseModel] | None:
+    """The pydantic class of sub-section ``name`` (the kind's own class for ``env``), or None for a plain field."""
+    if model is Config and name == "env":
+        kind = value.get("kind", DEFAULT_ENV_KIND) if isinstance(value, dict) else DEFAULT_ENV_KIND
+        return env_config_class(kind)
+    ann = model.model_fields[name].annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _schema_keys(model: type[BaseModel], data: dict, prefix: str = "") -> list[str]:
     keys = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += _schema_keys(ann, f"{prefix}{name}.")
+    for name in model.model_fields:
+        sub = _section_model(model, name, data.get(name))
+        if sub is not None:
+            value = data.get(name)
+            keys += _schema_keys(sub, value if isinstance(value, dict) else {}, f"{prefix}{name}.")
         else:
             keys.append(prefix + name)
     return keys
 
 
-def _check_keys(data: dict, model: type[BaseModel] = Config, prefix: str = "") -> None:
+def _check_keys(data: dict, model: type[BaseModel] = Config, prefix: str = "", root: dict | None = None) -> None:
+    root = data if root is None else root
     for key, value in data.items():
-        field = model.model_fields.get(key)
-        if field is None:
+        if key not in model.model_fields:
             dotted = prefix + key
-            close = difflib.get_close_matches(dotted, _schema_keys(), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(dotted, _schema_keys(Config, root), n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}?" if close else "see the experiment YAML files for valid keys"
-            raise ConfigError(f"unknown config key '{dotted}': {hint}")
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            of_kind = f" for env.kind '{model.model_fields['kind'].default}'" if issubclass(model, EnvSection) else ""
+            raise ConfigError(f"unknown config key '{dotted}'{of_kind}: {hint}")
+        sub = _section_model(model, key, value)
+        if sub is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{prefix}{key}' is a section; set its fields, e.g. {prefix}{key}.<field>=...")
-            _check_keys(value, ann, f"{prefix}{key}.")
+            _check_keys(value, sub, f"{prefix}{key}.", root)
 
 
 def _describe(error: dict) -> str:
@@ -216,6 +322,16 @@ def _describe(error: dict) -> str:
 
 
 def validate(data: dict) -> Config:
+    """A config from plain data (a YAML's mapping with overrides applied); its ``imports`` are imported first."""
+    imports = data.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise ConfigError(f"imports must be a list of module names, e.g. imports: [mypkg.envs] (got {imports!r})")
+    registry.import_modules(imports)
+    if isinstance(data.get("env"), dict) and not isinstance(data["env"].get("kind", DEFAULT_ENV_KIND), str):
+        raise ConfigError(f"env.kind must be a name, got {data['env']['kind']!r}")
+    if isinstance(data.get("env"), dict):
+        load_builtins()
+        registry.ENV_KINDS.check(data["env"].get("kind", DEFAULT_ENV_KIND))
     _check_keys(data)
     try:
         return Config.model_validate(data)
@@ -279,10 +395,32 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load(name_or_path: str, overrides: list[str] = ()) -> Config:
+def load(name_or_path: str, overrides: list[str] = (), imports: list[str] = ()) -> Config:
+    """A named experiment or a YAML file, with dotted overrides; ``imports`` are added to the config's own."""
     path = resolve_experiment(name_or_path)
     data = load_experiment_data(path)
     data.setdefault("name", path.stem)
+    if imports:
+        data["imports"] = [*data.get("imports", []), *(m for m in imports if m not in data.get("imports", []))]
+    return validate(apply_overrides(data, list(overrides)))
+
+
+# keys of the single env section that configs written before env kinds had their own sections carry for every kind
+_LEGACY_ENV_KEYS = {"game", "frame_skip", "frame_stack", "sticky_actions", "noop_max", "life_loss_terminal",
+                    "clip_rewards", "max_episode_frames", "flicker", "num_threads", "size", "doom"}
+
+
+def load_run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
+    """The config a run directory was started with (``RUN_DIR/config.yaml``), with overrides. A config written
+    before env kinds had sections of their own is read too: the keys that did not apply to its kind are dropped."""
+    data = load_yaml(Path(run_dir) / "config.yaml")
+    env = data.get("env")
+    if isinstance(env, dict) and isinstance(env.get("kind", DEFAULT_ENV_KIND), str):
+        registry.import_modules(data.get("imports") or [])
+        load_builtins()
+        if env.get("kind", DEFAULT_ENV_KIND) in registry.ENV_KINDS:
+            fields = env_config_class(env.get("kind", DEFAULT_ENV_KIND)).model_fields
+            data["env"] = {k: v for k, v in env.items() if k in fields or k not in _LEGACY_ENV_KEYS}
     return validate(apply_overrides(data, list(overrides)))
 
 

@@ -7,3 +7,10 @@ class UserError(Exception):
 
 class TrainingDiverged(UserError):
     """A loss or Q-value became NaN or infinite."""
+
+
+def first_line(exc: BaseException, limit: int = 200, default: str | None = None) -> str:
+    """The first line of ``str(exc)`` (stripped), cut to ``limit`` characters; for an empty message ``default``,
+    or the exception's type name when ``default`` is None."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__ if default is None else default)[:limit]

@@ -39,17 +39,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def frame_skip_factor(cfg: config.Config) -> int:
-    """Environment frames per agent step, as in the training metrics (torch-native worlds have no frame skip)."""
-    return cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1
-
-
-def default_fps(cfg: config.Config) -> int:
-    if cfg.env.kind == "atari":
-        return max(1, round(60 / cfg.env.frame_skip))
-    if cfg.env.kind == "doom":
-        return max(1, round(35 / cfg.env.frame_skip))
-    return 8
+def default_fps(env) -> int:
+    """Real time for emulators that have one (``env.emulator_fps``: Atari 60, Doom 35), else 8 agent steps/s."""
+    emulator_fps = getattr(env, "emulator_fps", None)
+    return max(1, round(emulator_fps / env.frames_per_step)) if emulator_fps else 8
 
 
 class VideoRecorder:
@@ -135,16 +128,14 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--fps must be >= 1 (got {args.fps})")
     if args.video and Path(args.video).suffix.lower() != ".mp4":
         raise UserError(f"--video '{args.video}' must end in .mp4")
-    cfg = config.validate(config.load_yaml(run_dir / "config.yaml"))
+    cfg = config.load_run_config(run_dir)
     payload = checkpoint.load(Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "latest.pt")
-    if payload["config"].get("name") != cfg.name:
-        raise UserError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{cfg.name}'; "
-                        "pass that run's directory or a checkpoint of this run")
+    checkpoint.check_experiment(payload, cfg.name, "pass that run's directory or a checkpoint of this run")
 
     import torch  # heavy imports after argument checks
 
-    from agents import make_agent
     from drl import runtime
+    from drl.agent import EnvSpec, make_agent
     from drl.loop import evaluate, summarize
     from drl.tracking import WandbTracker
     from envs import make_env
@@ -157,21 +148,18 @@ def main(argv: list[str]) -> int:
     bf16 = runtime.use_bf16(cfg.compute, device)
     runtime.configure_threads(cfg.compute)
     runtime.seed_everything(seed)
-    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_episode_frames=cfg.eval.max_frames)
+    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames)
     recorder = None
     try:
         first = env.reset(seed=seed)
-        obs_shape = tuple(first.obs.shape[1:])
-        if tuple(payload["obs_shape"]) != obs_shape or payload["num_actions"] != env.num_actions:
-            raise UserError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
-                            f"{payload['num_actions']} actions, this run's config gives {obs_shape} and "
-                            f"{env.num_actions}; pass the checkpoint of this run")
+        spec = EnvSpec.of(env, first.obs)
+        checkpoint.check_fits(payload, spec.obs_shape, spec.num_actions, "pass the checkpoint of this run")
         generator = torch.Generator(device=device).manual_seed(seed)
-        agent = make_agent(cfg, obs_shape, env.num_actions, env.num_extras, device, bf16, generator)
-        agent.load_state_dict(payload["agent"])
+        agent = make_agent(cfg, spec, device, bf16, generator)
+        checkpoint.load_agent_state(agent, payload, "pass the checkpoint of this run")
+        fps = args.fps or default_fps(env)
         if args.video:
-            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs),
-                                     args.fps or default_fps(cfg))
+            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs), fps)
         results = evaluate(agent, env, episodes, epsilon, on_step=recorder)
     finally:
         if recorder is not None:
@@ -183,13 +171,13 @@ def main(argv: list[str]) -> int:
     print(format_table(summary, len(results)))
     if recorder is not None:
         print(f"drl.evaluate: video {args.video} ({recorder.frames} frames of env 0, "
-              f"{recorder.size[0]}x{recorder.size[1]}, {args.fps or default_fps(cfg)} fps)")
+              f"{recorder.size[0]}x{recorder.size[1]}, {fps} fps)")
 
     if args.wandb:
         cfg.tracking.wandb = args.wandb
     if cfg.tracking.wandb != "off":
         tracker = WandbTracker(cfg, run_dir, job_type="eval")
-        frames = env_steps * frame_skip_factor(cfg)
+        frames = env_steps * env.frames_per_step
         tracker.log_row({"event": "eval", "env_steps": env_steps, "frames": frames, "episodes": len(results),
                          "epsilon": epsilon, **summary})
         if recorder is not None:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import make_agent
 from drl import checkpoint, runtime
+from drl.agent import EnvSpec, make_agent
 from drl.config import Config, to_yaml
 from drl.errors import TrainingDiverged, UserError
 from drl.metrics import MetricsWriter
@@ -54,14 +54,13 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
     step = env.reset(seed=seed)
     if on_step is not None:
         on_step(step)
-    state = agent.initial_state(env.num_envs) if agent.recurrent else None
+    state = agent.initial_state(env.num_envs)
     while len(results) < episodes and not (stop is not None and stop()):
-        actions, state = agent.act(step.obs, epsilon, step.extras, state)
+        actions, state = agent.act(step.obs, state, epsilon, step.extras)
         step = env.step(actions)
         if on_step is not None:
             on_step(step)
-        if agent.recurrent:
-            state = agent.reset_state(state, step.reset)
+        state = agent.reset_state(state, step.reset)
         for ep in step.episodes:
             if quota[ep["env"]] > 0:
                 quota[ep["env"]] -= 1
@@ -107,6 +106,14 @@ class StopRequested:
 
 
 class Trainer:
+    """One training run: envs, agent, replay, metrics. A context manager that closes envs and workers::
+
+        with Trainer(cfg, run_dir) as trainer:
+            result = trainer.run()      # {"env_steps", "interrupted", "signal", "eval": the last evaluation row}
+
+    ``run_dir`` must exist (``drl.learn`` and the CLI create it); ``resume_from`` is a loaded checkpoint payload.
+    """
+
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = runtime.resolve_device(cfg.device)
@@ -119,23 +126,24 @@ class Trainer:
         self.eval_env = None
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
             first = self.env.reset(seed=cfg.seed)
-            self.obs_shape = tuple(first.obs.shape[1:])
+            self.spec = EnvSpec.of(self.env, first.obs)
+            self.obs_shape = self.spec.obs_shape
             frame_shape = (self.obs_shape[0] // self.env.frame_stack, *self.obs_shape[1:])
-            self.agent = make_agent(cfg, self.obs_shape, self.env.num_actions, self.env.num_extras, self.device,
-                                    self.bf16, self.generator)
+            self.agent = make_agent(cfg, self.spec, self.device, self.bf16, self.generator)
             self._check_replay_memory(frame_shape)
             self.replay = ReplayBuffer(
                 cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
                 n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
-                alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed)
-            if self.agent.recurrent:
+                alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed,
+                frame_dtype=self.spec.obs_dtype)
+            if self.agent.sampler == "sequences":
                 self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in,
                                              cfg.replay.sequence_overlap, cfg.network.lstm_size,
                                              cfg.replay.priority_eta)
             self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
             self.step = first
             # loop state that a checkpoint carries, so a resumed run continues exactly (see checkpoint_payload)
-            self.acting_state = None            # recurrent agents' LSTM state while acting
+            self.acting_state = None            # the agent's state while acting (an LSTM's; None if feed-forward)
             self.last_log_steps = 0             # env_steps of the last train row
             self.train_stats: dict[str, list[float]] = {}  # update stats since the last train row
             self.recent_returns: deque = deque(maxlen=20)
@@ -145,8 +153,7 @@ class Trainer:
             self.env.close()
             raise
         self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
-        self.metrics = MetricsWriter(self.run_dir, cfg.env.frame_skip if cfg.env.kind in ("atari", "doom") else 1,
-                                     tracker=self.tracker)
+        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, tracker=self.tracker)
 
     def _check_replay_memory(self, frame_shape: tuple) -> None:
         """Refuse a replay buffer that does not fit in free memory, before allocating it."""
@@ -154,8 +161,8 @@ class Trainer:
         needed = ReplayBuffer.bytes_needed(
             cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, cfg.agent.n_step,
             self.env.num_extras, cfg.replay.prioritized,
-            cfg.replay.sequence_length - cfg.replay.sequence_overlap if self.agent.recurrent else None,
-            cfg.network.lstm_size)
+            cfg.replay.sequence_length - cfg.replay.sequence_overlap if self.agent.sampler == "sequences" else None,
+            cfg.network.lstm_size, frame_dtype=self.spec.obs_dtype)
         free = runtime.available_memory()
         if free is not None and needed > free:
             raise UserError(f"replay.capacity={cfg.replay.capacity} needs {needed / 2**30:.1f} GiB but only "
@@ -165,6 +172,7 @@ class Trainer:
     def checkpoint_payload(self) -> dict:
         payload = {"agent": self.agent.state_dict(), "counters": asdict(self.counters),
                    "config": self.cfg.model_dump(), "obs_shape": list(self.obs_shape),
+                   "obs_dtype": str(self.spec.obs_dtype).removeprefix("torch."), "num_extras": self.spec.num_extras,
                    "num_actions": self.env.num_actions, "rng": runtime.rng_state(),
                    "generator": self.generator.get_state(), "replay_rng": self.replay.rng.bit_generator.state,
                    "loop": {"last_log_steps": self.last_log_steps, "train_stats": self.train_stats,
@@ -186,15 +194,9 @@ class Trainer:
         return path
 
     def _restore(self, payload: dict) -> None:
-        if tuple(payload["obs_shape"]) != self.obs_shape or payload["num_actions"] != self.env.num_actions:
-            raise UserError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
-                            f"{payload['num_actions']} actions, this config gives {self.obs_shape} and "
-                            f"{self.env.num_actions}; resume with the config the run was started with")
-        try:
-            self.agent.load_state_dict(payload["agent"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint does not fit this network ({str(exc).splitlines()[0][:100]}); "
-                            "resume with the config the run was started with") from None
+        fix = "resume with the config the run was started with"
+        checkpoint.check_fits(payload, self.obs_shape, self.env.num_actions, fix)
+        checkpoint.load_agent_state(self.agent, payload, fix)
         self.counters = Counters(**payload["counters"])
         runtime.set_rng_state(payload["rng"])
         self.generator.set_state(payload["generator"])
@@ -214,6 +216,7 @@ class Trainer:
                 self.acting_state = tuple(x.to(self.device) for x in payload["acting_state"])
         else:  # envs that cannot restore their emulator state start fresh episodes, seeded by the step count
             self.step = self.env.reset(seed=self.cfg.seed + self.counters.env_steps)
+            self.replay.end_streams()   # a saved replay's open episodes end here (no window runs into the new ones)
 
     # ------------------------------------------------------------------ one training run
     def run(self) -> dict:
@@ -227,7 +230,7 @@ class Trainer:
         train_stats = self.train_stats
         first_flags = self.step.reset.clone()
         state = self.acting_state
-        if state is None and self.agent.recurrent:
+        if state is None:
             state = self.agent.initial_state(num_envs)
         overlap = cfg.compute.overlap_env
         bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
@@ -240,16 +243,15 @@ class Trainer:
                 epsilon = (linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
                            if learning or agent_cfg.learning_starts == 0 else 1.0)
                 obs, extras = self.step.obs, self.step.extras
-                actions, new_state = self.agent.act(obs, epsilon, extras, state)
+                actions, new_state = self.agent.act(obs, state, epsilon, extras)
                 self.env.step_async(actions)
                 if overlap:  # learn while the env steps (ALE threads, Doom workers): replay up to the last step
                     self._learn(learning, beta=linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps))
                 step = self.env.step_wait()
                 if cfg.env.reward_scale != 1.0:
                     step.reward = step.reward * cfg.env.reward_scale
-                self.replay.add_step(obs, first_flags, actions, step, extras, recurrent_state=state)
-                if self.agent.recurrent:
-                    new_state = self.agent.reset_state(new_state, step.reset)
+                self.replay.add_step(obs, first_flags, actions, step, extras, acting_state=state)
+                new_state = self.agent.reset_state(new_state, step.reset)
                 state, first_flags, self.step = new_state, step.reset, step
                 self.acting_state = state
                 c.env_steps += num_envs
@@ -304,13 +306,12 @@ class Trainer:
         c, agent_cfg, train_stats = self.counters, self.cfg.agent, self.train_stats
         if not learning or len(self.replay) < self.fill_needed:
             return
-        sample = self.replay.sample_sequences if self.agent.recurrent else self.replay.sample
         c.pending_updates += self.env.num_envs / agent_cfg.train_freq
         while c.pending_updates >= 1:
             c.pending_updates -= 1
-            batch = sample(agent_cfg.batch_size, beta=beta, device=self.device)
-            stats, td = self.agent.update(batch)
-            self.replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
+            batch = self.replay.sample_for(self.agent.sampler, agent_cfg.batch_size, beta=beta, device=self.device)
+            stats = self.agent.update(batch)
+            self.replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
             for key, value in stats.items():
                 train_stats.setdefault(key, []).append(float(value))
             for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
@@ -321,7 +322,7 @@ class Trainer:
         if self.eval_env is None:
             self.eval_env = make_env(self.cfg.env, self.device, self.cfg.seed + 10_000,
                                      num_envs=self.cfg.eval.num_envs, evaluation=True,
-                                     max_episode_frames=self.cfg.eval.max_frames)
+                                     max_frames=self.cfg.eval.max_frames)
         t0 = time.perf_counter()
         # Each evaluation is a pure function of the weights and the step: its own seeds, and a generator of its
         # own, so evaluating never moves the training RNG (a resumed run continues exactly).
@@ -354,7 +355,17 @@ class Trainer:
                                f"{self.agent.updates}); {where}. Lower agent.lr (or env.reward_scale) and resume "
                                "or restart")
 
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Flush metrics, finish tracking and close the envs (Doom workers included); safe to call twice."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.metrics.close()
         if self.tracker is not None:
             c = self.counters

@@ -1,46 +1,56 @@
-"""Q-networks: encoder (Nature CNN or a small CNN) -> optional game-variable embedding -> optional LSTM -> Q head.
+"""Q-networks: encoder -> optional game-variable embedding -> optional LSTM -> Q head.
 
-obs are uint8 ``[B, C, H, W]`` (or ``[T, B, C, H, W]`` for sequences) and are scaled to [0, 1] inside the network,
-on the device. DQN = encoder + head; DRQN = encoder + LSTM + head.
+obs are uint8 images ``[B, C, H, W]`` (scaled to [0, 1] inside the network, on the device) or float32 vectors
+``[B, D]``; sequences add a leading time axis. DQN = encoder + head; DRQN = encoder + LSTM + head. Encoders are
+looked up by name in ``drl.registry.ENCODERS``: ``fn(obs_shape, cfg) -> nn.Module`` giving flat features ``[B, F]``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from drl.config import NetworkConfig
+from drl.registry import ENCODERS
 
 
-def nature_encoder(in_channels: int) -> nn.Sequential:
+def nature_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Mnih et al. 2015: 32@8x8/4, 64@4x4/2, 64@3x3/1."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(obs_shape[0], 32, 8, stride=4), nn.ReLU(),
         nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
         nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
         nn.Flatten(),
     )
 
 
-def doom_encoder(in_channels: int) -> nn.Sequential:
+def doom_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Lample & Chaplot's (Arnold) encoder for ~60x80 Doom frames: 32@8x8/4, 64@4x4/2."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(obs_shape[0], 32, 8, stride=4), nn.ReLU(),
         nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
         nn.Flatten(),
     )
 
 
-def small_encoder(in_channels: int) -> nn.Sequential:
-    """For tiny images (torch-native envs): two 3x3 convs, stride 1."""
+def small_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
+    """For tiny images (torch-native envs, MinAtar): two 3x3 convs, stride 1."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 16, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(obs_shape[0], 16, 3, stride=1, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, stride=1, padding=1), nn.ReLU(),
         nn.Flatten(),
     )
 
 
-ENCODERS = {"nature": nature_encoder, "doom": doom_encoder, "small": small_encoder}
+def mlp_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig) -> nn.Sequential:
+    """For flat float vectors (e.g. CartPole's 4 numbers): ``network.mlp_layers`` Linear + ReLU layers."""
+    layers, width = [nn.Flatten()], math.prod(obs_shape)
+    for units in cfg.mlp_layers:
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        width = units
+    return nn.Sequential(*layers)
 
 
 class QHead(nn.Module):
@@ -53,17 +63,25 @@ class QHead(nn.Module):
         if dueling:
             self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
+    @staticmethod
+    def _branch(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """Hidden layer as the caller runs it (bf16 under autocast); the output layer always in float32, so Q
+        values keep 24 mantissa bits instead of bf16's 8 (Q ~ 10 would otherwise be rounded to steps of 0.06)."""
+        hidden = mlp[1](mlp[0](x))
+        with torch.autocast(x.device.type, enabled=False):
+            return mlp[2](hidden.float())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        adv = self.advantage(x)
+        adv = self._branch(self.advantage, x)
         if not self.dueling:
             return adv
-        return self.value(x) + adv - adv.mean(dim=-1, keepdim=True)
+        return self._branch(self.value, x) + adv - adv.mean(dim=-1, keepdim=True)
 
 
 class QNetwork(nn.Module):
     """Feed-forward or recurrent Q-network.
 
-    ``forward(obs)`` takes uint8 ``[B, C, H, W]`` (+ float32 extras ``[B, K]``) and returns Q ``[B, A]``.
+    ``forward(obs)`` takes obs ``[B, *obs_shape]`` (+ float32 extras ``[B, K]``) and returns Q ``[B, A]``.
     Recurrent networks use ``forward_sequence(obs [T, B, C, H, W], extras [T, B, K], state)`` returning
     Q ``[T, B, A]`` and the new LSTM state ``(h, c)``, each ``[1, B, lstm_size]``.
     """
@@ -73,7 +91,7 @@ class QNetwork(nn.Module):
         super().__init__()
         self.cfg, self.recurrent = cfg, recurrent
         self.num_extras = num_extras
-        self.encoder = ENCODERS[cfg.encoder](obs_shape[0])
+        self.encoder = ENCODERS.get(cfg.encoder)(tuple(obs_shape), cfg)
         with torch.no_grad():
             features = self.encoder(torch.zeros(1, *obs_shape)).shape[1]
         if num_extras:
@@ -85,7 +103,7 @@ class QNetwork(nn.Module):
         self.head = QHead(features, cfg.hidden, num_actions, cfg.dueling)
 
     def features(self, obs: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
-        x = self.encoder(obs.float().div_(255.0))
+        x = self.encoder(obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.float())
         if self.num_extras:
             x = torch.cat([x, self.extras_embedding(extras.float())], dim=-1)
         return x
@@ -130,8 +148,9 @@ def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch
     (bf16 under autocast) and only the small ``h @ W_hh`` recurrence loops over time, in float32. On CPU, at DRQN's
     sizes (T=23, B=16, H=256), oneDNN's fused LSTM backward took 28 ms a call, 41 % of an update; with this loop
     the whole update went from 109 to 92 ms."""
-    if fused:
-        return lstm(x.float(), state)
+    if fused:  # autocast would run cuDNN's LSTM in float16 whatever dtype was asked for (and with no loss scaling)
+        with torch.autocast(x.device.type, enabled=False):
+            return lstm(x.float(), tuple(s.float() for s in state))
     gates_x = F.linear(x, lstm.weight_ih_l0).float() + (lstm.bias_ih_l0 + lstm.bias_hh_l0)   # [T, B, 4H]
     h, c = state[0][0], state[1][0]
     outputs = []

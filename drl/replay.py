@@ -1,6 +1,6 @@
 """Replay: one frame storage, rebuilt stacks, n-step windows; uniform or prioritized sampling.
 
-Storage is circular per env stream. Each slot holds ONE uint8 frame (the newest frame of the observation the agent
+Storage is circular per env stream. Each slot holds ONE frame (the newest frame of the observation the agent
 acted on) plus the action taken, the learning reward, and the terminated / truncated flags of that step. Two more
 flags describe the stream itself:
 - ``first``: the frame is the first of an episode, so a stack rebuilt at or after it is zero-padded before it
@@ -52,7 +52,7 @@ def n_step_returns(rewards: torch.Tensor, terminated: torch.Tensor, done: torch.
 class SequenceBatch:
     """Time-major sequences for recurrent agents. W = sequence_length + n_step slots are unrolled; losses use
     positions [burn_in, sequence_length) where ``mask`` is true."""
-    obs: torch.Tensor          # uint8 [W, B, S*C, H, W]; slots after the episode's end are zero padding
+    obs: torch.Tensor          # [W, B, S*C, H, W] (or [W, B, S*D]); slots after the episode's end are zero padding
     actions: torch.Tensor      # int64 [W, B]
     returns: torch.Tensor      # float32 [T, B] n-step returns from each position
     bootstrap: torch.Tensor    # int64 [T, B] position p + n' of the bootstrap observation
@@ -67,10 +67,10 @@ class SequenceBatch:
 
 @dataclass
 class TransitionBatch:
-    obs: torch.Tensor          # uint8 [B, S*C, H, W]
+    obs: torch.Tensor          # [B, S*C, H, W] uint8 images, or [B, S*D] float32 vectors
     actions: torch.Tensor      # int64 [B]
     returns: torch.Tensor      # float32 [B], discounted n-step sum of learning rewards
-    next_obs: torch.Tensor     # uint8 [B, S*C, H, W], observation n' steps later (n' <= n, shorter at an episode end)
+    next_obs: torch.Tensor     # like obs: the observation n' steps later (n' <= n, shorter at an episode end)
     discounts: torch.Tensor    # float32 [B], gamma^n' if the target bootstraps, 0 after a termination
     weights: torch.Tensor      # float32 [B], importance weights (ones when uniform)
     indices: np.ndarray        # [B] flat slot ids (env * capacity + physical index), for priority updates
@@ -94,13 +94,13 @@ class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int, int], frame_stack: int,
                  num_extras: int = 0, n_step: int = 1, gamma: float = 0.99, prioritized: bool = False,
                  alpha: float = 0.6, priority_eps: float = 1e-6, device: str | torch.device = "cpu",
-                 seed: int = 0):
+                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8):
         self.num_envs, self.frame_shape, self.stack = num_envs, tuple(frame_shape), frame_stack
         self.n_step, self.gamma, self.num_extras = n_step, gamma, num_extras
         self.capacity = max(capacity // num_envs, frame_stack + n_step + 2)
         self.device = torch.device(device)
         E, N = num_envs, self.capacity
-        self.frames = torch.zeros(E, N, *frame_shape, dtype=torch.uint8)
+        self.frames = torch.zeros(E, N, *frame_shape, dtype=frame_dtype)   # images uint8, vectors float32
         self.actions = torch.zeros(E, N, dtype=torch.int16)
         self.rewards = torch.zeros(E, N, dtype=torch.float32)
         self.flags = torch.zeros(E, N, dtype=torch.uint8)   # bit 0 terminated, 1 truncated, 2 first, 3 final
@@ -117,10 +117,11 @@ class ReplayBuffer:
     @staticmethod
     def bytes_needed(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
                      num_extras: int = 0, prioritized: bool = False, sequence_stride: int | None = None,
-                     state_size: int = 0) -> int:
+                     state_size: int = 0, frame_dtype: torch.dtype = torch.uint8) -> int:
         """Bytes a buffer with these arguments allocates (computed before allocating anything)."""
         slots = num_envs * max(capacity // num_envs, frame_stack + n_step + 2)
-        per_slot = int(np.prod(frame_shape)) + 2 + 4 + 1 + 4 * num_extras   # frame, action, reward, flags, extras
+        frame_bytes = int(np.prod(frame_shape)) * torch.empty(0, dtype=frame_dtype).element_size()
+        per_slot = frame_bytes + 2 + 4 + 1 + 4 * num_extras                  # frame, action, reward, flags, extras
         total = slots * per_slot
         starts = 0
         if sequence_stride:
@@ -163,22 +164,31 @@ class ReplayBuffer:
     def add(self, frame: torch.Tensor, first: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
             terminated: torch.Tensor, truncated: torch.Tensor, reset: torch.Tensor,
             final_frame: torch.Tensor | None = None, extras: torch.Tensor | None = None,
-            final_extras: torch.Tensor | None = None, recurrent_state: tuple | None = None) -> None:
+            final_extras: torch.Tensor | None = None, acting_state: tuple | None = None,
+            dropped: torch.Tensor | None = None) -> None:
         """Store one vector step for all envs.
 
-        frame: uint8 [E, C, H, W], newest frame of the obs acted on; first: bool [E], that obs began an episode;
+        frame: [E, C, H, W] (or [E, D]), newest frame of the obs acted on; first: bool [E], that obs began an episode;
         action/reward/terminated/truncated: [E] results of the step; reset: bool [E], the env reset in this step,
         in which case final_frame[e] (newest frame of VecStep.final_obs) is stored as a ``final`` slot.
-        recurrent_state: the acting LSTM state (h, c), each [1, E, hidden], *before* it saw ``frame``; stored at
-        sequence starts when sequences are enabled.
+        acting_state: the agent's LSTM state (h, c), each [1, E, hidden], *before* it saw ``frame``; stored at
+        sequence starts when sequences are enabled (None for feed-forward agents).
+        dropped: bool [E] or None, envs whose step was lost (``VecStep.dropped``, a crashed Doom worker): their
+        frame is stored as a ``final`` slot ending the stream (the bootstrap of the step before, now truncated),
+        so no made-up transition is ever sampled.
         """
         cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
         first, terminated, truncated, reset = cpu(first), cpu(terminated), cpu(truncated), cpu(reset)
         flags = (terminated.to(torch.uint8) * self.TERMINATED | truncated.to(torch.uint8) * self.TRUNCATED
                  | first.to(torch.uint8) * self.FIRST)
+        lost = None if dropped is None else cpu(dropped).numpy().astype(bool)
+        if lost is not None and lost.any():   # the step has no result: its frame only ends the stream (see below)
+            flags[torch.from_numpy(lost)] = self.FINAL
+            reset = reset & ~torch.from_numpy(lost)
+            self._truncate_last(np.nonzero(lost)[0])
         self._write(self._env_ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras))
         if self.sequences:
-            self._record_starts(first.numpy(), recurrent_state)
+            self._record_starts(first.numpy(), acting_state)
         done = reset.numpy().nonzero()[0]
         if len(done):
             sel = torch.from_numpy(done)
@@ -186,12 +196,40 @@ class ReplayBuffer:
                         None if final_extras is None else cpu(final_extras)[sel])
 
     def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
-                 extras: torch.Tensor | None = None, recurrent_state: tuple | None = None) -> None:
+                 extras: torch.Tensor | None = None, acting_state: tuple | None = None) -> None:
         """Store a vector step: ``obs``/``extras`` were acted on with ``actions`` and gave ``step`` (a VecStep)."""
         c = self.frame_shape[0]
         final = None if step.final_obs is None else step.final_obs[:, -c:]
         self.add(obs[:, -c:], first, actions, step.reward, step.terminated, step.truncated, step.reset, final,
-                 extras, step.final_extras, recurrent_state)
+                 extras, step.final_extras, acting_state, step.dropped)
+
+    def _truncate_last(self, envs: np.ndarray) -> None:
+        """Mark the last stored step of each env truncated (bootstrapped from the slot after it), unless it
+        already ends its episode or is a final slot."""
+        envs = envs[self.count[envs] > 0]
+        if len(envs):
+            e, last = torch.from_numpy(envs), torch.from_numpy((self.count[envs] - 1) % self.capacity)
+            flags = self.flags[e, last]
+            open_step = (flags & (self.FINAL | self.TERMINATED | self.TRUNCATED)) == 0
+            self.flags[e, last] = torch.where(open_step, flags | self.TRUNCATED, flags)
+
+    def end_streams(self) -> None:
+        """Every env's stream stops here, its next observation unknown (a resumed run whose envs cannot restore
+        their state starts new episodes): the last stored step becomes a ``final`` slot, the bootstrap frame of
+        the step before it, which is marked truncated. So no n-step window or sequence runs from the old episode
+        into the new one, and the step whose result was lost is never sampled."""
+        envs = self._env_ids[self.count > 0]
+        if not len(envs):
+            return
+        e, last = torch.from_numpy(envs), torch.from_numpy((self.count[envs] - 1) % self.capacity)
+        was_final = (self.flags[e, last] & self.FINAL) > 0
+        self.flags[e, last] = self.flags[e, last] | self.FINAL
+        ended = envs[~was_final.numpy()]
+        if self.prioritized and not self.sequences and len(ended):
+            self.tree.update(ended * self.capacity + (self.count[ended] - 1) % self.capacity, 0.0)
+        self.count[ended] -= 1                  # _truncate_last looks at the step before the new final slot
+        self._truncate_last(ended[self.count[ended] > 0])
+        self.count[ended] += 1
 
     # ---------------------------------------------------------------- sampling helpers
     def _logical_from_phys(self, env: np.ndarray, phys: np.ndarray) -> np.ndarray:
@@ -248,7 +286,7 @@ class ReplayBuffer:
 
     @staticmethod
     def stack_frames(frames: torch.Tensor, first: torch.Tensor, stack: int) -> torch.Tensor:
-        """frames [B, S, C, H, W] ending at the frame of interest, first bool [B, S] -> uint8 [B, S*C, H, W].
+        """frames [B, S, *frame_shape] ending at the frame of interest, first bool [B, S] -> [B, S*C, ...].
 
         Frames before the latest ``first`` flag (looking back from the newest) belong to an earlier episode and
         are zeroed.
@@ -288,6 +326,15 @@ class ReplayBuffer:
             batch.extras = to(extras[:, S - 1])
             batch.next_extras = to(extras[rows.squeeze(1), S - 1 + steps])
         return batch
+
+    def sample_for(self, sampler: str, batch_size: int, beta: float = 0.4,
+                   device: torch.device | None = None) -> TransitionBatch | SequenceBatch:
+        """The batch an agent's ``sampler`` names: ``"transitions"`` or ``"sequences"``."""
+        if sampler == "sequences":
+            return self.sample_sequences(batch_size, beta, device)
+        if sampler == "transitions":
+            return self.sample(batch_size, beta, device)
+        raise ValueError(f"unknown replay sampler '{sampler}' (an agent's sampler is 'transitions' or 'sequences')")
 
     # ---------------------------------------------------------------- sequences (DRQN)
     def enable_sequences(self, length: int, burn_in: int, overlap: int, state_size: int, eta: float = 0.9) -> None:
@@ -347,10 +394,10 @@ class ReplayBuffer:
         if S == 1:
             obs = frames
         else:  # rebuild a stack for every position: windows of S slots ending at each position
-            win = frames.unfold(1, S, 1).permute(0, 1, 5, 2, 3, 4)            # [B, W, S, C, H, W]
+            win = frames.unfold(1, S, 1).movedim(-1, 2)                      # [B, W, S, *frame_shape]
             obs = self.stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
-        obs = obs * (~beyond).view(B, W, 1, 1, 1).to(obs.dtype)
+        obs = obs * (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.dtype)
         returns, steps, discounts = n_step_returns(rewards[:, S - 1:], term[:, S - 1:], done[:, S - 1:], n, self.gamma)
         returns, steps, discounts = returns[:, :T], steps[:, :T], discounts[:, :T]
         position = torch.arange(T)[None, :]

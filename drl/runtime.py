@@ -43,9 +43,17 @@ def use_bf16(cfg: ComputeConfig, device: torch.device) -> bool:
     return cpu_has_bf16()
 
 
+def cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask); ``os.cpu_count()`` where there is no affinity call
+    (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def configure_threads(cfg: ComputeConfig) -> int:
     # DRL_THREADS lets a shared machine cap every run (e.g. tests beside a long training) without config edits
-    threads = cfg.threads or int(os.environ.get("DRL_THREADS", 0)) or len(os.sched_getaffinity(0))
+    threads = cfg.threads or int(os.environ.get("DRL_THREADS", 0)) or cpu_count()
     torch.set_num_threads(threads)
     return threads
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from drl.config import Config
+from drl.errors import first_line
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 CHECK_TIMEOUT = 3.0      # seconds for the "is the server there" probe in auto mode
@@ -156,14 +157,14 @@ class WandbTracker:
         try:
             self._init(cfg, job_type)
         except Exception as exc:  # noqa: BLE001
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc, 160)
             if self.mode == "online":
                 _warn(f"online init failed ({first}); writing offline instead")
                 self.mode, reason = "offline", "online init failed"
                 try:
                     self._init(cfg, job_type)
                 except Exception as exc2:  # noqa: BLE001
-                    first = (str(exc2).strip().splitlines() or [type(exc2).__name__])[0][:160]
+                    first = first_line(exc2, 160)
                     self.run, self.mode = None, "off"
             else:
                 self.run, self.mode = None, "off"
@@ -208,7 +209,7 @@ class WandbTracker:
         return self.run is not None
 
     def _failed(self, what: str, exc: Exception) -> None:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         _warn(f"tracking off: {what} failed ({first}); metrics.jsonl is still written")
         self.run = None
 

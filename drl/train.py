@@ -12,7 +12,7 @@ from pathlib import Path
 
 from drl import config
 from drl.cli import run_cli
-from drl.errors import UserError
+from drl.errors import UserError, first_line
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with --run-dir DIR the runs go to DIR/seedS")
     parser.add_argument("--parallel", metavar="N", type=int, default=1,
                         help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)")
+    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
+                        help="import MODULE first (it registers envs, agents or encoders); repeatable")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     if args.resume and args.experiment and "=" in args.experiment:
@@ -87,14 +89,12 @@ def main(argv: list[str]) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").exists():
             raise UserError(f"cannot resume '{run_dir}': no such run directory (expected {run_dir}/config.yaml)")
-        cfg = config.validate(config.apply_overrides(config.load_yaml(run_dir / "config.yaml"), args.overrides))
+        cfg = config.load_run_config(run_dir, args.overrides)
         from drl import checkpoint  # heavy import (torch) after the config checks: bad input fails fast
         payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
-        if payload["config"].get("name") != cfg.name:
-            raise UserError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{cfg.name}'; "
-                            "resume the run directory that wrote it")
+        checkpoint.check_experiment(payload, cfg.name, "resume the run directory that wrote it")
     else:
-        cfg = config.load(args.experiment, args.overrides)
+        cfg = config.load(args.experiment, args.overrides, imports=args.imports)
         run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
     from drl.loop import Trainer, write_run_files  # heavy imports (torch) after the config checks
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
             finish_run_dir(run_dir, old, run_dir)
         if isinstance(exc, (UserError, KeyboardInterrupt)) or not isinstance(exc, Exception):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = first_line(exc, 200, default="")
         raise UserError(f"could not set up the run: {type(exc).__name__}: {first} (rerun with --debug for the "
                         "traceback)") from exc
     finish_run_dir(None, old, run_dir)
@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 def parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise UserError(f"--seeds '{text}' must be comma-separated integers, e.g. --seeds 0,1,2") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
@@ -142,14 +142,15 @@ def run_seeds(args: argparse.Namespace) -> int:
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1 (got {args.parallel})")
     seeds = parse_seeds(args.seeds)
-    cfg = config.load(args.experiment, args.overrides)  # config errors once, before any run starts
-    extra = ["--overwrite"] if args.overwrite else []
+    cfg = config.load(args.experiment, args.overrides, imports=args.imports)  # config errors once, before any run
+    extra = (["--overwrite"] if args.overwrite else []) + [f"--import={m}" for m in args.imports]
     if args.debug:
         extra.append("--debug")
     parallel = min(args.parallel, len(seeds))
     overrides = list(args.overrides)
     if parallel > 1 and cfg.compute.threads == 0:  # N processes using all cores each oversubscribe the CPU badly
-        overrides.append(f"compute.threads={max(1, len(os.sched_getaffinity(0)) // parallel)}")
+        from drl.runtime import cpu_count
+        overrides.append(f"compute.threads={max(1, cpu_count() // parallel)}")
     per_seed = [[args.experiment, *overrides, f"seed={s}",
                  *(["--run-dir", str(Path(args.run_dir) / f"seed{s}")] if args.run_dir else []), *extra]
                 for s in seeds]

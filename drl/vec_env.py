@@ -38,6 +38,9 @@ class VecStep:
     # One dict per episode that ended in this step: {"env": i, "return": native whole-game score,
     # "length": agent steps, ...scenario measures such as "kills" or "survival_tics"}.
     episodes: list[dict] = field(default_factory=list)
+    # bool [N] or None: envs whose step was lost (a crashed Doom worker restarted with a new game); their
+    # ``reward`` and flags are placeholders, and replay stores no transition for them
+    dropped: torch.Tensor | None = None
 
 
 class VectorEnv(Protocol):
@@ -45,6 +48,7 @@ class VectorEnv(Protocol):
     num_actions: int
     frame_stack: int          # frames per observation
     frame_channels: int       # channels per frame (1 gray, 3 RGB)
+    frames_per_step: int      # emulator frames per agent step (the frame skip; 1 for torch-native)
     num_extras: int           # K, 0 when there are no extra inputs
     device: torch.device
     action_names: list[str]

@@ -31,6 +31,7 @@ class AtariVecEnv(AsyncStepping):
         from ale_py.vector_env import AtariVectorEnv
 
         self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
+        self.frames_per_step = frame_skip  # emulator frames per agent step
         self.life_loss_terminal, self.clip_rewards, self.flicker = life_loss_terminal, clip_rewards, flicker
         self.env = AtariVectorEnv(
             game, num_envs, num_threads=num_threads, repeat_action_probability=sticky_actions,
@@ -121,3 +122,22 @@ class AtariVecEnv(AsyncStepping):
 
     def close(self) -> None:
         self.env.close()
+
+
+def make_atari_env(cfg, *, num_envs: int, device: torch.device, seed: int, evaluation: bool = False,
+                   max_frames: int | None = None) -> AtariVecEnv:
+    """``env.kind: atari``; an unknown ``env.game`` is a one-line error naming the closest ROMs."""
+    import difflib
+
+    from drl.config import ConfigError
+
+    games = atari_games()
+    if cfg.game not in games:
+        close = difflib.get_close_matches(cfg.game, games, n=3)
+        raise ConfigError(f"unknown Atari game '{cfg.game}' (env.game); "
+                          + (f"did you mean {', '.join(close)}?" if close else "use an ale-py ROM name like pong"))
+    return AtariVecEnv(cfg.game, num_envs, device, seed=seed, frame_skip=cfg.frame_skip,
+                       frame_stack=cfg.frame_stack, sticky_actions=cfg.sticky_actions, noop_max=cfg.noop_max,
+                       life_loss_terminal=cfg.life_loss_terminal and not evaluation, clip_rewards=cfg.clip_rewards,
+                       max_episode_frames=max_frames or cfg.max_episode_frames, flicker=cfg.flicker,
+                       num_threads=cfg.num_threads)

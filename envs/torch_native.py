@@ -45,6 +45,7 @@ class _TorchEnv(SyncStepping):
 
     frame_stack = 1
     frame_channels = 1
+    frames_per_step = 1   # no frame skip
     num_extras = 0
     num_actions: int
     action_names: list[str]
@@ -255,3 +256,15 @@ class MemoryEnv(_TorchEnv):
         t = self._t.clamp(max=self.length - 1)[:, None, None, None]             # terminal frame = junction
         base = torch.where(t == 0, self._cue_frames[self._cue], self._corridor_frame)
         return torch.where(t == self.length - 1, torch.maximum(base, self._junction_marker), base)
+
+
+def make_catch_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
+                   max_frames: int | None = None) -> CatchEnv:
+    """``env.kind: catch`` (episodes have a fixed length: no time limit applies)."""
+    return CatchEnv(num_envs, device=device, seed=seed, height=cfg.size)
+
+
+def make_memory_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
+                    max_frames: int | None = None) -> MemoryEnv:
+    """``env.kind: memory`` (episodes last ``cfg.size`` steps)."""
+    return MemoryEnv(num_envs, device=device, seed=seed, length=cfg.size)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, make_doom, parse_actions
-from drl.processes import alive
+from drl.processes import alive, pids, stat_fields
+from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,18 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pgrp_members(pgids: set[int]) -> list[int]:
     """Live (non-zombie) processes whose process group is one of ``pgids``."""
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp in pgids and state != "Z":
-            out.append(int(entry))
+    for pid in pids():
+        fields = stat_fields(pid)
+        if fields is not None and int(fields[2]) in pgids and fields[0] != "Z":
+            out.append(pid)
     return out
+
+
+def worker_pids(env: DoomVectorEnv) -> list[int]:
+    """The PIDs of the env's live worker processes, by worker index."""
+    return [p.pid for p in env._pool.procs if p is not None]
 
 
 # ------------------------------------------------------------------------------------------ action sets
@@ -137,7 +135,7 @@ def test_every_scenario_loads_with_its_defaults(tmp_path):
 def basic_env():
     # 60 tics with skip 4: an episode that never shoots lasts 15 steps and ends by the time limit.
     s = DoomSettings("basic", frame_stack=4, timeout=60, shaping={"living": 0.25})
-    env = make_doom(s, num_envs=2, device="cpu", seed=3)
+    env = DoomVectorEnv(s, num_envs=2, device="cpu", seed=3)
     yield env
     env.close()
 
@@ -203,12 +201,12 @@ def test_same_step_autoreset_and_native_vs_shaped_rewards(basic_env):
 def test_worker_killed_mid_run_is_replaced(caplog):
     s = DoomSettings("basic", frame_stack=2, timeout=200)
     env = DoomVectorEnv(s, num_envs=2, seed=5, step_timeout=10.0)
-    all_pids = set(env.worker_pids())
+    all_pids = set(worker_pids(env))
     try:
         env.reset()
         for _ in range(3):
             env.step(torch.zeros(2, dtype=torch.long))
-        victim = env.worker_pids()[0]
+        victim = worker_pids(env)[0]
         victim_engine_ids = list(env._pool.engine_ids[0])
         assert victim_engine_ids and all(os.path.exists(f"/dev/shm/ViZDoomSM{x}") for x in victim_engine_ids)
         os.kill(victim, signal.SIGKILL)
@@ -217,12 +215,13 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         # noticed as a death (pipe EOF), not by waiting out step_timeout; logged as a warning
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert env.worker_restarts == 1 and len(warnings) == 1 and "died" in warnings[0], warnings
-        new = env.worker_pids()[0]
+        new = worker_pids(env)[0]
         assert new != victim and alive(new) and not alive(victim)
-        assert env.worker_pids()[1] in all_pids
+        assert worker_pids(env)[1] in all_pids
         all_pids.add(new)
         # the dropped episode: a truncated reset, no report, a fresh zero-padded stack
         assert bool(st.reset[0]) and bool(st.truncated[0]) and not bool(st.terminated[0])
+        assert st.dropped.tolist() == [True, False]     # replay stores no transition for the lost step
         assert not bool(st.reset[1]) and float(st.reward[0]) == 0.0 and not st.episodes
         assert bool((st.obs[0, 0] == 0).all()) and bool((st.obs[0, 1] > 0).any())
         assert not _pgrp_members({victim})  # the old worker's engine went with it
@@ -233,7 +232,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
             assert bool((st.obs[:, -1] > 0).any(dim=(1, 2)).all())
         assert env.worker_restarts == 1
         # a hung worker (stopped process) is killed after step_timeout and replaced the same way
-        hung = env.worker_pids()[1]
+        hung = worker_pids(env)[1]
         os.kill(hung, signal.SIGSTOP)
         env.step_timeout = 1.0
         caplog.clear()
@@ -242,8 +241,8 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         env.step_timeout = 10.0
         assert env.worker_restarts == 2 and "did not answer" in caplog.records[-1].getMessage()
         assert bool(st.reset[1]) and bool(st.truncated[1]) and not bool(st.reset[0])
-        assert env.worker_pids()[1] != hung and not _pgrp_members({hung})
-        all_pids.add(env.worker_pids()[1])
+        assert worker_pids(env)[1] != hung and not _pgrp_members({hung})
+        all_pids.add(worker_pids(env)[1])
         st = env.step(torch.zeros(2, dtype=torch.long))
         assert st.obs.shape == (2, 2, 60, 80) and not st.reset.any()
         shm_path = env._pool.shm_path
@@ -262,7 +261,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
 
 @pytest.mark.parametrize("shape, out", [((120, 160), (60, 80)), ((120, 160, 3), (30, 40)), ((96, 128), (6, 8))])
 def test_block_resize_equals_naive_rounded_block_mean(shape, out):
-    from envs.doom import _AreaResize
+    from envs.doom.game import _AreaResize
 
     img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     got = _AreaResize(shape[0], shape[1], *out)(img)
@@ -285,14 +284,14 @@ def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_i
     for g in (1, 3):
         env = DoomVectorEnv(s, num_envs=5, seed=11, games_per_worker=g)
         try:
-            assert env.num_workers == (5 if g == 1 else 2) and len(env.worker_pids()) == env.num_workers
+            assert env.num_workers == (5 if g == 1 else 2) and len(worker_pids(env)) == env.num_workers
             gen = torch.Generator().manual_seed(0)
             steps = [env.reset()]
             for _ in range(60):
                 steps.append(env.step(torch.randint(0, env.num_actions, (5,), generator=gen)))
             runs.append(steps)
             if g == 3:
-                os.kill(env.worker_pids()[1], signal.SIGKILL)
+                os.kill(worker_pids(env)[1], signal.SIGKILL)
                 st = env.step(torch.zeros(5, dtype=torch.long))
                 assert env.worker_restarts == 1 and env.episodes_dropped == 2
                 assert st.reset[3:].all() and all(ep["env"] < 3 for ep in st.episodes)  # 0-2 may end naturally

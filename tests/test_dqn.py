@@ -7,13 +7,14 @@ import torch
 
 from agents.dqn import DQN, epsilon_greedy
 from drl import config
+from drl.agent import EnvSpec
 from drl.replay import TransitionBatch
 
 
 def make_agent(double: bool) -> DQN:
     cfg = config.load("catch", [f"agent.double={str(double).lower()}", "compute.bf16=off"])
     torch.manual_seed(0)
-    agent = DQN(cfg, (1, 4, 3), num_actions=3, num_extras=0, device=torch.device("cpu"), bf16=False,
+    agent = DQN(cfg, EnvSpec((1, 4, 3), torch.uint8, num_actions=3), device=torch.device("cpu"), bf16=False,
                 generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # a target network that differs from the online one
         for p in agent.target.parameters():
@@ -59,7 +60,8 @@ def test_update_changes_online_network_only_and_sync_copies():
     agent = make_agent(True)
     before_online = [p.clone() for p in agent.online.parameters()]
     before_target = [p.clone() for p in agent.target.parameters()]
-    stats, _ = agent.update(batch_of())
+    stats = agent.update(batch_of())
+    assert stats["td_error"].shape == (16,)
     assert torch.isfinite(stats["loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before_online, agent.online.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(before_target, agent.target.parameters()))

@@ -145,3 +145,40 @@ def test_no_sampled_window_starts_on_final_slot_and_bytes_per_transition():
     # one 84x84 frame + action + reward + flags: well under the 7.1 KB target
     assert replay.bytes_per_transition() <= 7100
     assert replay.bytes_per_transition() >= 84 * 84
+
+
+@pytest.mark.parametrize("how", ["dropped step", "end_streams (resume)", "end_streams + prioritized"])
+def test_a_cut_stream_is_never_sampled_across(how):
+    """A crashed Doom worker's lost step (``dropped``) and a resume that cannot restore the env
+    (``end_streams``) end the stream: the step without a result is never sampled, the one before it bootstraps
+    from its frame (truncated), and no n-step window runs into the new episode."""
+    gamma, n = 0.5, 3
+    replay = ReplayBuffer(1000, 1, (1, 1, 1), 1, n_step=n, gamma=gamma, prioritized="prioritized" in how, seed=0)
+    frame = lambda t: torch.full((1, 1, 1, 1), t + 1, dtype=torch.uint8)  # noqa: E731  frame of step t holds t+1
+    no = torch.tensor([False])
+
+    def add(t, first, dropped=None, reset=no):
+        replay.add(frame(t), torch.tensor([first]), torch.tensor([t % 3]), torch.tensor([float(t)]), no,
+                   reset, reset, final_frame=frame(t + 1), dropped=dropped)
+
+    for t in range(5):
+        add(t, t == 0)
+    if how == "dropped step":      # step 5 was lost with its worker; the env restarted with a new game
+        add(5, False, dropped=torch.tensor([True]), reset=torch.tensor([True]))
+        lost, new_start = 5, 6
+    else:                          # step 4's result was never stored: the run stopped and resumed
+        replay.end_streams()
+        lost, new_start = 4, 5
+    for t in range(new_start, new_start + 8):
+        add(t, t == new_start)
+    batch = replay.sample(512)
+    starts = (batch.obs.flatten() - 1).tolist()
+    assert lost not in starts and set(starts) == set(range(lost)) | set(range(new_start, new_start + 8 - n))
+    for b, t in enumerate(starts):
+        if t < lost:   # old episode: cut at the lost step, bootstrapped from its frame
+            k = min(n, lost - t)
+            assert float(batch.returns[b]) == pytest.approx(sum(gamma ** i * (t + i) for i in range(k)))
+            assert float(batch.discounts[b]) == pytest.approx(gamma ** k)
+            assert int(batch.next_obs[b].flatten()[0]) == t + k + 1
+        else:          # new episode: full windows only
+            assert float(batch.discounts[b]) == pytest.approx(gamma ** n)

@@ -7,6 +7,7 @@ import torch
 
 from agents.drqn import DRQN
 from drl import config
+from drl.agent import EnvSpec
 from drl.networks import QNetwork, lstm_unroll
 from drl.replay import ReplayBuffer
 from envs.torch_native import MemoryEnv
@@ -27,7 +28,7 @@ def fill_with_states(replay, stream, steps, rng):
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
         replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
-                   recurrent_state=(h, -h))
+                   acting_state=(h, -h))
         for e in range(stream.E):
             states[e].append(float(tag[e]))
         first = reset
@@ -107,7 +108,8 @@ def make_drqn(burn_in=2, num_extras=2):
     cfg = config.load("memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8",
                                  "network.hidden=8"])
     torch.manual_seed(0)
-    return DRQN(cfg, (1, 5, 5), 2, num_extras, torch.device("cpu"), False, torch.Generator().manual_seed(0))
+    return DRQN(cfg, EnvSpec((1, 5, 5), torch.uint8, 2, num_extras), torch.device("cpu"), False,
+                torch.Generator().manual_seed(0))
 
 
 def test_unrolled_forward_equals_step_by_step():
@@ -247,7 +249,7 @@ def test_acting_state_resets_at_episode_start():
     state = agent.initial_state(8)
     resets_seen = 0
     for _ in range(10):
-        actions, state = agent.act(step.obs, 0.5, None, state)
+        actions, state = agent.act(step.obs, state, 0.5)
         assert state[0].abs().sum() > 0
         step = env.step(actions)
         state = agent.reset_state(state, step.reset)

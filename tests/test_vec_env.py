@@ -8,7 +8,7 @@ from drl import config
 from envs import make_env
 
 EXPERIMENTS = {"catch": ("catch", []), "atari": ("atari-pong", ["env.max_episode_frames=200"]),
-               "doom": ("doom-basic", [])}
+               "doom": ("doom-basic", []), "gym": ("cartpole", ["env.vectorization=async"])}
 
 
 def _fields(step):

@@ -1,0 +1,63 @@
+"""The one interface every agent implements, and the facts about an environment an agent is built from.
+
+The training loop, evaluation, checkpoints and ``drl.load_agent`` only use what ``Agent`` lists; they never ask
+which algorithm runs or whether it is recurrent. Register an agent with ``drl.register_agent(name, cls)``; it is
+built as ``cls(cfg, spec, device, bf16, generator)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an agent needs to know about its environment (read off the vector env)."""
+    obs_shape: tuple[int, ...]     # one observation: [C, H, W] images (uint8) or [D] vectors (float32)
+    obs_dtype: torch.dtype         # torch.uint8 (images, scaled to [0, 1] inside the network) or torch.float32
+    num_actions: int
+    num_extras: int = 0            # K float32 inputs beside obs (Doom game variables), 0 for none
+
+    @classmethod
+    def of(cls, env, first_obs: torch.Tensor) -> "EnvSpec":
+        return cls(tuple(first_obs.shape[1:]), first_obs.dtype, int(env.num_actions), int(env.num_extras))
+
+
+class Agent(Protocol):
+    """A learning rule: acting, one gradient update on a replay batch, target syncing, its state.
+
+    ``state`` is the agent's memory while acting (an LSTM's ``(h, c)``), or ``None`` for feed-forward agents.
+    """
+
+    sampler: Literal["transitions", "sequences"]   # which replay batches ``update`` takes
+    updates: int                                   # gradient updates so far
+    generator: torch.Generator                     # the draws of epsilon-greedy acting
+
+    def act(self, obs: torch.Tensor, state: Any, epsilon: float,
+            extras: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """obs ``[N, *obs_shape]`` on the device -> actions int64 ``[N]`` and the state after seeing obs."""
+
+    def initial_state(self, n: int) -> Any:
+        """The state of ``n`` envs at an episode start (None for feed-forward agents)."""
+
+    def reset_state(self, state: Any, reset: torch.Tensor) -> Any:
+        """``state`` with the rows of envs whose next observation starts an episode (bool ``[N]``) reset."""
+
+    def update(self, batch) -> dict:
+        """One gradient step. Returns scalar stats for logging and ``"td_error"`` (the batch's TD errors, for
+        prioritized replay: ``[B]`` for transitions, ``[T, B]`` for sequences)."""
+
+    def sync_target(self) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def make_agent(cfg, spec: EnvSpec, device: torch.device, bf16: bool, generator: torch.Generator) -> Agent:
+    """The agent named by ``cfg.agent.algo`` (a registered name)."""
+    from drl.config import load_builtins
+    from drl.registry import AGENTS
+
+    load_builtins()
+    return AGENTS.get(cfg.agent.algo)(cfg, spec, device, bf16, generator)

@@ -1,0 +1,185 @@
+"""The command line: arguments, the run of every section (each measurement in a child process), the JSON result
+and the report; ``--task`` is the child side (one measurement, printed as one tagged JSON line)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import drl.bench
+from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
+from drl.bench.replay_bytes import task_replay
+from drl.bench.report import TARGETS, memory_peaks, print_report, targets
+from drl.bench.training import SB3_HP, bench_training, sb3_status, task_drl_train, task_sb3_doom, task_sb3_pong
+from drl.bench.update import task_update
+from drl.bench.vecenv import task_vecenv
+
+SECTIONS = ("pong", "doom", "update", "replay", "vecenv")
+TASKS = {"drl_train": task_drl_train, "sb3_pong": task_sb3_pong, "sb3_doom": task_sb3_doom,
+         "update": task_update, "replay": task_replay, "vecenv": task_vecenv}
+
+
+def machine_info() -> dict:
+    """CPU, core counts, bf16 support, CUDA and library versions."""
+    import torch
+
+    from drl import runtime
+
+    cpu, flags = "unknown", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and cpu == "unknown":
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    flag_set = set(flags.split())
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "cores_usable": runtime.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+        "cpu_bf16_native": runtime.cpu_has_bf16(), "amx": bool({"amx_bf16", "amx_tile"} & flag_set),
+        "avx512_bf16": "avx512_bf16" in flag_set, "drl_threads_env": os.environ.get("DRL_THREADS"),
+        "cuda": torch.cuda.is_available(),
+    }
+    if info["cuda"]:
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_bf16"] = torch.cuda.is_bf16_supported()
+    for name in ("stable_baselines3", "ale_py", "vizdoom", "gymnasium", "numpy"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - optional
+            info[name] = None
+    return info
+
+
+def run_task_here(spec: dict) -> None:
+    """Child side: run one task and print its result as one tagged JSON line."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    t0 = time.perf_counter()
+    result = TASKS[spec["task"]](spec)
+    result["task_seconds"] = time.perf_counter() - t0
+    result.update(peaks())
+    sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m drl.bench", description=drl.bench.__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny step counts everywhere (a smoke test, not figures)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="env steps timed after learning_starts per training run (default 5000, quick 64)")
+    p.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 3, quick 1)")
+    p.add_argument("--learning-starts", type=int, default=None, help="default 1000 (quick 200)")
+    p.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
+    p.add_argument("--skip-sb3", action="store_true", help="do not run stable-baselines3 (ratios stay empty)")
+    p.add_argument("--only", default=",".join(SECTIONS), metavar="S,S",
+                   help=f"run only these sections (default all: {','.join(SECTIONS)})")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per measurement process")
+    p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
+    args = p.parse_args(argv)
+    q = args.quick
+    args.steps = args.steps if args.steps is not None else (64 if q else 5000)
+    args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
+    args.learning_starts = args.learning_starts if args.learning_starts is not None else (200 if q else 1000)
+    args.timeout = args.timeout or (300.0 if q else 7200.0)
+    args.buffer = 20_000 if q else None  # quick: smaller replays everywhere (both sides); else as configured / 100k
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    if not args.only or set(args.only) - set(SECTIONS):
+        p.error(f"--only takes a comma-separated subset of {','.join(SECTIONS)}")
+    if min(args.steps, args.repeats) < 1 or args.learning_starts < 0:
+        p.error("--steps and --repeats must be >= 1, --learning-starts >= 0")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.task:
+        run_task_here(json.loads(args.task))
+        return 0
+    import torch
+
+    from drl import runtime
+
+    started = time.time()
+    q = args.quick
+    notes: list[str] = []
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    cores = runtime.cpu_count()
+    if load_before[0] > 0.5 * cores:
+        notes.append(f"the machine was busy when the benchmark started (load {load_before[0]} on {cores} cores): "
+                     "figures are not representative")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if len(devices) == 1:
+        notes.append("no CUDA device: GPU figures skipped")
+    sb3_skip = sb3_status(args.skip_sb3)
+    if sb3_skip:
+        notes.append(f"stable-baselines3: {sb3_skip}; SB3 figures and ratios are empty")
+    notes.append("pong drl_same_hp = atari-pong with SB3's DQN (1 env, batch 32, train_freq 4, buffer 100k, target "
+                 "1k, 1-step, non-double); drl_default = atari-pong as configured; both with learning_starts as "
+                 "given; drl keeps its own precision (bf16 autocast where the CPU/GPU has it), SB3 is fp32")
+    notes.append("doom sb3 = vizdoom VizdoomHealthGathering-v1 rendered 160x120 GRAY8, area-resized to 60x80, "
+                 "4-frame stack, SB3 DQN with the Pong hyperparameters; drl_drqn = doom-health-gathering as configured")
+    notes.append("tracemalloc is not used: tensors are allocated outside Python's allocator; peaks are VmHWM "
+                 "(ru_maxrss where /proc is missing); child-process peaks are summed over live descendants "
+                 "(shared pages counted once per process: an upper bound)")
+    if args.buffer:
+        notes.append(f"quick: every replay (drl and SB3) holds {args.buffer:,} transitions, not 100k / as configured")
+    run = Runner(args.timeout)
+    ls = args.learning_starts
+    print(f"drl.bench: devices {', '.join(devices)}; {'quick; ' if q else ''}steps {args.steps}, repeats "
+          f"{args.repeats}, learning_starts {ls}; load {load_before}", flush=True)
+
+    result = {"meta": {"version": 1, "command": "python -m drl.bench " + " ".join(argv), "quick": q,
+                       "steps": args.steps, "repeats": args.repeats, "learning_starts": ls,
+                       "replay_capacity_override": args.buffer, "sections": args.only,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                       "machine": machine_info(), "load_before": load_before, "targets": TARGETS,
+                       "sb3_hyperparameters": SB3_HP, "notes": notes}}
+
+    result["pong"], result["doom"] = bench_training(run, devices, args, sb3_skip, ls)
+
+    result["update"] = {}
+    for device in devices if "update" in args.only else ():
+        print(f"[update / {device}] floor vs drl", flush=True)
+        result["update"][device] = run({"task": "update", "device": device, "batch_sizes": [32, 64],
+                                        "updates": 3 if q else 100, "warmup": 1 if q else 10,
+                                        "fill": 200 if q else 2000, "repeats": args.repeats,
+                                        "buffer": args.buffer},
+                                       f"update/{device}")
+
+    result["replay"] = {}
+    if "replay" in args.only:
+        print("[replay] bytes per transition", flush=True)
+        result["replay"] = run({"task": "replay", "skip_sb3": sb3_skip is not None, "buffer": args.buffer},
+                               "replay")
+
+    counts = {"atari": [4, 8, 16], "doom": [2, 4, 8, 16], "catch": [64, 1024, 4096]}
+    if q:
+        counts = {"atari": [4, 8], "doom": [2], "catch": [64, 4096]}
+    result["vecenv"] = {}
+    for device in devices if "vecenv" in args.only else ():
+        print(f"[vecenv / {device}] random actions", flush=True)
+        result["vecenv"][device] = {
+            kind: run({"task": "vecenv", "kind": kind, "device": device, "counts": c, "warmup": 2 if q else 20,
+                       "min_steps": 5 if q else 200, "min_seconds": 0.2 if q else 3.0}, f"vecenv/{device}/{kind}")
+            for kind, c in counts.items()}
+
+    memory = memory_peaks(result)
+    memory["bench parent"] = self_peak_mb()
+    result["memory"] = memory
+
+    result["targets"] = targets(result)
+    result["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["meta"]["duration_s"] = time.time() - started
+    result["meta"]["errors"] = run.errors
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print_report(result)
+    print(f"drl.bench: wrote {args.out} ({result['meta']['duration_s']:.0f} s)"
+          + (f"; {len(run.errors)} measurement(s) FAILED" if run.errors else ""))
+    return 1 if run.errors else 0

@@ -1,0 +1,98 @@
+"""``update`` section: the plain-torch update floor against drl's time per update in its own loop."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+from drl.bench.measure import quiet_trainer, time_calls
+
+
+def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
+    """One plain-torch Nature-CNN double-DQN update on fixed uint8 batches already on the device."""
+    import copy
+    from contextlib import nullcontext
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                        nn.Linear(512, num_actions)).to(device)
+    target = copy.deepcopy(net).requires_grad_(False)
+    try:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    obs = torch.randint(0, 256, (batch, 4, 84, 84), generator=g, dtype=torch.uint8).to(device)
+    nxt = torch.randint(0, 256, (batch, 4, 84, 84), generator=g, dtype=torch.uint8).to(device)
+    actions = torch.randint(0, num_actions, (batch,), generator=g).to(device)
+    rewards = torch.randn(batch, generator=g).to(device)
+    discounts = torch.full((batch,), 0.99).to(device)
+    cast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    params = list(net.parameters())
+
+    def update():
+        with cast():
+            q = net(obs.float().div_(255.0)).float()
+            with torch.no_grad():
+                x = nxt.float().div_(255.0)
+                best = net(x).float().argmax(1, keepdim=True)
+                y = rewards + discounts * target(x).float().gather(1, best).squeeze(1)
+        loss = F.huber_loss(q.gather(1, actions[:, None]).squeeze(1), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+
+    return update
+
+
+def task_update(spec: dict) -> dict:
+    """Floor vs drl, alternating floor / drl blocks ``repeats`` times per (batch, precision)."""
+    device, n, warmup, fill, repeats = spec["device"], spec["updates"], spec["warmup"], spec["fill"], spec["repeats"]
+    with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
+        # fill drl's replay through its own loop (no updates: learning starts at the last step)
+        trainer = quiet_trainer("atari-pong", [f"total_steps={fill}", f"agent.learning_starts={fill}",
+                                          f"device={device}",
+                                          *([f"replay.capacity={spec['buffer']}"] if spec.get("buffer") else [])],
+                           run_dir)
+        try:
+            trainer.run()
+            agent, replay, dev = trainer.agent, trainer.replay, trainer.device
+            default_bf16 = trainer.bf16
+
+            def drl_update_fn(batch_size: int):
+                def one():  # what the loop does per update (drl/loop.py Trainer._learn)
+                    batch = replay.sample(batch_size, beta=0.4, device=dev)
+                    stats = agent.update(batch)
+                    replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
+                    for value in stats.values():
+                        float(value)
+                return one
+
+            out = {"device": str(dev), "threads": trainer.threads, "drl_default_bf16": default_bf16,
+                   "updates_timed": n, "replay_fill": len(replay), "cases": {}}
+            for batch_size in spec["batch_sizes"]:
+                for precision in ("fp32", "bf16"):
+                    bf16 = precision == "bf16"
+                    floor = _floor_update_fn(dev, batch_size, bf16, trainer.env.num_actions)
+                    agent.bf16 = bf16
+                    drl_one = drl_update_fn(batch_size)
+                    floor_ms, drl_ms, sample_ms = [], [], []
+                    for _ in range(repeats):
+                        floor_ms.append(time_calls(floor, n, warmup, dev))
+                        drl_ms.append(time_calls(drl_one, n, warmup, dev))
+                        sample_ms.append(time_calls(lambda: replay.sample(batch_size, beta=0.4, device=dev),
+                                                     n, warmup, dev))
+                    f, d = statistics.median(floor_ms), statistics.median(drl_ms)
+                    out["cases"][f"b{batch_size}_{precision}"] = {
+                        "batch_size": batch_size, "precision": precision, "floor_ms": f, "drl_ms": d,
+                        "drl_sample_ms": statistics.median(sample_ms), "share": f / d,
+                        "drl_default_precision": bf16 == default_bf16,
+                        "floor_ms_samples": floor_ms, "drl_ms_samples": drl_ms}
+            agent.bf16 = default_bf16
+        finally:
+            trainer.close()
+    return out

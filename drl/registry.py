@@ -1,0 +1,119 @@
+"""Registries: environment kinds, agents and encoders by name. The built-ins register themselves here too.
+
+An entry is the object itself or a lazy ``"module:attribute"`` string, imported on first use, so naming and
+validating a config never imports torch, ale-py or vizdoom. A user's module registers its own entries and is loaded
+by ``imports: [mypkg.mymodule]`` in a YAML or ``--import mypkg.mymodule`` on the CLI::
+
+    import drl
+
+    @drl.register_encoder("tiny")
+    def tiny(obs_shape):            # -> nn.Module mapping obs [B, *obs_shape] to features [B, F]
+        ...
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from drl.errors import UserError
+
+
+class Registry:
+    """Name -> object (or ``"module:attribute"``, resolved on ``get``)."""
+
+    def __init__(self, what: str, config_key: str):
+        self.what, self.config_key = what, config_key   # e.g. "encoder", "network.encoder"
+        self._entries: dict[str, Any] = {}
+
+    def register(self, name: str, obj: Any = None, *, replace: bool = False):
+        """``register(name, obj)``, or ``@register(name)`` as a decorator. Re-registering a name needs
+        ``replace=True`` (a second module claiming a built-in name is almost always a mistake)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a {self.what} name must be a non-empty string, got {name!r}")
+
+        def add(value):
+            if name in self._entries and not replace and self._entries[name] is not value:
+                raise ValueError(f"{self.what} '{name}' is already registered; pick another name or pass "
+                                 "replace=True")
+            self._entries[name] = value
+            return value
+
+        return add if obj is None else add(obj)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def check(self, name: str) -> None:
+        """A one-line ``UserError`` naming the closest registered names when ``name`` is unknown."""
+        if name not in self._entries:
+            close = difflib.get_close_matches(str(name), self.names(), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UserError(f"unknown {self.what} '{name}' ({self.config_key}); {hint}registered: "
+                            f"{', '.join(self.names())} (a module of yours can add one: see `imports`)")
+
+    def get(self, name: str) -> Any:
+        self.check(name)
+        entry = self._entries[name] = resolve(self._entries[name])
+        return entry
+
+
+def resolve(ref: Any) -> Any:
+    """``"module:attribute"`` -> that attribute (imported now); anything else as it is."""
+    if isinstance(ref, str):
+        module, _, attribute = ref.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+    return ref
+
+
+@dataclass
+class EnvKind:
+    """An environment kind: its config section (a pydantic model with ``kind: Literal[name]``) and a factory
+    ``make(cfg, *, num_envs, device, seed, evaluation, max_frames) -> VectorEnv`` (``drl.vec_env`` contract);
+    ``max_frames`` is the episode limit in emulator frames for evaluation (None: the section's own)."""
+    config: Any
+    make: Callable | str
+
+
+ENV_KINDS = Registry("environment kind", "env.kind")
+AGENTS = Registry("agent", "agent.algo")
+ENCODERS = Registry("encoder", "network.encoder")
+
+
+def register_env(kind: str, config, make: Callable | str, *, replace: bool = False) -> None:
+    """Add an environment kind: ``config`` is its section's pydantic model (subclass ``drl.config.EnvSection``
+    with ``kind: Literal["<kind>"]``), ``make`` builds the vector env from it (see ``EnvKind``)."""
+    ENV_KINDS.register(kind, EnvKind(config, make), replace=replace)
+
+
+def register_agent(name: str, cls: Any = None, *, replace: bool = False):
+    """Add an agent (a class implementing ``drl.agent.Agent``, built as ``cls(cfg, spec, device, bf16,
+    generator)``). Usable as a decorator."""
+    return AGENTS.register(name, cls, replace=replace)
+
+
+def register_encoder(name: str, fn: Any = None, *, replace: bool = False):
+    """Add an encoder ``fn(obs_shape) -> nn.Module`` mapping obs ``[B, *obs_shape]`` (uint8 images already scaled
+    to [0, 1] floats, vectors as float32) to flat features ``[B, F]``. Usable as a decorator."""
+    return ENCODERS.register(name, fn, replace=replace)
+
+
+def import_modules(modules: list[str]) -> None:
+    """Import the user modules named by ``imports`` / ``--import`` (they register their envs, agents, encoders)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"cannot import '{name}' (imports / --import): {exc}; check the module name and that "
+                            "its folder is on PYTHONPATH (or installed)") from None
+
+
+# built-in encoders (drl/networks.py); env kinds register in envs/__init__.py, agents in agents/__init__.py
+ENCODERS.register("nature", "drl.networks:nature_encoder")
+ENCODERS.register("doom", "drl.networks:doom_encoder")
+ENCODERS.register("small", "drl.networks:small_encoder")
+ENCODERS.register("mlp", "drl.networks:mlp_encoder")

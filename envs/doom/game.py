@@ -1,0 +1,207 @@
+"""One headless ViZDoom game: resized uint8 frames ``[C, H, W]``, game variables as float32, the learning reward
+(native + shaping), the native reward and the episode report when an episode ends."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Rows: output pixels; columns: input pixels; entries: overlap fractions (rows sum to 1)."""
+    scale = n_in / n_out
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    for o in range(n_out):
+        a, b = o * scale, (o + 1) * scale
+        for p in range(int(np.floor(a)), min(int(np.ceil(b)), n_in)):
+            m[o, p] = (min(b, p + 1) - max(a, p)) / scale
+    return m
+
+
+class _AreaResize:
+    """uint8 (H, W) or (H, W, 3) -> uint8 (C, h, w) by area averaging (block mean when the factors are ints)."""
+
+    def __init__(self, in_h: int, in_w: int, out_h: int, out_w: int):
+        self.in_hw, self.out_hw = (in_h, in_w), (out_h, out_w)
+        self.block = (in_h % out_h == 0 and in_w % out_w == 0)
+        if self.block:
+            self.fy, self.fx = in_h // out_h, in_w // out_w
+        else:
+            self.ry, self.rxt = _area_matrix(in_h, out_h), _area_matrix(in_w, out_w).T.copy()
+
+    def __call__(self, buf: np.ndarray) -> np.ndarray:
+        x = buf[None] if buf.ndim == 2 else np.moveaxis(buf, -1, 0)
+        c = x.shape[0]
+        if self.in_hw == self.out_hw:
+            return np.ascontiguousarray(x)
+        h, w = self.out_hw
+        if self.block:  # sum of strided views: ~10x faster than reshape(...).sum(axis=(2, 4)) for 160x120 -> 80x60
+            n = self.fy * self.fx
+            wide = x.astype(np.uint16 if n <= 256 else np.uint32)
+            acc = wide[:, :h * self.fy:self.fy, :w * self.fx:self.fx].copy()
+            for dy in range(self.fy):
+                for dx in range(self.fx):
+                    if dy or dx:
+                        acc += wide[:, dy::self.fy, dx::self.fx]
+            return ((acc + n // 2) // n).astype(np.uint8)
+        y = self.ry @ x.astype(np.float32) @ self.rxt
+        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class DoomStep:
+    frame: np.ndarray            # uint8 [C, h, w]: the new frame, or the last one seen when the episode ended
+    extras: np.ndarray           # float32 [K]: game variables after the action
+    reward: float                # learning reward (native + shaping)
+    native_reward: float
+    terminated: bool             # death or a non-timeout end (and a deathmatch death, without reset)
+    truncated: bool              # time limit
+    done: bool                   # the episode ended; call reset()
+    episode: dict | None = None  # results when done
+
+
+class DoomGame:
+    """One headless ViZDoom game (use one per process; see the reference's pitfalls)."""
+
+    def __init__(self, settings: DoomSettings, seed: int = 0):
+        import vizdoom as vzd
+
+        self.settings, self.spec = settings, settings.spec
+        self.actions = settings.action_set()
+        self.num_actions = len(self.actions.names)
+        self._vectors = self.actions.vectors
+        self._var_names = settings.game_variable_names()
+        self._vars = [getattr(vzd.GameVariable, game_variable_name(v)) for v in self._var_names]
+        self._shaping: DoomShaping = settings.shaping
+        self._gv = vzd.GameVariable
+        g = vzd.DoomGame()
+        g.load_config(os.path.join(vzd.scenarios_path, self.spec.cfg))
+        if self.spec.doom_map:
+            g.set_doom_map(self.spec.doom_map)
+        g.set_window_visible(False)
+        g.set_mode(vzd.Mode.PLAYER)
+        g.set_sound_enabled(False)
+        g.set_screen_resolution(getattr(vzd.ScreenResolution, settings.resolution))
+        g.set_screen_format(vzd.ScreenFormat.GRAY8 if settings.gray else vzd.ScreenFormat.RGB24)
+        g.set_available_buttons([getattr(vzd.Button, b) for b in self.actions.buttons])
+        g.set_available_game_variables(list(self._vars))
+        timeout = settings.timeout if settings.timeout is not None else self.spec.timeout
+        if timeout is not None:
+            g.set_episode_timeout(int(timeout))
+        if settings.max_tics is not None and not 0 < g.get_episode_timeout() <= settings.max_tics:
+            g.set_episode_timeout(int(settings.max_tics))   # 0: the scenario has no limit (defend_the_line)
+        if settings.doom_skill is not None:
+            g.set_doom_skill(int(settings.doom_skill))
+        if self.spec.game_args:
+            g.add_game_args(self.spec.game_args)
+        g.set_seed(int(seed) % (2 ** 31))
+        # keep the engine's _vizdoom.ini out of the working directory (it still makes an empty _vizdoom/ there)
+        cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
+        os.makedirs(cfg_dir, exist_ok=True)
+        g.set_doom_config_path(os.path.join(cfg_dir, "_vizdoom.ini"))
+        g.init()
+        self.game = g
+        h, w = g.get_screen_height(), g.get_screen_width()
+        self._resize = _AreaResize(h, w, settings.obs_height, settings.obs_width)
+        self._last_frame = np.zeros((settings.frame_channels, settings.obs_height, settings.obs_width), np.uint8)
+        self._started = False
+
+    # -- helpers
+    def _var(self, name: str) -> float:
+        return float(self.game.get_game_variable(getattr(self._gv, name)))
+
+    def _extras(self) -> np.ndarray:
+        return np.array([self.game.get_game_variable(v) for v in self._vars], dtype=np.float32)
+
+    def _grab(self) -> np.ndarray:
+        state = self.game.get_state()
+        if state is not None and state.screen_buffer is not None:
+            self._last_frame = self._resize(state.screen_buffer)
+        return self._last_frame
+
+    def _tracked(self) -> dict[str, float]:
+        s, out = self._shaping, {}
+        if s.kill:
+            out["kill"] = self._var("KILLCOUNT")
+        if s.frag:
+            out["frag"] = self._var("FRAGCOUNT")
+        if s.pickup:
+            out["pickup"] = self._var("ITEMCOUNT")
+        if s.health_gain:
+            out["health_gain"] = self._var("HEALTH")
+        if s.damage_taken:
+            out["damage_taken"] = self._var("DAMAGE_TAKEN")
+        return out
+
+    # -- API
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        g = self.game
+        if seed is not None:
+            g.set_seed(int(seed) % (2 ** 31))
+        if self._started or seed is not None:
+            g.new_episode()
+        self._started = True
+        if self.spec.bots:
+            g.send_game_command("removebots")
+            for _ in range(self.settings.num_bots):
+                g.send_game_command("addbot")
+        self._native, self._length, self._deaths = 0.0, 0, 0
+        self._prev = self._tracked()
+        return self._grab().copy(), self._extras()
+
+    def step(self, action: int) -> DoomStep:
+        g, s = self.game, self._shaping
+        native = float(g.make_action(self._vectors[int(action)], self.settings.frame_skip))
+        self._native += native
+        self._length += 1
+        finished = g.is_episode_finished()
+        dead = g.is_player_dead()
+        respawned = False
+        if self.spec.bots and dead and not finished:
+            self._deaths += 1
+            g.respawn_player()
+            respawned = True
+        reward = native
+        if s.active():
+            cur = self._tracked()
+            p = self._prev
+            if s.kill:
+                reward += s.kill * max(0.0, cur["kill"] - p["kill"])
+            if s.frag:
+                reward += s.frag * (cur["frag"] - p["frag"])
+            if s.pickup:
+                reward += s.pickup * max(0.0, cur["pickup"] - p["pickup"])
+            if s.health_gain and not respawned:
+                reward += s.health_gain * max(0.0, cur["health_gain"] - p["health_gain"])
+            if s.damage_taken:
+                reward += s.damage_taken * max(0.0, cur["damage_taken"] - p["damage_taken"])
+            if s.death and dead:
+                reward += s.death
+            reward += s.living
+            self._prev = cur
+        extras = self._extras()
+        if not finished:
+            return DoomStep(self._grab().copy(), extras, reward, native, respawned, False, False)
+        timeout = g.is_episode_timeout_reached()
+        truncated = bool(timeout and not dead)
+        episode = {"return": self._native, "length": self._length}
+        for m in self.spec.measures:
+            if m == "kills":
+                episode["kills"] = self._var("KILLCOUNT")
+            elif m == "survival_tics":
+                episode["survival_tics"] = int(g.get_episode_time())
+            elif m == "success":
+                episode["success"] = float(not timeout and not dead)
+            elif m == "frags":
+                episode["frags"] = self._var("FRAGCOUNT")
+            elif m == "deaths":
+                episode["deaths"] = self._deaths + int(dead)
+        return DoomStep(self._last_frame.copy(), extras, reward, native, not truncated, truncated, True, episode)
+
+    def close(self) -> None:
+        if getattr(self, "game", None) is not None:
+            self.game.close()
+            self.game = None
