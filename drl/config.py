@@ -170,6 +170,26 @@ class TrackingConfig(Section):
         return "off" if value is False else value
 
 
+class DistributedConfig(Section):
+    """Ape-X / R2D2 on Ray (``drl/distributed``, ``docs/distributed.md``): collector actors step the envs, one
+    learner trains. ``collectors: 0`` is the single-process loop (``drl/loop.py``), untouched."""
+    collectors: int = Field(0, ge=0, le=4096)        # Ray actors stepping envs; 0 = single-process training
+    address: str | None = None                       # join a running cluster ("auto", "host:port"); None: local one
+    envs_per_collector: int | None = Field(None, ge=1, le=4096)  # None: env.num_envs
+    chunk_steps: int = Field(256, ge=1)              # agent steps per chunk a collector sends (over its envs)
+    inflight: int = Field(2, ge=1, le=16)            # chunk tasks queued per collector (2: no idle round trip)
+    weights_interval: int = Field(25, ge=1)          # learner updates between weight publications (ray.put)
+    eps_base: float = Field(0.4, ge=0.0, le=1.0)     # Ape-X: collector i acts with eps_base ** (1 + eps_alpha
+    eps_alpha: float = Field(7.0, ge=0.0)            #   * i / (N - 1)); N = 1: eps_base
+    pace: Literal["ratio", "free"] = "ratio"         # ratio: an update per agent.train_freq steps in; free: Ape-X
+    prioritized: bool = True                         # prioritized replay, initial priorities from the collectors
+    max_restarts: int = Field(20, ge=-1)             # Ray restarts of a dead collector (-1: unlimited)
+    collector_cpus: float = Field(1.0, gt=0.0)       # Ray CPU resource per collector
+    collector_threads: int = Field(1, ge=1)          # torch threads in each collector
+    collector_nice: int = Field(0, ge=0, le=19)      # niceness of collectors (a shared host keeps the learner fast)
+    num_cpus: int | None = Field(None, ge=1)         # local cluster's logical CPUs; None: enough for all collectors
+
+
 class Config(Section):
     name: str = "experiment"
     imports: list[str] = Field(default_factory=list)  # modules imported first: they register envs, agents, encoders
@@ -186,6 +206,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -195,19 +216,12 @@ class Config(Section):
                 {**value, "kind": value.get("kind", DEFAULT_ENV_KIND)})
         return value
 
-    @field_validator("agent", mode="after")
-    @classmethod
-    def _registered_agent(cls, value):
+    @model_validator(mode="after")
+    def _registered_names(self) -> "Config":
         load_builtins()
-        registry.AGENTS.check(value.algo)
-        return value
-
-    @field_validator("network", mode="after")
-    @classmethod
-    def _registered_encoder(cls, value):
-        load_builtins()
-        registry.ENCODERS.check(value.encoder)
-        return value
+        registry.AGENTS.check(self.agent.algo)
+        registry.ENCODERS.check(self.network.encoder)
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

@@ -31,12 +31,12 @@ class Registry:
         """``register(name, obj)``, or ``@register(name)`` as a decorator. Re-registering a name needs
         ``replace=True`` (a second module claiming a built-in name is almost always a mistake)."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a {self.what} name must be a non-empty string, got {name!r}")
+            raise UserError(f"a {self.what} name must be a non-empty string, got {name!r}")
 
         def add(value):
             if name in self._entries and not replace and self._entries[name] is not value:
-                raise ValueError(f"{self.what} '{name}' is already registered; pick another name or pass "
-                                 "replace=True")
+                raise UserError(f"{self.what} '{name}' is already registered; pick another name or pass "
+                                "replace=True")
             self._entries[name] = value
             return value
 
@@ -104,12 +104,19 @@ def register_encoder(name: str, fn: Any = None, *, replace: bool = False):
 
 def import_modules(modules: list[str]) -> None:
     """Import the user modules named by ``imports`` / ``--import`` (they register their envs, agents, encoders)."""
+    from drl.errors import first_line
+
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
             raise UserError(f"cannot import '{name}' (imports / --import): {exc}; check the module name and that "
                             "its folder is on PYTHONPATH (or installed)") from None
+        except UserError:
+            raise
+        except Exception as exc:  # a bug in the user's module: one line here, the traceback with --debug
+            raise UserError(f"importing '{name}' (imports / --import) failed: {type(exc).__name__}: "
+                            f"{first_line(exc)}; fix the module (--debug shows the traceback)") from exc
 
 
 # built-in encoders (drl/networks.py); env kinds register in envs/__init__.py, agents in agents/__init__.py

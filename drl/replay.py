@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from drl.errors import UserError
 from drl.runtime import to_device
 from drl.sumtree import SumTree, importance_weights
 
@@ -165,8 +166,8 @@ class ReplayBuffer:
             terminated: torch.Tensor, truncated: torch.Tensor, reset: torch.Tensor,
             final_frame: torch.Tensor | None = None, extras: torch.Tensor | None = None,
             final_extras: torch.Tensor | None = None, acting_state: tuple | None = None,
-            dropped: torch.Tensor | None = None) -> None:
-        """Store one vector step for all envs.
+            dropped: torch.Tensor | None = None, envs: np.ndarray | None = None) -> None:
+        """Store one vector step for all envs (or for the streams ``envs``).
 
         frame: [E, C, H, W] (or [E, D]), newest frame of the obs acted on; first: bool [E], that obs began an episode;
         action/reward/terminated/truncated: [E] results of the step; reset: bool [E], the env reset in this step,
@@ -176,8 +177,11 @@ class ReplayBuffer:
         dropped: bool [E] or None, envs whose step was lost (``VecStep.dropped``, a crashed Doom worker): their
         frame is stored as a ``final`` slot ending the stream (the bootstrap of the step before, now truncated),
         so no made-up transition is ever sampled.
+        envs: int [E'] or None, the streams the rows belong to (default all E, in order); E' rows are given then
+        (drl.distributed adds one collector's envs at a time).
         """
         cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
+        ids = self._env_ids if envs is None else np.asarray(envs, dtype=np.int64)
         first, terminated, truncated, reset = cpu(first), cpu(terminated), cpu(truncated), cpu(reset)
         flags = (terminated.to(torch.uint8) * self.TERMINATED | truncated.to(torch.uint8) * self.TRUNCATED
                  | first.to(torch.uint8) * self.FIRST)
@@ -185,14 +189,15 @@ class ReplayBuffer:
         if lost is not None and lost.any():   # the step has no result: its frame only ends the stream (see below)
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
-            self._truncate_last(np.nonzero(lost)[0])
-        self._write(self._env_ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras))
+            self._truncate_last(ids[lost])
+        self._write(ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras))
         if self.sequences:
-            self._record_starts(first.numpy(), acting_state)
+            self._record_starts(first.numpy(), acting_state, ids)
         done = reset.numpy().nonzero()[0]
         if len(done):
             sel = torch.from_numpy(done)
-            self._write(done, cpu(final_frame)[sel], 0, 0.0, torch.full((len(done),), self.FINAL, dtype=torch.uint8),
+            self._write(ids[done], cpu(final_frame)[sel], 0, 0.0,
+                        torch.full((len(done),), self.FINAL, dtype=torch.uint8),
                         None if final_extras is None else cpu(final_extras)[sel])
 
     def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
@@ -213,12 +218,14 @@ class ReplayBuffer:
             open_step = (flags & (self.FINAL | self.TERMINATED | self.TRUNCATED)) == 0
             self.flags[e, last] = torch.where(open_step, flags | self.TRUNCATED, flags)
 
-    def end_streams(self) -> None:
+    def end_streams(self, envs: np.ndarray | None = None) -> None:
         """Every env's stream stops here, its next observation unknown (a resumed run whose envs cannot restore
         their state starts new episodes): the last stored step becomes a ``final`` slot, the bootstrap frame of
         the step before it, which is marked truncated. So no n-step window or sequence runs from the old episode
-        into the new one, and the step whose result was lost is never sampled."""
-        envs = self._env_ids[self.count > 0]
+        into the new one, and the step whose result was lost is never sampled. ``envs``: only these streams
+        (default all; e.g. those of a distributed collector that was restarted)."""
+        ids = self._env_ids if envs is None else np.asarray(envs, dtype=np.int64)
+        envs = ids[self.count[ids] > 0]
         if not len(envs):
             return
         e, last = torch.from_numpy(envs), torch.from_numpy((self.count[envs] - 1) % self.capacity)
@@ -253,7 +260,8 @@ class ReplayBuffer:
             if need <= 0:
                 break
         else:
-            raise RuntimeError(f"replay holds no {what} yet; raise agent.learning_starts")
+            raise UserError(f"replay holds no {what} after 1000 draws; raise agent.learning_starts (or lower "
+                            "replay.sequence_length)")
         return tuple(np.concatenate(column)[:batch_size] for column in zip(*parts))
 
     def _draw(self, batch_size: int, before: int, after: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -352,17 +360,19 @@ class ReplayBuffer:
         if self.prioritized:
             self.tree = SumTree(E * K)                                  # priorities live on sequence starts
 
-    def _record_starts(self, first: np.ndarray, state: tuple | None) -> None:
-        self.episode_step[first] = 0
-        envs = np.nonzero(self.episode_step % self.stride == 0)[0]
-        self.episode_step += 1
-        if not len(envs):
+    def _record_starts(self, first: np.ndarray, state: tuple | None, ids: np.ndarray | None = None) -> None:
+        ids = self._env_ids if ids is None else ids         # the streams of the rows of first / state
+        self.episode_step[ids[first]] = 0
+        rows = np.nonzero(self.episode_step[ids] % self.stride == 0)[0]
+        self.episode_step[ids] += 1
+        if not len(rows):
             return
+        envs = ids[rows]
         k = self.start_count[envs] % self.starts_cap
         e_t, k_t = torch.from_numpy(envs), torch.from_numpy(k)
         self.start_slot[e_t, k_t] = torch.from_numpy(self.count[envs] - 1)
         if state is not None:
-            h, c = (x.detach().to("cpu", torch.float32)[0, e_t] for x in state)
+            h, c = (x.detach().to("cpu", torch.float32)[0, torch.from_numpy(rows)] for x in state)
             self.start_state[e_t, k_t] = torch.stack([h, c], dim=1)
         if self.prioritized:
             self.tree.update(envs * self.starts_cap + k, self.tree.max_priority ** self.alpha)

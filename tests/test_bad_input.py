@@ -173,7 +173,7 @@ def test_unknown_doom_button(tmp_path):
 
 def test_bad_doom_games_per_worker(tmp_path):
     one_line_error(train("doom-basic", "env.doom.games_per_worker=0", "--run-dir", tmp_path / "run"),
-                   "env.doom.games_per_worker must be a whole number >= 1, got 0")
+                   "env.doom.games_per_worker must be >= 1 (got 0)")
 
 
 def test_malformed_yaml(tmp_path):

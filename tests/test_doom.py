@@ -212,9 +212,11 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         os.kill(victim, signal.SIGKILL)
         with caplog.at_level("WARNING", logger="envs.doom"):
             st = env.step(torch.zeros(2, dtype=torch.long))
-        # noticed as a death (pipe EOF), not by waiting out step_timeout; logged as a warning
+        # noticed as a death (pipe EOF when receiving, or a closed pipe when sending on a loaded machine), not by
+        # waiting out step_timeout; logged as a warning
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert env.worker_restarts == 1 and len(warnings) == 1 and "died" in warnings[0], warnings
+        assert env.worker_restarts == 1 and len(warnings) == 1, warnings
+        assert "died" in warnings[0] or "pipe closed" in warnings[0], warnings
         new = worker_pids(env)[0]
         assert new != victim and alive(new) and not alive(victim)
         assert worker_pids(env)[1] in all_pids

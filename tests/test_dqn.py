@@ -89,3 +89,49 @@ def test_epsilon_greedy_skips_the_forward_only_when_every_env_explores(epsilon):
         assert 0.6 < greedy.float().mean() < 0.95
     all_explore = epsilon_greedy(lazy_q, 0.99, 1, 5, torch.Generator().manual_seed(0))  # one env, draw < 0.99
     assert all_explore.shape == (1,) and len(calls) == (0 if epsilon == 1.0 else 1)
+
+
+def test_q_head_output_layer_runs_in_float32_under_bf16_autocast():
+    """Under autocast the hidden layers run in bf16, but Q values come out of a float32 output layer: not rounded
+    to bf16's 8 mantissa bits (which would make Q ~ 10 move in steps of 0.06)."""
+    agent = make_agent(True)
+    head = agent.online.head.advantage
+    obs = batch_of().obs
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        q = agent.online(obs)
+        features = agent.online.features(obs, None)
+        hidden = head[1](head[0](features))
+    assert q.dtype == torch.float32 and hidden.dtype == torch.bfloat16
+    expected = torch.nn.functional.linear(hidden.float(), head[2].weight, head[2].bias)
+    assert torch.equal(q, expected)
+    assert not torch.equal(q, q.bfloat16().float()), "Q values must keep more than bf16's precision"
+
+
+@pytest.mark.parametrize("experiment", ["catch", "memory"])
+def test_prioritized_replay_end_to_end(tmp_path, experiment):
+    """The loop writes the agent's TD errors back as priorities: (|td| + eps)^alpha per transition, and
+    eta * max + (1 - eta) * mean over a sequence's loss steps for DRQN."""
+    import drl
+    from drl.api import create_run_dir
+
+    cfg = drl.load_config(experiment, ["replay.prioritized=true", "total_steps=2000", "agent.learning_starts=500",
+                                       "eval.interval=100000", "tracking.wandb=off", "compute.threads=1"])
+    with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "run")) as trainer:
+        trainer.run()
+        replay, agent = trainer.replay, trainer.agent
+        leaves = replay.tree.get(np.arange(replay.tree.capacity))
+        stored = leaves[leaves > 0]
+        assert len(np.unique(stored)) > 10, "the loop must have replaced the initial max priorities"
+        batch = replay.sample_for(agent.sampler, 32, beta=0.5)
+        td = agent.update(batch)["td_error"]
+        replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
+        if agent.sampler == "sequences":
+            err = td.abs() * batch.mask
+            per_item = cfg.replay.priority_eta * err.max(0).values \
+                + (1 - cfg.replay.priority_eta) * err.sum(0) / batch.mask.sum(0).clamp(min=1)
+        else:
+            per_item = td.abs()
+        last = {int(i): b for b, i in enumerate(batch.indices)}        # a repeated index keeps its last value
+        expected = (per_item.double().numpy() + cfg.replay.priority_eps) ** cfg.replay.alpha
+        got = replay.tree.get(np.array(list(last)))
+        assert np.allclose(got, expected[list(last.values())], rtol=1e-5)

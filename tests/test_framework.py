@@ -27,7 +27,7 @@ def test_registry_names_unknown_entries_and_refuses_silent_replacement():
     assert reg.get("alpha")(9.0) == 3.0 and reg.get("beta") is beta and reg.names() == ["alpha", "beta"]
     with pytest.raises(UserError, match=r"unknown thing 'alpah' \(section.thing\); did you mean alpha\?"):
         reg.get("alpah")
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(UserError, match="already registered"):
         reg.register("beta", lambda: 3)
     reg.register("beta", len, replace=True)
     assert reg.get("beta") is len

@@ -149,8 +149,8 @@ class DoomVectorEnv:
             pid = self._pool.procs[i].pid if self._pool.procs[i] is not None else None
             self._pool.kill(i)
             self.worker_restarts += 1
-            logger.warning("Doom worker %d (pid %s) %s; restarting it with new games (their episodes are dropped, "
-                           "reported as a truncated reset)", i, pid, why)
+            logger.warning("Doom worker %d (pid %s) %s; restarting it with new games (their running episodes are "
+                           "dropped: VecStep.dropped, no transition stored)", i, pid, why)
         last_error = None
         for attempt in range(3):
             try:
@@ -353,14 +353,11 @@ def make_doom_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = F
     """``env.kind: doom`` (settings: ``settings_from_config``); ``env.doom.games_per_worker`` defaults to spreading
     the games over the usable cores. ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
     and sets one for scenarios without (defend_the_line)."""
-    from drl.config import ConfigError
     from drl.runtime import cpu_count
 
-    games_per_worker = dict(cfg.doom).get("games_per_worker")
+    games_per_worker = cfg.doom.games_per_worker    # validated (>= 1) by the config
     if games_per_worker is None:  # as many workers as cores, at most one game each when there are enough cores
         games_per_worker = -(-num_envs // max(1, cpu_count()))
-    if not isinstance(games_per_worker, int) or isinstance(games_per_worker, bool) or games_per_worker < 1:
-        raise ConfigError(f"env.doom.games_per_worker must be a whole number >= 1, got {games_per_worker!r}")
     settings = settings_from_config(cfg)
     settings.max_tics = max_frames
     return DoomVectorEnv(settings, num_envs, device=device, seed=seed, games_per_worker=games_per_worker)
