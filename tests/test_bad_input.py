@@ -196,6 +196,7 @@ def test_replay_larger_than_free_memory(tmp_path):
 
 def test_bad_seeds_list():
     one_line_error(train("catch", "--seeds", "0,x"), "--seeds '0,x' must be comma-separated integers")
+    one_line_error(train("catch", "--seeds", "0,,1"), "--seeds '0,,1' must be comma-separated integers")
 
 
 # ----------------------------------------------------------------------------------------------- run directories

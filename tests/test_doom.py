@@ -310,3 +310,23 @@ def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_i
         assert a.episodes == b.episodes
         episodes += len(a.episodes)
     assert episodes >= 5, "the streams should cross episode ends (basic times out at 40 tics)"
+
+
+def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none():
+    """eval.max_frames reaches Doom (make_doom_env's ``max_frames``, in tics): defend_the_line has no time limit of
+    its own, so without the cap an evaluation of a good agent could run forever; with it, episodes end truncated."""
+    from drl import config
+    from envs.doom import make_doom_env
+
+    cfg = config.load("doom-defend-the-line", ["env.num_envs=1"]).env
+    env = make_doom_env(cfg, num_envs=1, device=torch.device("cpu"), seed=3, evaluation=True, max_frames=40)
+    try:
+        env.reset(seed=3)
+        for step_count in range(1, 30):
+            st = env.step(torch.zeros(1, dtype=torch.long))       # turn left: no shot, no death in 40 tics
+            if st.episodes:
+                break
+        assert st.episodes and bool(st.truncated[0]) and not bool(st.terminated[0])
+        assert step_count == 40 // cfg.frame_skip      # 40 tics of play (the engine's tic count adds its start tics)
+    finally:
+        env.close()

@@ -288,3 +288,31 @@ def test_checkpoint_writes_are_atomic_under_sigkill(tmp_path):
         payload = checkpoint.load(path)  # never partial: the last complete checkpoint
         assert payload["i"] >= 1 and bool((payload["agent"]["w"] == payload["i"]).all())
     assert killed_mid_write >= 1, "at least one kill landed while a checkpoint was being written"
+
+
+def test_atari_resume_with_saved_replay_ends_the_old_episodes(tmp_path):
+    """Atari cannot restore its emulator: a resumed run starts new episodes, so the saved replay's open episodes
+    must end where the checkpoint was taken (no n-step window runs from the old episode into the new one)."""
+    import drl
+    from drl import checkpoint
+    from drl.api import create_run_dir
+    from drl.replay import ReplayBuffer as RB
+
+    cfg = drl.load_config("atari-pong", ["total_steps=400", "env.num_envs=2", "agent.learning_starts=100000",
+                                         "replay.save_in_checkpoint=true", "replay.capacity=2000",
+                                         "eval.episodes=1", "eval.num_envs=1", "eval.max_frames=200",
+                                         "tracking.wandb=off", "compute.threads=1"])
+    run = create_run_dir(cfg, tmp_path / "run")
+    with drl.Trainer(cfg, run) as trainer:
+        trainer.run()
+        saved_flags, count = trainer.replay.flags.clone(), trainer.replay.count.copy()
+    payload = checkpoint.load(run / "checkpoints" / "latest.pt")
+    with drl.Trainer(cfg, run, resume_from=payload) as resumed:
+        replay = resumed.replay
+        assert (replay.count == count).all()
+        for e in range(2):
+            last, before = (count[e] - 1) % replay.capacity, (count[e] - 2) % replay.capacity
+            assert int(replay.flags[e, last]) & RB.FINAL, "the step whose result was lost ends the stream"
+            assert int(replay.flags[e, before]) & (RB.TRUNCATED | RB.TERMINATED | RB.FINAL)
+            assert int(saved_flags[e, last]) & RB.FINAL == 0        # it was an open step before the resume
+        assert bool(resumed.step.reset.all())                      # and the new episodes start with `first`

@@ -258,3 +258,17 @@ def test_acting_state_resets_at_episode_start():
             assert zero == bool(step.reset[e])
         resets_seen += int(step.reset.sum())
     assert resets_seen > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's fused LSTM)")
+def test_fused_cuda_lstm_stays_float32_under_autocast():
+    """autocast would run cuDNN's LSTM in float16 whatever dtype was asked for; lstm_unroll turns it off there."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5).cuda()
+    x = torch.randn(7, 4, 6, device="cuda")
+    state = (torch.zeros(1, 4, 5, device="cuda"), torch.zeros(1, 4, 5, device="cuda"))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, (h, c) = lstm_unroll(lstm, x, state, fused=True)
+    reference, _ = lstm(x, state)
+    assert out.dtype == torch.float32 and h.dtype == torch.float32
+    assert torch.allclose(out, reference, atol=1e-6)
