@@ -128,6 +128,8 @@ def print_report(result: dict) -> None:
                                                                                 else ""),
                          _fmt(case["floor_ms"], ".2f"), _fmt(case["drl_ms"], ".2f"), _fmt(case["drl_sample_ms"], ".2f"),
                          _fmt(100 * case["share"], ".0f") + "%"])
+        if res.get("skipped"):
+            rows.append([device, "", "bf16 skipped", res["skipped"], "", "", ""])
     table("Update floor (plain torch Nature-CNN double DQN) vs drl update in its loop (* = drl's precision)",
           ["device", "batch", "precision", "floor ms", "drl ms", "of which sample ms", "share"], rows)
 
