@@ -49,6 +49,7 @@ class VectorEnv(Protocol):
     frame_stack: int          # frames per observation
     frame_channels: int       # channels per frame (1 gray, 3 RGB)
     frames_per_step: int      # emulator frames per agent step (the frame skip; 1 for torch-native)
+    # optional: ``emulator_fps``, the emulator's real-time frame rate (Atari 60, Doom 35) for videos
     num_extras: int           # K, 0 when there are no extra inputs
     device: torch.device
     action_names: list[str]

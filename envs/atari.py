@@ -23,6 +23,7 @@ def atari_games() -> list[str]:
 class AtariVecEnv(AsyncStepping):
     frame_channels = 1
     num_extras = 0
+    emulator_fps = 60          # the Atari 2600's frame rate (real-time video)
 
     def __init__(self, game: str, num_envs: int, device: torch.device, seed: int = 0, frame_skip: int = 4,
                  frame_stack: int = 4, sticky_actions: float = 0.0, noop_max: int = 30,

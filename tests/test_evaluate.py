@@ -72,3 +72,19 @@ def test_evaluate_bad_input_is_one_line_exit_2(trained):
         with pytest.raises(UserError, match=needle) as err:
             evaluate_main([str(a) for a in args])
         assert "\n" not in str(err.value)
+
+
+def test_videos_play_in_real_time_where_the_world_has_a_clock():
+    """Atari runs at 60 frames/s and acts every 4 frames: 15 agent steps/s; worlds without a clock get 8."""
+    import torch
+
+    from drl.evaluate import default_fps
+    from envs.atari import AtariVecEnv
+    from envs.torch_native import CatchEnv
+
+    atari = AtariVecEnv("pong", 1, torch.device("cpu"), frame_skip=4, num_threads=1)
+    try:
+        assert default_fps(atari) == 15
+    finally:
+        atari.close()
+    assert default_fps(CatchEnv(1)) == 8

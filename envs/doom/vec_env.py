@@ -77,6 +77,7 @@ class DoomVectorEnv:
         self.num_extras = len(self.game_variable_names)
         self.frame_stack = settings.frame_stack
         self.frames_per_step = settings.frame_skip  # emulator tics per agent step
+        self.emulator_fps = 35                      # Doom's tic rate (real-time video)
         self.frame_channels = settings.frame_channels
         self.obs_shape = (self.frame_stack * self.frame_channels, settings.obs_height, settings.obs_width)
         self.worker_restarts = 0
