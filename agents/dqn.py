@@ -1,6 +1,8 @@
-"""DQN (Mnih et al. 2015) with Double DQN targets, n-step returns, Huber loss, Adam and gradient-norm clipping.
+"""DQN (Mnih et al. 2015) with Double DQN targets, n-step returns, Huber loss, Adam and gradient-norm clipping;
+optionally Lample & Chaplot's game-feature head, trained beside the Q values (``agent.aux``).
 
 A learning rule only: ``act``, ``loss``, ``update``. Replay, networks, the loop and logging live in ``drl/``.
+Networks stay in eval mode except the online forward that carries the loss's gradient (``drl.networks``).
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import torch.nn.functional as F
 
 from drl.agent import EnvSpec
 from drl.config import Config
-from drl.networks import QNetwork
+from drl.errors import UserError
+from drl.networks import QNetwork, train_mode
 from drl.replay import TransitionBatch
+from drl.vec_env import unpack_labels
 
 
 def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, returns: torch.Tensor,
@@ -42,6 +46,23 @@ def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float,
     return torch.where(explore, random_actions, q.argmax(dim=1))
 
 
+def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor | None, weight: float,
+                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """``weight`` x the binary cross-entropy of the game-feature head, averaged over features and the positions
+    where ``mask`` is true (all without one): logits ``[..., F]``, labels uint8 ``[...]`` (bit i = feature i in
+    view). Stats: ``aux_loss`` (the unweighted BCE) and ``aux_accuracy`` (a logit > 0 says "in view")."""
+    if labels is None:
+        raise UserError("agent.aux.features is set but the replay batch has no labels (this replay or env does "
+                        "not store them); set agent.aux.features=[]")
+    targets = unpack_labels(labels, logits.shape[-1])
+    bce = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
+    correct = ((logits > 0) == (targets > 0.5)).float().mean(-1)
+    valid = torch.ones_like(bce) if mask is None else mask.float()
+    count = valid.sum().clamp(min=1)
+    bce = (bce * valid).sum() / count
+    return weight * bce, {"aux_loss": bce.detach(), "aux_accuracy": (correct * valid).sum() / count}
+
+
 class DQN:
     """Feed-forward DQN (``drl.agent.Agent``): trained on transitions, no acting state."""
     recurrent = False
@@ -49,8 +70,9 @@ class DQN:
 
     def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device, bf16: bool, generator: torch.Generator):
         self.cfg, self.device, self.num_actions = cfg.agent, device, spec.num_actions
+        self.num_features = len(cfg.agent.aux.features)     # game features the aux head predicts (0: no head)
         self.online = QNetwork(cfg.network, spec.obs_shape, spec.num_actions, spec.num_extras,
-                               self.recurrent).to(device)
+                               self.recurrent, self.num_features).to(device)
         self.channels_last = cfg.compute.channels_last
         if self.channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)
@@ -74,6 +96,14 @@ class DQN:
         with self.autocast():
             return self.compiled.get(id(net), net)(self._prep(obs), extras).float()
 
+    @torch.no_grad()
+    def predict_features(self, obs: torch.Tensor, extras: torch.Tensor | None = None) -> torch.Tensor | None:
+        """bool ``[N, F]``: the game features the head says are in view in obs (eval mode); None without a head."""
+        if not self.num_features:
+            return None
+        with self.autocast():
+            return self.online.feature_logits(self._prep(obs)).float() > 0
+
     def initial_state(self, n: int) -> None:
         return None
 
@@ -87,7 +117,10 @@ class DQN:
                               self.num_actions, self.generator), state
 
     def loss(self, batch: TransitionBatch):
-        q = self.q_values(self.online, batch.obs, batch.extras)
+        with train_mode(self.online), self.autocast():   # the one forward in train mode: it carries the gradient
+            out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
+                                                                  aux=bool(self.num_features))
+        q, logits = (out[0].float(), out[1]) if self.num_features else (out.float(), None)
         q_taken = q.gather(1, batch.actions[:, None]).squeeze(1)
         with torch.no_grad():
             q_next_target = self.q_values(self.target, batch.next_obs, batch.next_extras)
@@ -96,7 +129,11 @@ class DQN:
             target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
         td = target - q_taken
         loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
-        return loss, td.detach(), {"q_mean": q_taken.detach().mean()}
+        stats = {"q_mean": q_taken.detach().mean()}
+        if self.num_features:
+            aux_loss, aux_stats = game_feature_loss(logits, batch.labels, self.cfg.aux.weight)
+            loss, stats = loss + aux_loss, {**stats, **aux_stats}
+        return loss, td.detach(), stats
 
     def update(self, batch: TransitionBatch) -> dict:
         """One Adam step on ``batch``; stats (tensors) for logging and ``td_error`` for replay priorities."""

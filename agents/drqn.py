@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agents.dqn import DQN, double_q_target, epsilon_greedy
+from agents.dqn import DQN, double_q_target, epsilon_greedy, game_feature_loss
+from drl.networks import train_mode
 from drl.replay import SequenceBatch
 
 
@@ -31,10 +32,11 @@ class DRQN(DQN):
         keep = (~reset).to(state[0].dtype).view(1, -1, 1)
         return state[0] * keep, state[1] * keep
 
-    def unroll(self, net, obs, extras, state, grad_cut=None):
+    def unroll(self, net, obs, extras, state, grad_cut=None, aux=False):
+        """Q ``[T, B, A]`` (float32) and the final state; with ``aux`` also the game-feature logits."""
         with self.autocast():
-            q, state = net.forward_sequence(obs, extras, state, grad_cut)
-        return q.float(), state
+            q, state, *logits = net.forward_sequence(obs, extras, state, grad_cut, aux=aux)
+        return (q.float(), state, *logits)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
@@ -49,11 +51,17 @@ class DRQN(DQN):
         no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""
         T, extras = batch.returns.shape[0], batch.extras
         grad_cut = (self.burn_in, batch.episode_start) if self.burn_in else None
-        q, _ = self.unroll(self.online, batch.obs, extras, batch.state, grad_cut)      # [W, B, A]
+        with train_mode(self.online):
+            q, _, *logits = self.unroll(self.online, batch.obs, extras, batch.state, grad_cut,
+                                        aux=bool(self.num_features))                  # q [W, B, A]
         with torch.no_grad():
-            q_target, _ = self.unroll(self.target, batch.obs, extras, batch.state)
+            q_target = self.unroll(self.target, batch.obs, extras, batch.state)[0]
+            # Double DQN's choice: from the online unroll above, unless dropout / batch norm make its train-mode
+            # values differ from eval mode's (then one more unroll, in eval mode)
+            q_choice = self.unroll(self.online, batch.obs, extras, batch.state)[0] if self.online.mode_dependent \
+                else q.detach()
             boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])              # [T, B, A]
-            target = double_q_target(q.detach().gather(0, boot), q_target.gather(0, boot),
+            target = double_q_target(q_choice.gather(0, boot), q_target.gather(0, boot),
                                      batch.returns, batch.discounts, self.cfg.double)
         q_taken = q[:T].gather(2, batch.actions[:T, :, None]).squeeze(2)
         mask = batch.mask.float()
@@ -61,4 +69,9 @@ class DRQN(DQN):
         td = (target - q_taken) * mask
         huber = F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta) * mask
         loss = (huber * batch.weights[None, :]).sum() / valid
-        return loss, td.detach(), {"q_mean": (q_taken.detach() * mask).sum() / valid}
+        stats = {"q_mean": (q_taken.detach() * mask).sum() / valid}
+        if self.num_features:   # on the loss's positions [0, T), masked like the Q loss
+            labels = None if batch.labels is None else batch.labels[:T]
+            aux_loss, aux_stats = game_feature_loss(logits[0][:T], labels, self.cfg.aux.weight, batch.mask)
+            loss, stats = loss + aux_loss, {**stats, **aux_stats}
+        return loss, td.detach(), stats

@@ -49,6 +49,10 @@ class Agent(Protocol):
         """One gradient step. Returns scalar stats for logging and ``"td_error"`` (the batch's TD errors, for
         prioritized replay: ``[B]`` for transitions, ``[T, B]`` for sequences)."""
 
+    def predict_features(self, obs: torch.Tensor, extras: torch.Tensor | None = None) -> torch.Tensor | None:
+        """bool ``[N, F]``: the game features (``agent.aux.features``) an auxiliary head says are in view in obs;
+        None for agents without one. Evaluation reports its accuracy against the env's labels."""
+
     def sync_target(self) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...

@@ -104,6 +104,28 @@ class NetworkConfig(Section):
     dueling: bool = False                            # Q = V + A - mean(A)
     lstm_size: int = Field(512, ge=1)                # recurrent agents: LSTM units
     mlp_layers: list[int] = Field(default_factory=lambda: [256, 256])  # mlp encoder: units of each hidden layer
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)     # Arnold: on the encoder output (+ extras) and in the aux head
+    batch_norm: bool = False                         # BatchNorm2d after each conv of the encoder (before its ReLU)
+
+
+class AuxConfig(Section):
+    """``agent.aux``: the game-feature head (Lample & Chaplot 2017) beside the Q head, trained with a binary
+    cross-entropy on per-frame labels the env computes (Doom; never an input of the agent)."""
+    features: list[str] = Field(default_factory=list)  # e.g. [enemy]; names: envs/doom/labels.py; [] = no head
+    weight: float = Field(1.0, ge=0.0)               # loss = Q loss + weight * BCE (Arnold: 1)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _known_features(cls, value):
+        if isinstance(value, str):  # "enemy,health" on the command line
+            value = [v for v in value.replace(";", ",").replace("+", ",").split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            from envs.doom.labels import check_features
+            try:
+                return check_features(v.strip().lower() for v in value)
+            except ValueError as exc:
+                raise ConfigError(f"agent.aux.features: {exc}") from None
+        return value
 
 
 class AgentConfig(Section):
@@ -122,6 +144,7 @@ class AgentConfig(Section):
     eps_start: float = Field(1.0, ge=0.0, le=1.0)
     eps_end: float = Field(0.01, ge=0.0, le=1.0)
     eps_decay_steps: int = Field(150_000, ge=1)      # agent steps of the linear epsilon schedule
+    aux: AuxConfig = Field(default_factory=AuxConfig)  # game-feature head (off by default)
 
 
 class ReplayConfig(Section):

@@ -148,7 +148,8 @@ def main(argv: list[str]) -> int:
     bf16 = runtime.use_bf16(cfg.compute, device)
     runtime.configure_threads(cfg.compute)
     runtime.seed_everything(seed)
-    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames)
+    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames,
+                   labels=cfg.agent.aux.features)   # the game-feature head's accuracy, when it has one
     recorder = None
     try:
         first = env.reset(seed=seed)

@@ -23,6 +23,7 @@ from drl.errors import TrainingDiverged, UserError
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer
 from drl.tracking import WandbTracker
+from drl.vec_env import unpack_labels
 from envs import make_env
 
 
@@ -47,6 +48,8 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
 
     ``on_step(step)``, if given, sees the reset ``VecStep`` and every stepped one (e.g. to record video frames).
     ``seed`` reseeds the env's reset; ``stop()``, if given and true, ends early (fewer episodes are returned).
+    When the env gives game-feature labels, each episode also reports ``aux_accuracy``: the fraction of its
+    frames' features the agent's game-feature head (``agent.predict_features``) got right.
     """
     quota = np.full(env.num_envs, episodes // env.num_envs)
     quota[: episodes % env.num_envs] += 1
@@ -55,16 +58,25 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
     if on_step is not None:
         on_step(step)
     state = agent.initial_state(env.num_envs)
+    correct = frames = None   # per env, since its episode started: summed accuracy of the head, frames seen
     while len(results) < episodes and not (stop is not None and stop()):
+        if step.labels is not None:
+            predicted = agent.predict_features(step.obs, step.extras)                  # bool [N, F]
+            hit = (predicted == unpack_labels(step.labels, predicted.shape[1]).bool()).float().mean(1)
+            correct, frames = (hit, torch.ones_like(hit)) if correct is None else (correct + hit, frames + 1)
         actions, state = agent.act(step.obs, state, epsilon, step.extras)
         step = env.step(actions)
         if on_step is not None:
             on_step(step)
         state = agent.reset_state(state, step.reset)
         for ep in step.episodes:
+            if correct is not None:
+                ep["aux_accuracy"] = float(correct[ep["env"]] / frames[ep["env"]])
             if quota[ep["env"]] > 0:
                 quota[ep["env"]] -= 1
                 results.append(ep)
+        if correct is not None:
+            correct, frames = correct.masked_fill(step.reset, 0.0), frames.masked_fill(step.reset, 0.0)
     return results
 
 
@@ -122,7 +134,7 @@ class Trainer:
         runtime.seed_everything(cfg.seed)
         self.counters = Counters()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.env = make_env(cfg.env, self.device, cfg.seed)
+        self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         self.eval_env = None
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
             first = self.env.reset(seed=cfg.seed)
@@ -135,7 +147,7 @@ class Trainer:
                 cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
                 n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
                 alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed,
-                frame_dtype=self.spec.obs_dtype)
+                frame_dtype=self.spec.obs_dtype, labels=bool(cfg.agent.aux.features))
             if self.agent.sampler == "sequences":
                 self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in,
                                              cfg.replay.sequence_overlap, cfg.network.lstm_size,
@@ -162,7 +174,7 @@ class Trainer:
             cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, cfg.agent.n_step,
             self.env.num_extras, cfg.replay.prioritized,
             cfg.replay.sequence_length - cfg.replay.sequence_overlap if self.agent.sampler == "sequences" else None,
-            cfg.network.lstm_size, frame_dtype=self.spec.obs_dtype)
+            cfg.network.lstm_size, frame_dtype=self.spec.obs_dtype, labels=bool(cfg.agent.aux.features))
         free = runtime.available_memory()
         if free is not None and needed > free:
             raise UserError(f"replay.capacity={cfg.replay.capacity} needs {needed / 2**30:.1f} GiB but only "
@@ -242,7 +254,7 @@ class Trainer:
                 learning = c.env_steps >= agent_cfg.learning_starts
                 epsilon = (linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
                            if learning or agent_cfg.learning_starts == 0 else 1.0)
-                obs, extras = self.step.obs, self.step.extras
+                obs, extras, labels = self.step.obs, self.step.extras, self.step.labels
                 actions, new_state = self.agent.act(obs, state, epsilon, extras)
                 self.env.step_async(actions)
                 if overlap:  # learn while the env steps (ALE threads, Doom workers): replay up to the last step
@@ -250,7 +262,7 @@ class Trainer:
                 step = self.env.step_wait()
                 if cfg.env.reward_scale != 1.0:
                     step.reward = step.reward * cfg.env.reward_scale
-                self.replay.add_step(obs, first_flags, actions, step, extras, acting_state=state)
+                self.replay.add_step(obs, first_flags, actions, step, extras, acting_state=state, labels=labels)
                 new_state = self.agent.reset_state(new_state, step.reset)
                 state, first_flags, self.step = new_state, step.reset, step
                 self.acting_state = state
@@ -322,7 +334,7 @@ class Trainer:
         if self.eval_env is None:
             self.eval_env = make_env(self.cfg.env, self.device, self.cfg.seed + 10_000,
                                      num_envs=self.cfg.eval.num_envs, evaluation=True,
-                                     max_frames=self.cfg.eval.max_frames)
+                                     max_frames=self.cfg.eval.max_frames, labels=self.cfg.agent.aux.features)
         t0 = time.perf_counter()
         # Each evaluation is a pure function of the weights and the step: its own seeds, and a generator of its
         # own, so evaluating never moves the training RNG (a resumed run continues exactly).

@@ -1,47 +1,56 @@
-"""Q-networks: encoder -> optional game-variable embedding -> optional LSTM -> Q head.
+"""Q-networks: encoder -> optional game-variable embedding -> optional LSTM -> Q head, and optionally a
+game-feature head on the encoder's features (Lample & Chaplot 2017: before the LSTM).
 
 obs are uint8 images ``[B, C, H, W]`` (scaled to [0, 1] inside the network, on the device) or float32 vectors
 ``[B, D]``; sequences add a leading time axis. DQN = encoder + head; DRQN = encoder + LSTM + head. Encoders are
 looked up by name in ``drl.registry.ENCODERS``: ``fn(obs_shape, cfg) -> nn.Module`` giving flat features ``[B, F]``.
+
+Train / eval modes (they matter only with ``network.dropout`` or ``network.batch_norm``): networks live in eval
+mode, so acting, evaluation, target values and Double DQN's action choice see no dropout and batch norm's running
+statistics (a row's Q values do not depend on the other rows of its batch). Only the online network's forward
+that carries the loss's gradient runs in train mode (``train_mode``), which also updates the running statistics;
+the target network never does (it copies them from the online network at each sync).
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from drl.config import NetworkConfig
+from drl.errors import UserError
 from drl.registry import ENCODERS
+
+
+def conv_stack(in_channels: int, layers: list[tuple[int, int, int, int]], cfg: NetworkConfig | None) -> nn.Sequential:
+    """``(channels, kernel, stride, padding)`` per layer: Conv2d (+ BatchNorm2d with ``cfg.batch_norm``, before the
+    ReLU as in Arnold) + ReLU, then Flatten. Without batch norm the module indices are those of a plain list."""
+    modules = []
+    for channels, kernel, stride, padding in layers:
+        modules.append(nn.Conv2d(in_channels, channels, kernel, stride=stride, padding=padding))
+        if cfg is not None and cfg.batch_norm:
+            modules.append(nn.BatchNorm2d(channels))
+        modules.append(nn.ReLU())
+        in_channels = channels
+    return nn.Sequential(*modules, nn.Flatten())
 
 
 def nature_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Mnih et al. 2015: 32@8x8/4, 64@4x4/2, 64@3x3/1."""
-    return nn.Sequential(
-        nn.Conv2d(obs_shape[0], 32, 8, stride=4), nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-        nn.Flatten(),
-    )
+    return conv_stack(obs_shape[0], [(32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)], cfg)
 
 
 def doom_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Lample & Chaplot's (Arnold) encoder for ~60x80 Doom frames: 32@8x8/4, 64@4x4/2."""
-    return nn.Sequential(
-        nn.Conv2d(obs_shape[0], 32, 8, stride=4), nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-        nn.Flatten(),
-    )
+    return conv_stack(obs_shape[0], [(32, 8, 4, 0), (64, 4, 2, 0)], cfg)
 
 
 def small_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """For tiny images (torch-native envs, MinAtar): two 3x3 convs, stride 1."""
-    return nn.Sequential(
-        nn.Conv2d(obs_shape[0], 16, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Flatten(),
-    )
+    return conv_stack(obs_shape[0], [(16, 3, 1, 1), (32, 3, 1, 1)], cfg)
 
 
 def mlp_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig) -> nn.Sequential:
@@ -78,64 +87,111 @@ class QHead(nn.Module):
         return self._branch(self.value, x) + adv - adv.mean(dim=-1, keepdim=True)
 
 
+def _scaled(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float vectors as they are (float32)."""
+    return obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.float()
+
+
+@contextmanager
+def train_mode(net: nn.Module):
+    """Run the block with ``net`` in train mode (dropout on, batch norm on batch statistics, updating its running
+    ones), then back in eval mode, where networks live (see the module docstring)."""
+    net.train()
+    try:
+        yield net
+    finally:
+        net.eval()
+
+
 class QNetwork(nn.Module):
-    """Feed-forward or recurrent Q-network.
+    """Feed-forward or recurrent Q-network, built in eval mode (see the module docstring).
 
     ``forward(obs)`` takes obs ``[B, *obs_shape]`` (+ float32 extras ``[B, K]``) and returns Q ``[B, A]``.
     Recurrent networks use ``forward_sequence(obs [T, B, C, H, W], extras [T, B, K], state)`` returning
-    Q ``[T, B, A]`` and the new LSTM state ``(h, c)``, each ``[1, B, lstm_size]``.
+    Q ``[T, B, A]`` and the new LSTM state ``(h, c)``, each ``[1, B, lstm_size]``. With ``num_features`` F > 0 a
+    game-feature head (Arnold's: dropout, hidden layer, dropout, F logits) reads the encoder's features; ``aux=True``
+    also returns its logits, ``[B, F]`` or ``[T, B, F]``, and ``feature_logits(obs)`` gives them alone.
     """
 
     def __init__(self, cfg: NetworkConfig, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int = 0,
-                 recurrent: bool = False):
+                 recurrent: bool = False, num_features: int = 0):
         super().__init__()
         self.cfg, self.recurrent = cfg, recurrent
-        self.num_extras = num_extras
+        self.num_extras, self.num_features = num_extras, num_features
         self.encoder = ENCODERS.get(cfg.encoder)(tuple(obs_shape), cfg)
-        with torch.no_grad():
-            features = self.encoder(torch.zeros(1, *obs_shape)).shape[1]
+        if cfg.batch_norm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules()):
+            raise UserError(f"network.batch_norm: encoder '{cfg.encoder}' has no batch-norm layers (the conv "
+                            "encoders nature, doom and small do); set network.batch_norm=false")
+        with torch.no_grad():   # in eval mode: this dummy batch must not reach batch norm's running statistics
+            encoded = features = self.encoder.eval()(torch.zeros(1, *obs_shape)).shape[1]
         if num_extras:
             self.extras_embedding = nn.Sequential(nn.Linear(num_extras, 32), nn.ReLU())
             features += 32
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None   # Arnold: on the LSTM's / head's input
         if recurrent:
             self.lstm = nn.LSTM(features, cfg.lstm_size)
             features = cfg.lstm_size
         self.head = QHead(features, cfg.hidden, num_actions, cfg.dueling)
+        if num_features:
+            self.feature_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoded, cfg.hidden), nn.ReLU(),
+                                              nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_features))
+        # train and eval mode give different outputs (dropout, batch norm)
+        self.mode_dependent = any(isinstance(m, nn.modules.batchnorm._BatchNorm) or
+                                  (isinstance(m, nn.Dropout) and m.p > 0) for m in self.modules())
+        self.eval()
 
-    def features(self, obs: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
-        x = self.encoder(obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.float())
+    def encode(self, obs: torch.Tensor, extras: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the Q path's input ``[B, F']``: encoder features + extras embedding, after dropout; the encoder's
+        features ``[B, F]``, the game-feature head's input)."""
+        encoded = self.encoder(_scaled(obs))
+        x = encoded
         if self.num_extras:
             x = torch.cat([x, self.extras_embedding(extras.float())], dim=-1)
-        return x
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return x, encoded
 
-    def forward(self, obs: torch.Tensor, extras: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(obs, extras))
+    def features(self, obs: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
+        return self.encode(obs, extras)[0]
+
+    def feature_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """Game-feature logits ``[B, F]`` of obs ``[B, *obs_shape]`` (the encoder and the head only)."""
+        return self.feature_head(self.encoder(_scaled(obs)))
+
+    def forward(self, obs: torch.Tensor, extras: torch.Tensor | None = None, aux: bool = False):
+        x, encoded = self.encode(obs, extras)
+        q = self.head(x)
+        return (q, self.feature_head(encoded)) if aux else q
 
     def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(1, batch, self.cfg.lstm_size, device=device)
         return zeros, zeros.clone()
 
     def forward_sequence(self, obs: torch.Tensor, extras: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor],
-                         grad_cut: tuple[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
-        """Q ``[T, B, A]`` and the final state. ``grad_cut = (k, keep)`` (R2D2's burn-in): the first ``k`` steps
-        of rows where ``keep`` [B] is false run without autograd, so no gradient reaches them or their stale
-        initial state; rows where it is true (an exact initial state) keep their whole graph."""
+                         grad_cut: tuple[int, torch.Tensor] | None = None, aux: bool = False) -> tuple:
+        """Q ``[T, B, A]`` and the final state (and with ``aux`` the game-feature logits ``[T, B, F]``).
+        ``grad_cut = (k, keep)`` (R2D2's burn-in): the first ``k`` steps of rows where ``keep`` [B] is false run
+        without autograd, so no gradient reaches them or their stale initial state; rows where it is true (an
+        exact initial state) keep their whole graph. (Batch norm in train mode then normalises each of these
+        parts with its own batch statistics.)"""
         if grad_cut is not None and torch.is_grad_enabled():
             k, keep = grad_cut
             part = lambda x, a, b: None if x is None else x[a:b]  # noqa: E731
             with torch.no_grad():
-                q_head, mid = self.forward_sequence(obs[:k], part(extras, 0, k), state)
+                head = self.forward_sequence(obs[:k], part(extras, 0, k), state, aux=aux)
             if bool(keep.any()):  # the kept rows again, with autograd (a small batch)
                 rows = keep.nonzero().squeeze(1)
-                q_kept, mid_kept = self.forward_sequence(
-                    obs[:k, rows], None if extras is None else extras[:k, rows], tuple(x[:, rows] for x in state))
-                q_head = q_head.index_copy(1, rows, q_kept)
-                mid = tuple(x.index_copy(1, rows, y) for x, y in zip(mid, mid_kept))
-            q_rest, state = self.forward_sequence(obs[k:], part(extras, k, None), mid)
-            return torch.cat([q_head, q_rest]), state
+                kept = self.forward_sequence(obs[:k, rows], None if extras is None else extras[:k, rows],
+                                             tuple(x[:, rows] for x in state), aux=aux)
+                put = lambda x, y: x.index_copy(1, rows, y)  # noqa: E731
+                head = (put(head[0], kept[0]), tuple(map(put, head[1], kept[1])), *map(put, head[2:], kept[2:]))
+            rest = self.forward_sequence(obs[k:], part(extras, k, None), head[1], aux=aux)
+            return (torch.cat([head[0], rest[0]]), rest[1], *(torch.cat(p) for p in zip(head[2:], rest[2:])))
         T, B = obs.shape[:2]
-        x = self.features(obs.flatten(0, 1), None if extras is None else extras.flatten(0, 1)).view(T, B, -1)
-        x, state = lstm_unroll(self.lstm, x, state, fused=x.is_cuda)
+        x, encoded = self.encode(obs.flatten(0, 1), None if extras is None else extras.flatten(0, 1))
+        x, state = lstm_unroll(self.lstm, x.view(T, B, -1), state, fused=x.is_cuda)
+        if aux:
+            return self.head(x), state, self.feature_head(encoded).view(T, B, -1)
         return self.head(x), state
 
 

@@ -13,6 +13,7 @@ transition spans a reset, and a truncated episode still has its next observation
 ``terminated`` step inside an episode: it cuts the n-step return but not the stack, as in the environment.
 
 Slots are addressed by (env, logical index); logical indices grow forever and map to ``index % capacity``.
+With ``labels=True`` each slot also keeps its frame's game-feature bits (one uint8, ``VecStep.labels``).
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class SequenceBatch:
     indices: np.ndarray        # [B] flat start-entry ids, for priority updates
     episode_start: torch.Tensor  # bool [B]: the sequence starts its episode, so its zero state is exact
     extras: torch.Tensor | None = None   # float32 [W, B, K]
+    labels: torch.Tensor | None = None   # uint8 [W, B] game-feature bits of obs (0 in the padding)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class TransitionBatch:
     indices: np.ndarray        # [B] flat slot ids (env * capacity + physical index), for priority updates
     extras: torch.Tensor | None = None
     next_extras: torch.Tensor | None = None
+    labels: torch.Tensor | None = None   # uint8 [B] game-feature bits of obs's newest frame
 
 
 def gather_rows(t: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -95,7 +98,7 @@ class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int, int], frame_stack: int,
                  num_extras: int = 0, n_step: int = 1, gamma: float = 0.99, prioritized: bool = False,
                  alpha: float = 0.6, priority_eps: float = 1e-6, device: str | torch.device = "cpu",
-                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8):
+                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False):
         self.num_envs, self.frame_shape, self.stack = num_envs, tuple(frame_shape), frame_stack
         self.n_step, self.gamma, self.num_extras = n_step, gamma, num_extras
         self.capacity = max(capacity // num_envs, frame_stack + n_step + 2)
@@ -106,6 +109,7 @@ class ReplayBuffer:
         self.rewards = torch.zeros(E, N, dtype=torch.float32)
         self.flags = torch.zeros(E, N, dtype=torch.uint8)   # bit 0 terminated, 1 truncated, 2 first, 3 final
         self.extras = torch.zeros(E, N, num_extras, dtype=torch.float32) if num_extras else None
+        self.labels = torch.zeros(E, N, dtype=torch.uint8) if labels else None   # game-feature bits per frame
         self.count = np.zeros(E, dtype=np.int64)            # slots ever written per env (next logical index)
         self.rng = np.random.default_rng(seed)
         self.prioritized, self.alpha, self.priority_eps = prioritized, alpha, priority_eps
@@ -118,11 +122,11 @@ class ReplayBuffer:
     @staticmethod
     def bytes_needed(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
                      num_extras: int = 0, prioritized: bool = False, sequence_stride: int | None = None,
-                     state_size: int = 0, frame_dtype: torch.dtype = torch.uint8) -> int:
+                     state_size: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False) -> int:
         """Bytes a buffer with these arguments allocates (computed before allocating anything)."""
         slots = num_envs * max(capacity // num_envs, frame_stack + n_step + 2)
         frame_bytes = int(np.prod(frame_shape)) * torch.empty(0, dtype=frame_dtype).element_size()
-        per_slot = frame_bytes + 2 + 4 + 1 + 4 * num_extras                  # frame, action, reward, flags, extras
+        per_slot = frame_bytes + 2 + 4 + 1 + 4 * num_extras + labels         # frame, action, reward, flags, extras
         total = slots * per_slot
         starts = 0
         if sequence_stride:
@@ -136,6 +140,7 @@ class ReplayBuffer:
     def nbytes(self) -> int:
         """Bytes allocated: frames, per-slot fields, stored LSTM states and the sum tree."""
         tensors = [self.frames, self.actions, self.rewards, self.flags] + ([self.extras] if self.num_extras else [])
+        tensors += [] if self.labels is None else [self.labels]
         if self.sequences:
             tensors += [self.start_slot, self.start_state]
         total = sum(t.numel() * t.element_size() for t in tensors)
@@ -147,7 +152,7 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return int(np.minimum(self.count, self.capacity).sum())
 
-    def _write(self, envs: np.ndarray, frame, action, reward, flags, extras) -> None:
+    def _write(self, envs: np.ndarray, frame, action, reward, flags, extras, labels=None) -> None:
         phys = torch.from_numpy(self.count[envs] % self.capacity)
         e = torch.from_numpy(envs)
         self.frames[e, phys] = frame
@@ -156,6 +161,10 @@ class ReplayBuffer:
         self.flags[e, phys] = flags
         if self.num_extras:
             self.extras[e, phys] = extras
+        if self.labels is not None:
+            if labels is None:
+                raise ValueError("this replay stores game-feature labels (agent.aux.features) but the step has none")
+            self.labels[e, phys] = labels
         if self.prioritized and not self.sequences:
             is_transition = (flags & self.FINAL) == 0
             self.tree.update(envs * self.capacity + phys.numpy(),
@@ -166,7 +175,8 @@ class ReplayBuffer:
             terminated: torch.Tensor, truncated: torch.Tensor, reset: torch.Tensor,
             final_frame: torch.Tensor | None = None, extras: torch.Tensor | None = None,
             final_extras: torch.Tensor | None = None, acting_state: tuple | None = None,
-            dropped: torch.Tensor | None = None, envs: np.ndarray | None = None) -> None:
+            dropped: torch.Tensor | None = None, envs: np.ndarray | None = None, labels: torch.Tensor | None = None,
+            final_labels: torch.Tensor | None = None) -> None:
         """Store one vector step for all envs (or for the streams ``envs``).
 
         frame: [E, C, H, W] (or [E, D]), newest frame of the obs acted on; first: bool [E], that obs began an episode;
@@ -179,6 +189,7 @@ class ReplayBuffer:
         so no made-up transition is ever sampled.
         envs: int [E'] or None, the streams the rows belong to (default all E, in order); E' rows are given then
         (drl.distributed adds one collector's envs at a time).
+        labels / final_labels: uint8 [E], game-feature bits of frame / final_frame (needed when ``labels=True``).
         """
         cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
         ids = self._env_ids if envs is None else np.asarray(envs, dtype=np.int64)
@@ -190,23 +201,26 @@ class ReplayBuffer:
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
             self._truncate_last(ids[lost])
-        self._write(ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras))
+        self._write(ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras),
+                    cpu(labels))
         if self.sequences:
             self._record_starts(first.numpy(), acting_state, ids)
         done = reset.numpy().nonzero()[0]
         if len(done):
             sel = torch.from_numpy(done)
+            pick = lambda t: None if t is None else cpu(t)[sel]  # noqa: E731
             self._write(ids[done], cpu(final_frame)[sel], 0, 0.0,
-                        torch.full((len(done),), self.FINAL, dtype=torch.uint8),
-                        None if final_extras is None else cpu(final_extras)[sel])
+                        torch.full((len(done),), self.FINAL, dtype=torch.uint8), pick(final_extras), pick(final_labels))
 
     def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
-                 extras: torch.Tensor | None = None, acting_state: tuple | None = None) -> None:
-        """Store a vector step: ``obs``/``extras`` were acted on with ``actions`` and gave ``step`` (a VecStep)."""
+                 extras: torch.Tensor | None = None, acting_state: tuple | None = None,
+                 labels: torch.Tensor | None = None) -> None:
+        """Store a vector step: ``obs``/``extras``/``labels`` were acted on with ``actions`` and gave ``step``
+        (a VecStep)."""
         c = self.frame_shape[0]
         final = None if step.final_obs is None else step.final_obs[:, -c:]
         self.add(obs[:, -c:], first, actions, step.reward, step.terminated, step.truncated, step.reset, final,
-                 extras, step.final_extras, acting_state, step.dropped)
+                 extras, step.final_extras, acting_state, step.dropped, labels=labels, final_labels=step.final_labels)
 
     def _truncate_last(self, envs: np.ndarray) -> None:
         """Mark the last stored step of each env truncated (bootstrapped from the slot after it), unless it
@@ -282,11 +296,14 @@ class ReplayBuffer:
         return self._rejection_sample(batch_size, propose, "valid window")
 
     def _window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
-        """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W], flags/rewards/actions [B, W]."""
+        """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W], flags/rewards/actions [B, W],
+        extras [B, W, K] and labels [B, W] (None when not stored)."""
         e = torch.from_numpy(env)[:, None]
         idx = torch.from_numpy((logical[:, None] + offsets[None, :]) % self.capacity)
         extras = gather_rows(self.extras, e, idx) if self.num_extras else None
-        return gather_rows(self.frames, e, idx), self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx], extras
+        labels = None if self.labels is None else self.labels[e, idx]
+        return (gather_rows(self.frames, e, idx), self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx],
+                extras, labels)
 
     def _flag_bits(self, flags: torch.Tensor):
         term = (flags & self.TERMINATED) > 0
@@ -312,7 +329,7 @@ class ReplayBuffer:
     def sample(self, batch_size: int, beta: float = 0.4, device: torch.device | None = None) -> TransitionBatch:
         S, n = self.stack, self.n_step
         env, logical, prob = self._draw(batch_size, before=S - 1, after=n)
-        frames, flags, rewards, actions, extras = self._window(env, logical, np.arange(-(S - 1), n + 1))
+        frames, flags, rewards, actions, extras, labels = self._window(env, logical, np.arange(-(S - 1), n + 1))
         B = len(env)
         term, done, first = self._flag_bits(flags)
         returns, steps, discounts = n_step_returns(rewards[:, S - 1:S - 1 + n], term[:, S - 1:S - 1 + n],
@@ -333,6 +350,8 @@ class ReplayBuffer:
         if self.num_extras:
             batch.extras = to(extras[:, S - 1])
             batch.next_extras = to(extras[rows.squeeze(1), S - 1 + steps])
+        if labels is not None:
+            batch.labels = to(labels[:, S - 1])
         return batch
 
     def sample_for(self, sampler: str, batch_size: int, beta: float = 0.4,
@@ -396,7 +415,7 @@ class ReplayBuffer:
         env, k, prob = self._rejection_sample(batch_size, propose, "complete sequence")
         slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
         B = len(env)
-        frames, flags, rewards, actions, extras = self._window(env, slot, np.arange(-(S - 1), W))
+        frames, flags, rewards, actions, extras, labels = self._window(env, slot, np.arange(-(S - 1), W))
         term, done, first = self._flag_bits(flags)
         final = ((flags & self.FINAL) > 0)[:, S - 1:]                        # [B, W]
         beyond = torch.zeros(B, W, dtype=torch.bool)                         # slots of the next episode
@@ -428,6 +447,8 @@ class ReplayBuffer:
             episode_start=to(starts_episode[:, 0]))
         if self.num_extras:
             batch.extras = tm(extras[:, S - 1:] * (~beyond)[..., None])
+        if labels is not None:
+            batch.labels = tm(labels[:, S - 1:] * (~beyond))
         return batch
 
     def update_priorities(self, indices: np.ndarray, td_errors: torch.Tensor,
@@ -450,6 +471,8 @@ class ReplayBuffer:
                  "rng": self.rng.bit_generator.state}
         if self.num_extras:
             state["extras"] = self.extras
+        if self.labels is not None:
+            state["labels"] = self.labels
         if self.prioritized:
             state["tree"] = torch.from_numpy(self.tree.tree.copy())
             state["max_priority"] = self.tree.max_priority
@@ -460,7 +483,8 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("frames", "actions", "rewards", "flags") + (("extras",) if self.num_extras else ()):
+        for key in ("frames", "actions", "rewards", "flags") + (("extras",) if self.num_extras else ()) \
+                + (("labels",) if self.labels is not None else ()):
             getattr(self, key).copy_(state[key])
         self.count = state["count"].numpy().copy()
         self.rng.bit_generator.state = state["rng"]

@@ -5,6 +5,9 @@ Conventions (N = number of envs stepping together):
   Replay keeps only the newest frame of each step and rebuilds stacks at sample time; a stack that would reach
   before an episode start is zero-padded (this is what ALE's own stack does at reset).
 - ``extras`` are float32 ``[N, K]`` per-step inputs beside obs (Doom game variables), or ``None`` when ``K == 0``.
+- ``labels`` (only from envs built with ``labels=`` names, i.e. ``agent.aux.features``): uint8 ``[N]``, bit ``i`` set
+  when game feature ``i`` is in view in the newest frame of obs. Training targets of an auxiliary head, never an
+  input of the agent; ``None`` otherwise.
 - Autoreset happens in the same step: on a step where ``reset[i]`` is true, ``obs[i]`` is already the first
   observation of env ``i``'s next episode and the last observation of the finished episode is ``final_obs[i]``.
   So no transition ever spans a reset.
@@ -41,6 +44,14 @@ class VecStep:
     # bool [N] or None: envs whose step was lost (a crashed Doom worker restarted with a new game); their
     # ``reward`` and flags are placeholders, and replay stores no transition for them
     dropped: torch.Tensor | None = None
+    labels: torch.Tensor | None = None        # uint8 [N] game-feature bits of obs's newest frame, or None
+    final_labels: torch.Tensor | None = None  # uint8 [N] those of final_obs's newest frame; rows valid where reset
+
+
+def unpack_labels(labels: torch.Tensor, num_features: int) -> torch.Tensor:
+    """Label bits uint8 ``[...]`` -> float32 ``[..., num_features]`` of 0/1 (bit i -> column i)."""
+    bits = torch.arange(num_features, device=labels.device)
+    return ((labels.long().unsqueeze(-1) >> bits) & 1).float()
 
 
 class VectorEnv(Protocol):

@@ -2,7 +2,10 @@
 ``make_env`` builds a vector env (``drl.vec_env`` contract) for any registered kind."""
 from __future__ import annotations
 
+import inspect
+
 from drl import config as _config
+from drl.errors import UserError
 from drl.registry import ENV_KINDS, register_env, resolve
 
 register_env("atari", _config.AtariEnvConfig, "envs.atari:make_atari_env")
@@ -13,10 +16,18 @@ register_env("memory", _config.MemoryEnvConfig, "envs.torch_native:make_memory_e
 
 
 def make_env(cfg: _config.EnvSection, device, seed: int, num_envs: int | None = None, evaluation: bool = False,
-             max_frames: int | None = None):
+             max_frames: int | None = None, labels: tuple[str, ...] | list[str] = ()):
     """A vector env of ``cfg.num_envs`` (or ``num_envs``) envs on ``device``. ``evaluation=True`` turns off
-    learning-only signals (e.g. Atari's life loss as terminal); ``max_frames`` caps episodes (emulator frames)."""
+    learning-only signals (e.g. Atari's life loss as terminal); ``max_frames`` caps episodes (emulator frames).
+    ``labels`` (``agent.aux.features``) asks for per-step game-feature bits (``VecStep.labels``); it is passed
+    only when not empty, to kinds whose factory takes a ``labels`` argument (Doom)."""
     entry = ENV_KINDS.get(cfg.kind)
     entry.make = resolve(entry.make)  # registered lazily as "module:function"
+    extra = {}
+    if labels:
+        if "labels" not in inspect.signature(entry.make).parameters:
+            raise UserError(f"agent.aux.features needs game-feature labels, which env.kind '{cfg.kind}' does not "
+                            "produce (doom does); set agent.aux.features=[]")
+        extra["labels"] = tuple(labels)
     return entry.make(cfg, num_envs=num_envs or cfg.num_envs, device=device, seed=seed, evaluation=evaluation,
-                max_frames=max_frames)
+                      max_frames=max_frames, **extra)

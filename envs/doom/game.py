@@ -1,5 +1,6 @@
 """One headless ViZDoom game: resized uint8 frames ``[C, H, W]``, game variables as float32, the learning reward
-(native + shaping), the native reward and the episode report when an episode ends."""
+(native + shaping), the native reward and the episode report when an episode ends; with ``settings.game_features``
+also each frame's game-feature bits (``DoomGame.labels``, see ``envs/doom/labels.py``)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.doom.labels import FeatureLabeler
 from envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -95,8 +97,14 @@ class DoomGame:
             g.set_episode_timeout(int(settings.max_tics))   # 0: the scenario has no limit (defend_the_line)
         if settings.doom_skill is not None:
             g.set_doom_skill(int(settings.doom_skill))
-        if self.spec.game_args:
-            g.add_game_args(self.spec.game_args)
+        # game-feature labels (training targets): the labels buffer, which deathmatch's +viz_nocheat would hide
+        self._labeler = FeatureLabeler(settings.game_features) if settings.game_features else None
+        game_args = self.spec.game_args
+        if self._labeler is not None:
+            g.set_labels_buffer_enabled(True)
+            game_args = game_args.replace("+viz_nocheat 1", "")
+        if game_args:
+            g.add_game_args(game_args)
         g.set_seed(int(seed) % (2 ** 31))
         # keep the engine's _vizdoom.ini out of the working directory (it still makes an empty _vizdoom/ there)
         cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
@@ -107,6 +115,7 @@ class DoomGame:
         h, w = g.get_screen_height(), g.get_screen_width()
         self._resize = _AreaResize(h, w, settings.obs_height, settings.obs_width)
         self._last_frame = np.zeros((settings.frame_channels, settings.obs_height, settings.obs_width), np.uint8)
+        self.labels = 0   # game-feature bits of the last frame returned (0 when off)
         self._started = False
 
     # -- helpers
@@ -120,6 +129,8 @@ class DoomGame:
         state = self.game.get_state()
         if state is not None and state.screen_buffer is not None:
             self._last_frame = self._resize(state.screen_buffer)
+            if self._labeler is not None:
+                self.labels = self._labeler(state)
         return self._last_frame
 
     def _tracked(self) -> dict[str, float]:

@@ -8,6 +8,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
+from envs.doom.labels import check_features
+
 # --------------------------------------------------------------------------------------------------- names
 
 # Binary vizdoom Buttons (the *_DELTA ones are analog and not offered). Each is also accepted lower-cased.
@@ -208,6 +210,7 @@ class DoomSettings:
     num_bots: int = 7                      # deathmatch only: bots added after each new episode
     doom_skill: int | None = None          # 1-5; None = scenario's
     max_tics: int | None = None            # a cap on the time limit (eval.max_frames); None = no cap
+    game_features: tuple[str, ...] = ()    # per-frame label bits (envs/doom/labels.py), training targets only
 
     def __post_init__(self):
         self.scenario = str(self.scenario).strip().lower()
@@ -243,6 +246,7 @@ class DoomSettings:
         if self.doom_skill is not None and not 1 <= int(self.doom_skill) <= 5:
             raise ValueError(f"Doom doom_skill must be 1-5 or None, got {self.doom_skill}")
         self.action_set()  # validates the buttons
+        self.game_features = tuple(check_features(self.game_features))
 
     @property
     def spec(self) -> _Scenario:

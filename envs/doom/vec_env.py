@@ -20,9 +20,13 @@ Semantics (see ``drl/vec_env.py`` for the contract):
 
 Frame stacks are kept in the main process (newest frame last, zero-padded at episode start); workers write only
 the newest frame. Game variables are raw engine values (health 0-100+, ammo counts, ...), not normalised.
+With ``settings.game_features`` (training targets of the auxiliary head) ``labels`` are the bits of the features in
+view in the newest frame of ``obs`` (uint8 [N], ``envs/doom/labels.py``) and ``final_labels`` those of
+``final_obs``'s newest frame (the last frame seen, so the previous step's ``labels``); None when off.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mmap
 import multiprocessing as mp
@@ -74,6 +78,7 @@ class DoomVectorEnv:
         self.action_names = list(actions.names)
         self.num_actions = len(self.action_names)
         self.game_variable_names = settings.game_variable_names()
+        self.game_features = settings.game_features
         self.num_extras = len(self.game_variable_names)
         self.frame_stack = settings.frame_stack
         self.frames_per_step = settings.frame_skip  # emulator tics per agent step
@@ -95,7 +100,7 @@ class DoomVectorEnv:
         fd = os.open(path, os.O_RDWR)
         self._mmap = mmap.mmap(fd, self._layout.size)
         os.close(fd)
-        self._frames, self._extras_np, self._final_extras_np = self._layout.views(self._mmap)
+        self._frames, self._extras_np, self._final_extras_np, self._labels_np = self._layout.views(self._mmap)
         self._workdir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
         self._ctx = worker_context()
         try:
@@ -107,6 +112,7 @@ class DoomVectorEnv:
         self._in_flight = None  # (pending pipes, failed workers) of a step sent but not yet collected
         self._stack = torch.zeros((self.num_envs, *self.obs_shape), dtype=torch.uint8)
         self._last_extras = torch.zeros((self.num_envs, self.num_extras), dtype=torch.float32)
+        self._last_labels = torch.zeros(self.num_envs, dtype=torch.uint8)
 
     # -- worker management
     def _worker_seed(self, i: int) -> int:
@@ -231,12 +237,14 @@ class DoomVectorEnv:
         self._stack = stack
         extras = torch.from_numpy(self._extras_np.copy())
         self._last_extras = extras
+        self._last_labels = torch.from_numpy(self._labels_np.copy())
         dev = self.device
         false = torch.zeros(n, dtype=torch.bool, device=dev)
         return VecStep(obs=stack.to(dev), reward=torch.zeros(n, dtype=torch.float32, device=dev),
                        terminated=false, truncated=false.clone(),
                        reset=torch.ones(n, dtype=torch.bool, device=dev),
-                       extras=extras.to(dev) if self.num_extras else None)
+                       extras=extras.to(dev) if self.num_extras else None,
+                       labels=self._last_labels.to(dev) if self.game_features else None)
 
     def step(self, actions: "torch.Tensor") -> "VecStep":
         # drl.vec_env.AsyncStepping.step, not inherited: importing drl.vec_env would load torch into the workers
@@ -291,6 +299,7 @@ class DoomVectorEnv:
         episodes.sort(key=lambda ep: ep["env"])
         frames = torch.from_numpy(self._frames.copy())
         extras = torch.from_numpy(self._extras_np.copy())
+        labels = torch.from_numpy(self._labels_np.copy())
         prev = self._stack
         if self.frame_stack == 1:
             stack = frames
@@ -311,8 +320,9 @@ class DoomVectorEnv:
                 final_extras[nidx] = torch.from_numpy(self._final_extras_np[normal].copy())
         self._stack = stack
         self._last_extras = extras
+        final_labels, self._last_labels = self._last_labels, labels   # final_obs is the last frame seen
         dev = self.device
-        has_extras = self.num_extras > 0
+        has_extras, has_labels = self.num_extras > 0, bool(self.game_features)
         return VecStep(
             obs=stack.to(dev), reward=torch.from_numpy(reward).to(dev),
             terminated=torch.from_numpy(terminated).to(dev), truncated=torch.from_numpy(truncated).to(dev),
@@ -321,7 +331,9 @@ class DoomVectorEnv:
             extras=extras.to(dev) if has_extras else None,
             final_extras=final_extras.to(dev) if (any_reset and has_extras) else None,
             episodes=episodes,
-            dropped=torch.from_numpy(np.isin(np.arange(n), sorted(failed))).to(dev) if failed else None)
+            dropped=torch.from_numpy(np.isin(np.arange(n), sorted(failed))).to(dev) if failed else None,
+            labels=labels.to(dev) if has_labels else None,
+            final_labels=final_labels.to(dev) if (any_reset and has_labels) else None)
 
     def _check_open(self) -> None:
         if self._pool.closed:
@@ -333,7 +345,7 @@ class DoomVectorEnv:
             return
         self._finalizer()  # runs _pool.close once (also registered for interpreter exit)
         # views into the mapping must go before the mapping can be closed
-        self._frames = self._extras_np = self._final_extras_np = None
+        self._frames = self._extras_np = self._final_extras_np = self._labels_np = None
         m = getattr(self, "_mmap", None)
         if m is not None:
             try:
@@ -350,10 +362,11 @@ class DoomVectorEnv:
 
 
 def make_doom_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                  max_frames: int | None = None) -> DoomVectorEnv:
+                  max_frames: int | None = None, labels: tuple[str, ...] = ()) -> DoomVectorEnv:
     """``env.kind: doom`` (settings: ``settings_from_config``); ``env.doom.games_per_worker`` defaults to spreading
     the games over the usable cores. ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
-    and sets one for scenarios without (defend_the_line)."""
+    and sets one for scenarios without (defend_the_line). ``labels``: game features whose bits each step reports
+    (``agent.aux.features``)."""
     from drl.runtime import cpu_count
 
     games_per_worker = cfg.doom.games_per_worker    # validated (>= 1) by the config
@@ -361,4 +374,6 @@ def make_doom_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = F
         games_per_worker = -(-num_envs // max(1, cpu_count()))
     settings = settings_from_config(cfg)
     settings.max_tics = max_frames
+    if labels:
+        settings = dataclasses.replace(settings, game_features=tuple(labels))
     return DoomVectorEnv(settings, num_envs, device=device, seed=seed, games_per_worker=games_per_worker)

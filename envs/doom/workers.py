@@ -25,7 +25,7 @@ from envs.doom.settings import DoomSettings
 @dataclass(frozen=True)
 class SharedLayout:
     """The shared-memory file: frames uint8 [n, c, h, w], then (64-byte aligned) extras and final extras,
-    float32 [n, k] each."""
+    float32 [n, k] each, then the game-feature bits of each frame, uint8 [n]."""
     n: int
     c: int
     h: int
@@ -41,14 +41,19 @@ class SharedLayout:
         return (self.frame_bytes + 63) // 64 * 64
 
     @property
-    def size(self) -> int:
+    def labels_offset(self) -> int:
         return self.extras_offset + 2 * self.n * max(self.k, 1) * 4
 
-    def views(self, buf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @property
+    def size(self) -> int:
+        return self.labels_offset + self.n
+
+    def views(self, buf) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """frames, extras, final extras, labels."""
         frames = np.frombuffer(buf, np.uint8, self.frame_bytes, 0).reshape(self.n, self.c, self.h, self.w)
         ex = np.frombuffer(buf, np.float32, 2 * self.n * max(self.k, 1), self.extras_offset)
         ex = ex.reshape(2, self.n, max(self.k, 1))[:, :, :self.k]
-        return frames, ex[0], ex[1]
+        return frames, ex[0], ex[1], np.frombuffer(buf, np.uint8, self.n, self.labels_offset)
 
 
 def _engine_children() -> tuple[list[int], list[str]]:
@@ -103,10 +108,11 @@ def worker_main(conn, shm_path: str, layout: SharedLayout, slots: list[int], set
         fd = os.open(shm_path, os.O_RDWR)
         buf = mmap.mmap(fd, layout.size)
         os.close(fd)
-        frames, extras, final_extras = layout.views(buf)
+        frames, extras, final_extras, labels = layout.views(buf)
         for slot, seed in zip(slots, seeds):
             games.append(DoomGame(settings, seed=seed))
             frames[slot], extras[slot] = games[-1].reset()
+            labels[slot] = games[-1].labels
         engine_pids, engine_ids = _engine_children()
         conn.send(("ready", os.getpid(), engine_pids, engine_ids))
         while True:
@@ -124,11 +130,13 @@ def worker_main(conn, shm_path: str, layout: SharedLayout, slots: list[int], set
                         frames[slot], extras[slot] = game.reset()
                     else:
                         frames[slot], extras[slot] = r.frame, r.extras
+                    labels[slot] = game.labels
                     results.append((r.reward, r.native_reward, r.terminated, r.truncated, r.done, r.episode))
                 conn.send(("ok", results))
             elif cmd == "reset":
                 for slot, game, seed in zip(slots, games, msg[1]):
                     frames[slot], extras[slot] = game.reset(seed)
+                    labels[slot] = game.labels
                 conn.send(("ok",))
             elif cmd == "close":
                 break
