@@ -57,10 +57,11 @@ def create_run_dir(cfg: Config, run_dir: str | Path | None = None, overwrite: bo
 
 def learn(cfg: Config, run_dir: str | Path | None = None, overwrite: bool = False) -> Result:
     """Train ``cfg`` to ``cfg.total_steps`` in a new run directory (created here) and return the result."""
-    from drl.loop import Trainer
+    from drl.distributed import trainer_class  # drl.loop.Trainer, or the Ray learner for distributed.collectors > 0
 
     if not isinstance(cfg, Config):
         raise TypeError("learn(cfg): pass a drl config, e.g. drl.load_config('cartpole')")
+    Trainer = trainer_class(cfg)
     path = create_run_dir(cfg, run_dir, overwrite)
     with Trainer(cfg, path) as trainer:
         out = trainer.run()

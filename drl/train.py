@@ -95,11 +95,15 @@ def main(argv: list[str]) -> int:
         checkpoint.check_experiment(payload, cfg.name, "resume the run directory that wrote it")
     else:
         cfg = config.load(args.experiment, args.overrides, imports=args.imports)
+        if cfg.distributed.collectors:  # Ray is optional: without it, one line before anything is written
+            from drl.distributed import require_ray
+            require_ray()
         run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
-    from drl.loop import Trainer, write_run_files  # heavy imports (torch) after the config checks
+    from drl.distributed import trainer_class  # Trainer, or the distributed Learner (distributed.collectors > 0)
+    from drl.loop import write_run_files  # heavy imports (torch) after the config checks
     try:  # set-up errors (device, env, memory, checkpoint contents) are one line; a new run dir is removed again
-        trainer = Trainer(cfg, run_dir, resume_from=payload)
+        trainer = trainer_class(cfg)(cfg, run_dir, resume_from=payload)
     except BaseException as exc:
         if not args.resume:
             finish_run_dir(run_dir, old, run_dir)

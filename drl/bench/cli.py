@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import drl.bench
+from drl.bench.distributed import bench_distributed, print_distributed, task_distributed, task_insert
 from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
 from drl.bench.replay_bytes import task_replay
 from drl.bench.report import TARGETS, memory_peaks, print_report, targets
@@ -19,8 +20,10 @@ from drl.bench.update import task_update
 from drl.bench.vecenv import task_vecenv
 
 SECTIONS = ("pong", "doom", "update", "replay", "vecenv")
+EXTRA_SECTIONS = ("distributed",)  # only when named in --only (starts Ray clusters)
 TASKS = {"drl_train": task_drl_train, "sb3_pong": task_sb3_pong, "sb3_doom": task_sb3_doom,
-         "update": task_update, "replay": task_replay, "vecenv": task_vecenv}
+         "update": task_update, "replay": task_replay, "vecenv": task_vecenv, "distributed": task_distributed,
+         "distributed_insert": task_insert}
 
 
 def machine_info() -> dict:
@@ -79,7 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
     p.add_argument("--skip-sb3", action="store_true", help="do not run stable-baselines3 (ratios stay empty)")
     p.add_argument("--only", default=",".join(SECTIONS), metavar="S,S",
-                   help=f"run only these sections (default all: {','.join(SECTIONS)})")
+                   help=f"run only these sections (default all: {','.join(SECTIONS)}; also: "
+                        f"{','.join(EXTRA_SECTIONS)})")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement process")
     p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
     args = p.parse_args(argv)
@@ -90,8 +94,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.timeout = args.timeout or (300.0 if q else 7200.0)
     args.buffer = 20_000 if q else None  # quick: smaller replays everywhere (both sides); else as configured / 100k
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    if not args.only or set(args.only) - set(SECTIONS):
-        p.error(f"--only takes a comma-separated subset of {','.join(SECTIONS)}")
+    if not args.only or set(args.only) - set(SECTIONS + EXTRA_SECTIONS):
+        p.error(f"--only takes a comma-separated subset of {','.join(SECTIONS + EXTRA_SECTIONS)}")
     if min(args.steps, args.repeats) < 1 or args.learning_starts < 0:
         p.error("--steps and --repeats must be >= 1, --learning-starts >= 0")
     return args
@@ -170,6 +174,8 @@ def main(argv: list[str]) -> int:
                        "min_steps": 5 if q else 200, "min_seconds": 0.2 if q else 3.0}, f"vecenv/{device}/{kind}")
             for kind, c in counts.items()}
 
+    result["distributed"] = bench_distributed(run, args) if "distributed" in args.only else {}
+
     memory = memory_peaks(result)
     memory["bench parent"] = self_peak_mb()
     result["memory"] = memory
@@ -180,6 +186,7 @@ def main(argv: list[str]) -> int:
     result["meta"]["errors"] = run.errors
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print_report(result)
+    print_distributed(result["distributed"])
     print(f"drl.bench: wrote {args.out} ({result['meta']['duration_s']:.0f} s)"
           + (f"; {len(run.errors)} measurement(s) FAILED" if run.errors else ""))
     return 1 if run.errors else 0

@@ -1,0 +1,139 @@
+"""Ray plumbing: the optional import, the cluster the run joins or starts, and the pool of collector actors."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from drl.errors import UserError
+
+INSTALL_HINT = 'pip install "ray>=2.9" (or pip install -e ".[ray]")'
+
+
+def require_ray():
+    """The ``ray`` module, or a one-line ``UserError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"distributed.collectors > 0 needs Ray, which is not installed; {INSTALL_HINT}, or set "
+                        "distributed.collectors=0 for single-process training") from None
+    return ray
+
+
+def cause(exc: BaseException) -> str:
+    """The original error inside a Ray exception (the last ``SomeError: message`` line of its traceback)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if re.match(r"^\s*[\w.]+(Error|Exception|Exit): ", ln)]
+    return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+
+
+class Cluster:
+    """Joins the cluster at ``distributed.address``, or starts a local one (shut down again by ``shutdown``)."""
+
+    def __init__(self, dist, cpus_here: int):
+        ray = require_ray()
+        self.started = False
+        if ray.is_initialized():        # the caller (e.g. a test or notebook) connected already
+            return
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                      logging_level="WARNING")
+        if dist.address:
+            try:
+                ray.init(address=dist.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UserError(f"cannot join the Ray cluster at distributed.address={dist.address} ({cause(exc)}); "
+                                "start it with `ray start --head` or leave distributed.address unset for a local "
+                                "cluster") from None
+        else:
+            need = math.ceil(dist.collectors * dist.collector_cpus) + 1   # + the learner (this process)
+            ray.init(num_cpus=dist.num_cpus or max(cpus_here, need), **kwargs)
+        self.started = True
+
+    def shutdown(self) -> None:
+        """Disconnect; a local cluster's processes (raylet, GCS, workers) exit with it."""
+        if self.started:
+            import ray
+            self.started = False
+            ray.shutdown()
+
+
+class CollectorPool:
+    """The collector actors and their queued ``collect`` calls (``distributed.inflight`` per collector)."""
+
+    def __init__(self, cfg, run_dir: Path):
+        import ray
+
+        from drl.distributed.collector import remote_class
+
+        dist = cfg.distributed
+        self.count, self.inflight = dist.collectors, dist.inflight
+        self.run_dir = Path(run_dir)
+        actor = remote_class(dist)
+        data = cfg.model_dump()
+        self.actors = [actor.remote(data, i, self.count) for i in range(self.count)]
+        self.pending: dict = {}                 # ObjectRef -> collector index
+        self.queued = [0] * self.count
+        self.alive = [True] * self.count
+        self.pids = [None] * self.count
+        try:
+            self.infos = ray.get([a.info.remote() for a in self.actors])
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise UserError(f"a collector could not start: {cause(exc)}") from None
+        self.pids = [info["pid"] for info in self.infos]
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        """``RUN_DIR/collectors.json``: each collector's process id (rewritten when Ray restarts one)."""
+        (self.run_dir / "collectors.json").write_text(json.dumps({"pids": self.pids, "alive": self.alive}) + "\n")
+
+    def idle(self, i: int) -> int:
+        return self.inflight - self.queued[i] if self.alive[i] else 0
+
+    def submit(self, i: int, weights: list, version: int, explore: bool) -> None:
+        ref = self.actors[i].collect.remote(weights, version, explore)
+        self.pending[ref] = i
+        self.queued[i] += 1
+
+    def poll(self, timeout: float) -> list:
+        """The chunks that are ready (in the order submitted), waiting up to ``timeout`` seconds for the first. A
+        collector whose restarts
+        are used up is dropped with a warning; when none is left, the run stops with an error."""
+        import ray
+
+        if not self.pending:
+            return []
+        ready, rest = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        chunks, ready = [], set(ready)
+        for ref in [r for r in self.pending if r in ready]:   # in submission order: a collector's in its order
+            i = self.pending.pop(ref)
+            self.queued[i] -= 1
+            try:
+                chunks.append(ray.get(ref))
+            except ray.exceptions.RayActorError as exc:
+                if self.alive[i]:
+                    self.alive[i] = False
+                    self.write_pids()
+                    print(f"drl: collector {i} is gone for good (restarts used up): {cause(exc)}", file=sys.stderr)
+        if not any(self.alive):
+            raise UserError("every collector died (distributed.max_restarts used up); see the collector errors above")
+        return chunks
+
+    def close(self) -> None:
+        """Kill the actors (no restart); queued calls are dropped."""
+        import ray
+
+        for ref in self.pending:   # dropped first, so Ray does not retry them on the dying actors
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - already finished, or the cluster is gone
+                pass
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - the cluster may be gone already (e.g. Ctrl-C reached it too)
+                pass
+        self.pending.clear()

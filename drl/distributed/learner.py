@@ -1,0 +1,345 @@
+"""The learner of a distributed run: prioritized replay fed by the collectors' chunks, updates on the training
+device, weights published through the Ray object store, and the usual metrics, evaluation and checkpoints.
+
+``Learner`` is a ``drl.loop.Trainer`` without an env of its own: it reuses the Trainer's evaluation, checkpoint
+writing and restoring, divergence check and closing, and replaces ``run``. The collectors' N x E envs are one
+replay stream each (collector i owns streams ``i*E .. i*E+E-1``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from drl import runtime
+from drl.agent import EnvSpec, make_agent
+from drl.checkpoint import CheckpointError
+from drl.config import Config
+from drl.distributed.chunk import Chunk, add_to_replay, merge
+from drl.distributed.cluster import Cluster, CollectorPool, require_ray
+from drl.distributed.collector import acting_weights
+from drl.errors import UserError
+from drl.loop import Counters, StopRequested, Trainer, linear
+from drl.metrics import MetricsWriter
+from drl.replay import ReplayBuffer
+from drl.tracking import WandbTracker
+
+
+@dataclass
+class Streams:
+    """The collectors' envs as the learner sees them: one vector env of N x E streams that it never steps (what
+    the Trainer's helpers read off ``self.env``)."""
+    num_envs: int
+    num_actions: int
+    frame_stack: int
+    num_extras: int
+    frames_per_step: int
+
+    def reset(self, seed: int | None = None) -> None:
+        return None   # a resumed run's collectors start fresh episodes by themselves
+
+    def close(self) -> None:
+        pass
+
+
+class Learner(Trainer):
+    """A distributed training run (``distributed.collectors > 0``); used like ``Trainer``::
+
+        with Learner(cfg, run_dir) as learner:
+            result = learner.run()   # {"env_steps", "interrupted", "signal", "eval"}
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
+        require_ray()
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        dist = cfg.distributed
+        if dist.prioritized:
+            cfg.replay.prioritized = True   # Ape-X / R2D2 (written to config.yaml as such)
+        self.device = runtime.resolve_device(cfg.device)
+        self.bf16 = runtime.use_bf16(cfg.compute, self.device)
+        self.threads = runtime.configure_threads(cfg.compute)
+        runtime.seed_everything(cfg.seed)
+        self.counters = Counters()
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.eval_env = None
+        self.cluster = Cluster(dist, runtime.cpu_count())
+        self.pool = None
+        try:  # a failure below must not leave actors or a local cluster behind
+            self.pool = CollectorPool(cfg, self.run_dir)
+            info = self.pool.infos[0]
+            E = info["num_envs"]
+            self.env = Streams(dist.collectors * E, info["num_actions"], info["frame_stack"], info["num_extras"],
+                               info["frames_per_step"])
+            self.spec = EnvSpec(tuple(info["obs_shape"]), getattr(torch, info["obs_dtype"]), info["num_actions"],
+                                info["num_extras"])
+            self.obs_shape = self.spec.obs_shape
+            self.streams = [np.arange(i * E, (i + 1) * E) for i in range(dist.collectors)]
+            self.chunk_env_steps = E * info["chunk_vector_steps"]   # agent steps per chunk (all collectors alike)
+            self.agent = make_agent(cfg, self.spec, self.device, self.bf16, self.generator)
+            self.replay = self._make_replay(info["chunk_vector_steps"])
+            self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
+            self.step = self.acting_state = None
+            self.last_log_steps = 0
+            self.train_stats: dict[str, list[float]] = {}
+            self.recent_returns: deque = deque(maxlen=20)
+            self.restarts = 0
+            if resume_from is not None:
+                self._restore(resume_from)
+        except BaseException:
+            if self.pool is not None:
+                self.pool.close()
+            self.cluster.shutdown()
+            raise
+        self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
+        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, tracker=self.tracker)
+        self.incarnations = [info["incarnation"] for info in self.pool.infos]
+        self.weights: list = []          # [ObjectRef] of the newest published weights
+        self.version = -1                # learner updates at that publication
+        self.published = 0
+
+    def _make_replay(self, chunk_vector_steps: int) -> ReplayBuffer:
+        cfg, env = self.cfg, self.env
+        frame_shape = (self.obs_shape[0] // env.frame_stack, *self.obs_shape[1:])
+        self._check_replay_memory(frame_shape)
+        per_stream = cfg.replay.capacity // env.num_envs
+        if per_stream < 4 * chunk_vector_steps:
+            raise UserError(f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
+                            f"{env.num_envs} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
+                            "replay.capacity or lower distributed.chunk_steps or distributed.collectors")
+        replay = ReplayBuffer(
+            cfg.replay.capacity, env.num_envs, frame_shape, env.frame_stack, env.num_extras, n_step=cfg.agent.n_step,
+            gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized, alpha=cfg.replay.alpha,
+            priority_eps=cfg.replay.priority_eps, seed=cfg.seed, frame_dtype=self.spec.obs_dtype,
+            labels=bool(cfg.agent.aux.features))
+        if self.agent.sampler == "sequences":
+            replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
+                                    cfg.network.lstm_size, cfg.replay.priority_eta)
+        return replay
+
+    # ------------------------------------------------------------------ checkpoints (Trainer's, plus these)
+    def checkpoint_payload(self) -> dict:
+        payload = super().checkpoint_payload()
+        payload["distributed"] = {"collectors": self.cfg.distributed.collectors, "streams": self.env.num_envs,
+                                  "collector_restarts": self.restarts}
+        return payload
+
+    def _restore(self, payload: dict) -> None:
+        saved = payload.get("replay")
+        if saved is not None and saved["frames"].shape[0] != self.env.num_envs:
+            raise CheckpointError(f"the checkpoint's replay holds {saved['frames'].shape[0]} env streams, this run "
+                                  f"has {self.env.num_envs} (collectors x envs); resume with the config the run was "
+                                  "started with")
+        super()._restore(payload)
+        self.restarts = payload.get("distributed", {}).get("collector_restarts", 0)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg, c, dist = self.cfg, self.counters, self.cfg.distributed
+        started = time.perf_counter() - c.wall_time
+        last_eval, last_eval_step = {}, -1
+        self.window = _Window(dist.collectors, c.env_steps, self.agent.updates)
+        bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
+                   mininterval=1.0, desc=f"{cfg.name} ({dist.collectors} collectors)")
+        self._bar = bar
+        with StopRequested() as stop:
+            self._stop = stop
+            self.publish()
+            while c.env_steps < cfg.total_steps and not stop.requested:
+                self.feed()
+                t0 = time.perf_counter()
+                chunks = self.pool.poll(timeout=0.0 if self.owes_update() else 0.05)
+                self.window.wait += time.perf_counter() - t0
+                if chunks:
+                    self.insert(chunks, time.perf_counter() - started)
+                    bar.update(sum(chunk.env_steps for chunk in chunks))
+                if self.owes_update():
+                    self.update()
+                now = time.perf_counter()
+                if c.env_steps - self.last_log_steps >= cfg.log_interval:
+                    self.log(now, started, bar, last_eval)
+                if c.env_steps // cfg.eval.interval > c.evals:
+                    c.evals = c.env_steps // cfg.eval.interval
+                    last_eval = self.run_evaluation(time.perf_counter() - started)
+                    if last_eval:
+                        last_eval_step = c.env_steps
+                    else:  # cut short by a stop request: the resumed run evaluates instead
+                        c.evals -= 1
+                if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
+                    c.wall_time = time.perf_counter() - started
+                    self.save_checkpoint()
+                    c.checkpoints = c.env_steps // cfg.checkpoint_interval
+            bar.close()
+            self.pool.close()   # the collectors stop here; evaluation and the checkpoint need none of them
+            if not stop.requested and last_eval_step != c.env_steps:
+                last_eval = self.run_evaluation(time.perf_counter() - started)
+            c.wall_time = time.perf_counter() - started
+            self.save_checkpoint()
+        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
+
+    def learning(self) -> bool:
+        return self.counters.env_steps >= self.cfg.agent.learning_starts and len(self.replay) >= self.fill_needed
+
+    def owes_update(self) -> bool:
+        """free: update whenever replay is ready (Ape-X); ratio: one update per agent.train_freq steps inserted."""
+        return self.learning() and (self.cfg.distributed.pace == "free" or self.counters.pending_updates >= 1)
+
+    def feed(self) -> None:
+        """Queue ``collect`` calls on idle collectors with the newest weights. Under ``pace: ratio`` none while the
+        learner owes more than a round of chunks' updates, so collecting never runs ahead of learning; none
+        beyond what ``total_steps`` still needs."""
+        cfg, c, pool = self.cfg, self.counters, self.pool
+        per_chunk = self.chunk_env_steps
+        behind = c.pending_updates > per_chunk * pool.count / cfg.agent.train_freq
+        if cfg.distributed.pace == "ratio" and behind and self.learning():   # (a refilling replay never waits)
+            return
+        explore = c.env_steps < cfg.agent.learning_starts
+        queued = per_chunk * len(pool.pending)
+        for i in range(pool.count):
+            for _ in range(pool.idle(i)):
+                if c.env_steps + queued >= cfg.total_steps:
+                    return
+                pool.submit(i, self.weights, self.version, explore)
+                queued += per_chunk
+
+    def insert(self, chunks: list[Chunk], wall: float) -> None:
+        """Store the chunks that arrived together (in the order collected), count them, write episode rows.
+
+        Chunks are stored in rounds, each round one merged write holding at most one chunk per collector (so a
+        collector's chunks stay in order); a collector that Ray restarted has its streams cut first."""
+        c, t0 = self.counters, time.perf_counter()
+        rounds: list[list[Chunk]] = []
+        seen: dict[int, int] = {}
+        for chunk in chunks:
+            r = seen[chunk.collector] = seen.get(chunk.collector, -1) + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(chunk)
+        for group in rounds:
+            for chunk in group:
+                if chunk.incarnation != self.incarnations[chunk.collector]:
+                    self._restarted(chunk)
+            for length in sorted({ch.rewards.shape[0] for ch in group}):
+                same = [ch for ch in group if ch.rewards.shape[0] == length]
+                add_to_replay(self.replay, merge(same), np.concatenate([self.streams[ch.collector] for ch in same]))
+        seconds = (time.perf_counter() - t0) / len(chunks)
+        for chunk in chunks:
+            c.env_steps += chunk.env_steps
+            if self.learning() and self.cfg.distributed.pace == "ratio":
+                c.pending_updates += chunk.env_steps / self.cfg.agent.train_freq
+            self.window.add_chunk(chunk, self.agent.updates, seconds)
+            for ep in chunk.episodes:
+                c.episodes += 1
+                self.recent_returns.append(ep["return"])
+                self.metrics.write("episode", c.env_steps, wall, collector=chunk.collector,
+                                   **{k: v for k, v in ep.items() if k != "env"})
+
+    def _restarted(self, chunk: Chunk) -> None:
+        """Ray restarted this chunk's collector: its envs' streams end (their next steps are new episodes)."""
+        i = chunk.collector
+        self.restarts += 1
+        self.replay.end_streams(self.streams[i])
+        tqdm.write(f"[collector {i}] restarted by Ray (pid {self.pool.pids[i]} -> {chunk.pid}); "
+                   f"{self.restarts} restart(s) so far")
+        self.incarnations[i] = chunk.incarnation
+        self.pool.pids[i] = chunk.pid
+        self.pool.write_pids()
+
+    def update(self) -> None:
+        """One gradient update; then the target sync and the weight publication when they are due."""
+        cfg, c, t0 = self.cfg, self.counters, time.perf_counter()
+        beta = linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps)
+        batch = self.replay.sample_for(self.agent.sampler, cfg.agent.batch_size, beta=beta, device=self.device)
+        stats = self.agent.update(batch)
+        self.replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
+        for key, value in stats.items():
+            self.train_stats.setdefault(key, []).append(float(value))
+        for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
+            if key in self.train_stats and not math.isfinite(self.train_stats[key][-1]):
+                self._diverged(self.train_stats[key][-1], key)
+        if cfg.distributed.pace == "ratio":
+            c.pending_updates -= 1
+        # the target is copied every target_update_interval agent steps' worth of updates (train_freq steps each)
+        every = max(1, round(cfg.agent.target_update_interval / cfg.agent.train_freq))
+        if self.agent.updates // every > c.target_syncs:
+            c.target_syncs = self.agent.updates // every
+            self.agent.sync_target()
+        if self.agent.updates - self.version >= cfg.distributed.weights_interval:
+            self.publish()
+        self.window.update_seconds += time.perf_counter() - t0
+
+    def publish(self) -> None:
+        """Put the acting weights in the object store; collectors fetch them with their next call."""
+        import ray
+        self.weights = [ray.put(acting_weights(self.agent))]
+        self.version = self.agent.updates
+        self.published += 1
+
+    def log(self, now: float, started: float, bar, last_eval: dict) -> None:
+        c = self.counters
+        recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+        means = {f"train/{k}": float(np.mean(v)) for k, v in self.train_stats.items()}
+        faults = {}
+        for name in ("worker_restarts", "episodes_dropped"):
+            values = [f[name] for f in self.window.faults if f and name in f]
+            if values:
+                faults[name] = int(sum(values))
+        row = self.window.row(now, c.env_steps, self.agent.updates, self.cfg.agent.batch_size)
+        self.metrics.write("train", c.env_steps, now - started, episodes=c.episodes, recent_return=recent,
+                           updates=self.agent.updates, collector_restarts=self.restarts,
+                           collectors_alive=sum(self.pool.alive), weights_published=self.published, **row,
+                           **means, **faults)
+        bar.set_postfix(sps=f"{row['sps']:.0f}", ups=f"{row['updates_per_s']:.1f}",
+                        ret="-" if recent is None else f"{recent:.1f}", eval=last_eval.get("return_mean", "-"))
+        self.train_stats.clear()
+        self.last_log_steps = c.env_steps
+        self.window = _Window(self.cfg.distributed.collectors, c.env_steps, self.agent.updates, now, self.window)
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        try:
+            super().close()
+        finally:
+            self.pool.close()
+            self.cluster.shutdown()
+
+
+class _Window:
+    """Throughput, weight lag and where the learner's time went since the last train row."""
+
+    def __init__(self, collectors: int, env_steps: int, updates: int, now: float | None = None, last=None):
+        self.t0 = time.perf_counter() if now is None else now
+        self.env_steps0, self.updates0 = env_steps, updates
+        self.steps = [0] * collectors
+        self.lags: list[int] = []
+        self.insert_seconds = self.update_seconds = self.wait = 0.0
+        self.chunk_bytes = 0
+        self.faults = last.faults if last is not None else [None] * collectors
+
+    def add_chunk(self, chunk: Chunk, updates: int, seconds: float) -> None:
+        self.steps[chunk.collector] += chunk.env_steps
+        if chunk.version >= 0:
+            self.lags.append(updates - chunk.version)
+        self.insert_seconds += seconds
+        self.chunk_bytes += chunk.nbytes()
+        self.faults[chunk.collector] = chunk.faults
+
+    def row(self, now: float, env_steps: int, updates: int, batch_size: int) -> dict:
+        dt = max(now - self.t0, 1e-9)
+        sps = (env_steps - self.env_steps0) / dt
+        ups = (updates - self.updates0) / dt
+        collector_sps = [round(s / dt, 1) for s in self.steps]
+        return {"sps": sps, "updates_per_s": ups, "insert_rate": sps,
+                "replay_ratio": ups * batch_size / sps if sps else None,
+                "collector_sps": collector_sps, "collector_sps_mean": float(np.mean(collector_sps)),
+                "collector_sps_min": float(min(collector_sps)),
+                "weight_lag_mean": float(np.mean(self.lags)) if self.lags else None,
+                "weight_lag_max": max(self.lags) if self.lags else None,
+                "insert_share": self.insert_seconds / dt, "update_share": self.update_seconds / dt,
+                "wait_share": self.wait / dt, "chunk_mb_per_s": self.chunk_bytes / dt / 2**20}

@@ -1,0 +1,267 @@
+"""Distributed training (``drl/distributed``, ``distributed.collectors=N``).
+
+Without Ray: a collector's chunks stored by the learner give the same replay as the single-process path (frames,
+flags, sequence starts and their LSTM states), initial priorities are the n-step TD errors they claim to be, and
+``distributed.collectors`` without Ray installed is a one-line error. On a local Ray cluster (skipped without Ray;
+a few tens of seconds each on 2 cores): catch solved with 2 collectors, the memory task solved with DRQN sequences
+sent through Ray, a killed collector restarted while training goes on, SIGINT (exit 130, checkpoint, no Ray process
+left) and --resume.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drl import checkpoint, config
+from drl.distributed.chunk import add_to_replay, merge, td_priorities
+from drl.distributed.collector import Collector, apex_epsilon
+from drl.metrics import read_metrics
+from drl.processes import alive, descendants
+from drl.replay import ReplayBuffer, n_step_returns
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "DRL_THREADS": "1"}
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install -e '.[ray]'): no local cluster to test on")
+FAST = ["distributed.collectors=2", "compute.threads=1", "tracking.wandb=off", "eval.interval=10000"]
+
+
+# ------------------------------------------------------------------------------------------------- no Ray
+def test_apex_epsilons():
+    assert apex_epsilon(0, 1) == 0.4
+    eps = [apex_epsilon(i, 8) for i in range(8)]
+    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
+    assert all(a > b for a, b in zip(eps, eps[1:]))
+
+
+def test_td_priorities_are_n_step_td_errors():
+    T, E, A, n, gamma = 9, 3, 4, 3, 0.9
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(T + 1, E, A, generator=g)
+    actions = torch.randint(0, A, (T, E), generator=g)
+    rewards = torch.randn(T, E, generator=g)
+    terminated = torch.rand(T, E, generator=g) < 0.15
+    truncated = (torch.rand(T, E, generator=g) < 0.1) & ~terminated
+    reset = terminated | truncated
+    got = td_priorities(q, actions, rewards, terminated, truncated, reset, n, gamma)
+    for t in range(T):
+        for e in range(E):
+            ret, k, boot = 0.0, 0, True
+            while k < n and t + k < T:
+                ret += gamma ** k * float(rewards[t + k, e])
+                k += 1
+                if terminated[t + k - 1, e] or truncated[t + k - 1, e]:
+                    boot = False   # terminated: no bootstrap; time limit: not computable at the collector
+                    break
+            value = gamma ** k * float(q[t + k, e].max()) if boot else 0.0
+            assert float(got[t, e]) == pytest.approx(abs(ret + value - float(q[t, e, actions[t, e]])), abs=1e-5)
+    # the replay's own n-step helper agrees on the windows that fit in the chunk
+    returns, _, _ = n_step_returns(rewards.T, terminated.T, reset.T, n, gamma)
+    assert returns.shape == (E, T - n + 1)
+
+
+def _recording_collector(experiment: str, overrides: list[str]):
+    """A collector in this process whose env steps and acting inputs are recorded (for a reference replay)."""
+    cfg = config.load(experiment, ["tracking.wandb=off", "distributed.collectors=1", *overrides])
+    cfg.replay.prioritized = True
+    col = Collector(cfg.model_dump(), 0, 1)
+    inputs, steps = [], []
+    act, env_step = col._act, col.env.step
+
+    def recording_act(obs, extras, epsilon):
+        state = None if col.state is None else tuple(x.clone() for x in col.state)
+        inputs.append((obs.clone(), col.first.clone(), state, extras))
+        actions, new_state, q = act(obs, extras, epsilon)
+        inputs[-1] += (actions.clone(),)
+        return actions, new_state, q
+
+    def recording_step(actions):
+        step = env_step(actions)
+        steps.append(step)
+        return step
+
+    col._act, col.env.step = recording_act, recording_step
+    return cfg, col, inputs, steps
+
+
+@pytest.mark.parametrize("experiment", ["catch", "memory"])
+def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
+    cfg, col, inputs, steps = _recording_collector(experiment, ["distributed.chunk_steps=96", "env.num_envs=8"])
+    E, frame_shape = col.env.num_envs, (col.channels, *col.spec.obs_shape[1:])
+
+    def buffer(streams: int) -> ReplayBuffer:
+        rb = ReplayBuffer(2000 * streams, streams, frame_shape, 1, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
+                          prioritized=True, alpha=cfg.replay.alpha)
+        if col.sequences:
+            rb.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
+                                cfg.network.lstm_size, cfg.replay.priority_eta)
+        return rb
+
+    ref, dist = buffer(E), buffer(3 * E)
+    streams = np.arange(E, 2 * E)                 # this collector's streams sit between two others
+    chunks = [col.collect([], -1, explore=False) for _ in range(3)]
+    for chunk in chunks:
+        add_to_replay(dist, chunk, streams)
+    for (obs, first, state, extras, actions), step in zip(inputs, steps):
+        ref.add_step(obs, first, actions, step, extras, acting_state=state)
+    assert sum(c.env_steps for c in chunks) == len(steps) * E == 3 * 96
+    assert sum(len(c.episodes) for c in chunks) > 0 and int(ref.flags.bitwise_and(ref.FINAL).sum()) > 0
+    for name in ("frames", "actions", "rewards", "flags"):
+        assert torch.equal(getattr(dist, name)[streams], getattr(ref, name)), name
+    assert (dist.count[streams] == ref.count).all() and dist.count[:E].sum() == 0
+    if col.sequences:
+        assert (dist.start_count[streams] == ref.start_count).all() and ref.start_count.sum() > 0
+        assert torch.equal(dist.start_slot[streams], ref.start_slot)
+        assert torch.equal(dist.start_state[streams], ref.start_state)
+        assert float(ref.start_state.abs().sum()) > 0      # real LSTM states, not zeros
+    # the collector's priorities replaced the replay's max priority on every entry the chunks created
+    leaves = dist.tree.leaves
+    for chunk in chunks:
+        assert chunk.priorities is not None and torch.isfinite(chunk.priorities).any()
+    expected = np.concatenate([c.priorities.numpy().ravel() for c in chunks])
+    expected = (expected[np.isfinite(expected)].astype(np.float64) + cfg.replay.priority_eps) ** cfg.replay.alpha
+    assert np.allclose(np.sort(leaves[leaves > 0]), np.sort(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize("experiment", ["catch", "memory"])
+def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
+    """The learner stores the chunks that arrive together as one write; a warm-up chunk (no priorities, random
+    actions) may sit beside a chunk with priorities."""
+    cfg = config.load(experiment, ["tracking.wandb=off", "distributed.collectors=2", "env.num_envs=4",
+                                   "distributed.chunk_steps=40"])
+    cfg.replay.prioritized = True
+    cols = [Collector(cfg.model_dump(), i, 2) for i in range(2)]
+    E, frame_shape = 4, (cols[0].channels, *cols[0].spec.obs_shape[1:])
+    buffers = []
+    for _ in range(2):
+        rb = ReplayBuffer(1000 * 2 * E, 2 * E, frame_shape, 1, n_step=cfg.agent.n_step, prioritized=True)
+        if cols[0].sequences:
+            rb.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
+                                cfg.network.lstm_size, cfg.replay.priority_eta)
+        buffers.append(rb)
+    one_by_one, merged = buffers
+    streams = [np.arange(E), np.arange(E, 2 * E)]
+    for r in range(4):
+        chunks = [cols[0].collect([], -1, explore=r == 0), cols[1].collect([], -1, explore=False)]
+        for chunk, ids in zip(chunks, streams):
+            add_to_replay(one_by_one, chunk, ids)
+        add_to_replay(merged, merge(chunks[::-1]), np.concatenate(streams[::-1]))
+    for name in ("frames", "actions", "rewards", "flags") + (("start_slot", "start_state") if cols[0].sequences
+                                                             else ()):
+        assert torch.equal(getattr(merged, name), getattr(one_by_one, name)), name
+    assert np.array_equal(merged.tree.leaves, one_by_one.tree.leaves)
+
+
+def test_without_ray_the_key_is_a_one_line_error(tmp_path):
+    fake = tmp_path / "site" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    run_dir = tmp_path / "run"
+    env = {**ENV, "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "drl.train", "catch", "distributed.collectors=2", "--run-dir",
+                           str(run_dir)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install" in lines[0] and "ray" in lines[0], proc.stderr
+    assert not run_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------------- Ray
+def train(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drl.train", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, timeout=timeout)
+
+
+def start(tmp_path: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "drl.train", *map(str, args)], cwd=ROOT, env=ENV,
+                            stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
+
+
+def rows(run_dir: Path, event: str) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [r for r in read_metrics(path) if r["event"] == event] if path.exists() else []
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@needs_ray
+def test_catch_is_solved_with_two_collectors(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train("catch", *FAST, "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = rows(run_dir, "eval")[-1]
+    assert final["return_mean"] >= 0.9, final
+    train_rows = rows(run_dir, "train")
+    last = train_rows[-1]
+    assert len(last["collector_sps"]) == 2 and last["collector_restarts"] == 0 and last["insert_rate"] > 0
+    assert any(r["weight_lag_mean"] is not None for r in train_rows) and last["updates"] > 0
+    assert {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
+    assert config.load_run_config(run_dir).replay.prioritized   # Ape-X: prioritized replay
+
+
+@needs_ray
+def test_memory_task_is_solved_with_drqn_sequences_through_ray(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train("memory", *FAST, "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert config.load_run_config(run_dir).agent.algo == "drqn"
+    assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
+
+
+@needs_ray
+def test_a_killed_collector_is_restarted_and_training_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, "catch", *FAST, "total_steps=80000", "eval.interval=40000", "--run-dir", run_dir)
+    wait_for(lambda: len(rows(run_dir, "train")) >= 2, 240, "training rows", proc)
+    pids = json.loads((run_dir / "collectors.json").read_text())["pids"]
+    os.kill(pids[1], signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert rows(run_dir, "train")[-1]["collector_restarts"] >= 1
+    after = json.loads((run_dir / "collectors.json").read_text())["pids"]
+    assert after[0] == pids[0] and after[1] != pids[1]
+    assert "restarted by Ray" in (tmp_path / "stdout.txt").read_text()
+    assert rows(run_dir, "eval")[-1]["env_steps"] >= 80000
+
+
+@needs_ray
+def test_sigint_stops_everything_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, "catch", *FAST, "total_steps=1000000", "--run-dir", run_dir)
+    wait_for(lambda: any(r["updates"] > 0 for r in rows(run_dir, "train")), 240, "learner updates", proc)
+    tree = set(descendants(proc.pid))           # raylet, GCS, collectors, ...
+    assert len(tree) >= 3
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert time.monotonic() - t0 < 30
+    assert "interrupted, checkpoint written" in (tmp_path / "stdout.txt").read_text()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in tree if alive(p)], "Ray processes left behind"
+    payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+    steps = payload["counters"]["env_steps"]
+    assert steps > 0 and payload["distributed"]["collectors"] == 2
+    resumed = train("--resume", run_dir, f"total_steps={steps + 5000}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert rows(run_dir, "eval")[-1]["env_steps"] >= steps + 5000
+    assert rows(run_dir, "train")[-1]["updates"] > payload["agent"]["updates"]
