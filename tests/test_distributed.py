@@ -4,8 +4,8 @@ Without Ray: a collector's chunks stored by the learner give the same replay as 
 flags, sequence starts and their LSTM states), initial priorities are the n-step TD errors they claim to be, and
 ``distributed.collectors`` without Ray installed is a one-line error. On a local Ray cluster (skipped without Ray;
 a few tens of seconds each on 2 cores): catch solved with 2 collectors, the memory task solved with DRQN sequences
-sent through Ray, a killed collector restarted while training goes on, SIGINT (exit 130, checkpoint, no Ray process
-left) and --resume.
+sent through Ray, a collector that cannot start (one line), a killed collector restarted while training goes on,
+SIGINT (exit 130, checkpoint, no Ray process left) and --resume.
 """
 from __future__ import annotations
 
@@ -225,6 +225,17 @@ def test_memory_task_is_solved_with_drqn_sequences_through_ray(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert config.load_run_config(run_dir).agent.algo == "drqn"
     assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
+
+
+@needs_ray
+def test_a_collector_that_cannot_start_is_a_one_line_error(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train("atari-pong", "env.game=pongg", "distributed.collectors=1", "tracking.wandb=off", "--run-dir",
+                 run_dir, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "drl.train: error: collector 0 could not start: unknown Atari game 'pongg' (env.game); did you mean pong?"]
+    assert not run_dir.exists()
 
 
 @needs_ray

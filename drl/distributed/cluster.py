@@ -36,8 +36,7 @@ class Cluster:
         self.started = False
         if ray.is_initialized():        # the caller (e.g. a test or notebook) connected already
             return
-        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                      logging_level="WARNING")
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
         if dist.address:
             try:
                 ray.init(address=dist.address, **kwargs)
@@ -81,6 +80,10 @@ class CollectorPool:
         except ray.exceptions.RayError as exc:
             self.close()
             raise UserError(f"a collector could not start: {cause(exc)}") from None
+        failed = [(i, info["error"]) for i, info in enumerate(self.infos) if "error" in info]
+        if failed:
+            self.close()
+            raise UserError(f"collector {failed[0][0]} could not start: {failed[0][1]}")
         self.pids = [info["pid"] for info in self.infos]
         self.write_pids()
 
@@ -113,6 +116,9 @@ class CollectorPool:
             self.queued[i] -= 1
             try:
                 chunks.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:   # an error inside collect(): the run stops
+                self.close()
+                raise UserError(f"collector {i} failed: {cause(exc)} (rerun with --debug for the traceback)") from exc
             except ray.exceptions.RayActorError as exc:
                 if self.alive[i]:
                     self.alive[i] = False

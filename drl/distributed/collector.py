@@ -47,9 +47,21 @@ def _restarted_by_ray() -> bool:
 
 
 class Collector:
-    """One collector (a Ray actor): ``info()``, ``pid()``, ``collect(weights, version, explore) -> Chunk``."""
+    """One collector (a Ray actor): ``info()``, ``pid()``, ``collect(weights, version, explore) -> Chunk``.
+
+    A set-up error (a bad env setting, a missing game) is kept and reported by ``info()``, so the learner stops
+    with one line instead of Ray printing the traceback of a dead actor."""
 
     def __init__(self, cfg_data: dict, index: int, count: int):
+        self.error = None
+        try:
+            self._setup(cfg_data, index, count)
+        except Exception as exc:  # noqa: BLE001 - reported by info() / collect()
+            from drl.errors import UserError, first_line
+            self.error = first_line(exc, 300) if isinstance(exc, UserError) else \
+                f"{type(exc).__name__}: {first_line(exc, 300)}"
+
+    def _setup(self, cfg_data: dict, index: int, count: int) -> None:
         from drl import config, runtime
         from drl.agent import EnvSpec, make_agent
         from envs import make_env
@@ -85,6 +97,8 @@ class Collector:
         self.q_acting = hasattr(self.agent, "q_values") and hasattr(self.agent, "online")  # DQN family
 
     def info(self) -> dict:
+        if self.error is not None:
+            return {"error": self.error, "pid": os.getpid()}
         env, spec = self.env, self.spec
         return {"obs_shape": list(spec.obs_shape), "obs_dtype": str(spec.obs_dtype).removeprefix("torch."),
                 "num_actions": spec.num_actions, "num_extras": spec.num_extras, "num_envs": env.num_envs,
@@ -117,6 +131,8 @@ class Collector:
 
     def collect(self, weights: list, version: int, explore: bool = False) -> Chunk:
         """Step T vector steps (``explore``: uniformly random actions, the learner's warm-up) and return them."""
+        if self.error is not None:
+            raise RuntimeError(f"collector {self.index} could not start: {self.error}")
         t0 = time.perf_counter()
         if weights and version != self.version:
             import ray
