@@ -294,17 +294,7 @@ class Trainer:
                                     eps=f"{epsilon:.3f}", eval=last_eval.get("return_mean", "-"))
                     train_stats.clear()
                     last_log_time, last_sps_steps, self.last_log_steps = now, c.env_steps, c.env_steps
-                if c.env_steps // cfg.eval.interval > c.evals:
-                    c.evals = c.env_steps // cfg.eval.interval
-                    last_eval = self.run_evaluation(time.perf_counter() - started)
-                    if last_eval:
-                        last_eval_step = c.env_steps
-                    else:  # cut short by a stop request: the resumed run evaluates instead
-                        c.evals -= 1
-                if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
-                    c.wall_time = time.perf_counter() - started
-                    self.save_checkpoint()
-                    c.checkpoints = c.env_steps // cfg.checkpoint_interval
+                last_eval, last_eval_step = self.evaluate_and_checkpoint(started, last_eval, last_eval_step)
             bar.close()
             # still under StopRequested: a signal now cuts the final evaluation short but the checkpoint is written
             if not stop.requested and last_eval_step != c.env_steps:
@@ -312,6 +302,23 @@ class Trainer:
             c.wall_time = time.perf_counter() - started
             self.save_checkpoint()
         return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
+
+    def evaluate_and_checkpoint(self, started: float, last_eval: dict, last_eval_step: int) -> tuple[dict, int]:
+        """Evaluate and checkpoint where their intervals are crossed; returns the last evaluation and its step."""
+        c, cfg = self.counters, self.cfg
+        if c.env_steps // cfg.eval.interval > c.evals:
+            c.evals = c.env_steps // cfg.eval.interval
+            evaluation = self.run_evaluation(time.perf_counter() - started)
+            if evaluation:
+                last_eval, last_eval_step = evaluation, c.env_steps
+            else:  # cut short by a stop request: the resumed run evaluates instead
+                last_eval = evaluation
+                c.evals -= 1
+        if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
+            c.wall_time = time.perf_counter() - started
+            self.save_checkpoint()
+            c.checkpoints = c.env_steps // cfg.checkpoint_interval
+        return last_eval, last_eval_step
 
     def _learn(self, learning: bool, beta: float) -> None:
         """The updates this vector step owes (``agent.train_freq`` env steps per update), once replay is filled."""

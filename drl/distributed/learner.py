@@ -163,17 +163,7 @@ class Learner(Trainer):
                 now = time.perf_counter()
                 if c.env_steps - self.last_log_steps >= cfg.log_interval:
                     self.log(now, started, bar, last_eval)
-                if c.env_steps // cfg.eval.interval > c.evals:
-                    c.evals = c.env_steps // cfg.eval.interval
-                    last_eval = self.run_evaluation(time.perf_counter() - started)
-                    if last_eval:
-                        last_eval_step = c.env_steps
-                    else:  # cut short by a stop request: the resumed run evaluates instead
-                        c.evals -= 1
-                if c.env_steps // cfg.checkpoint_interval > c.checkpoints:
-                    c.wall_time = time.perf_counter() - started
-                    self.save_checkpoint()
-                    c.checkpoints = c.env_steps // cfg.checkpoint_interval
+                last_eval, last_eval_step = self.evaluate_and_checkpoint(started, last_eval, last_eval_step)
             bar.close()
             self.pool.close()   # the collectors stop here; evaluation and the checkpoint need none of them
             if not stop.requested and last_eval_step != c.env_steps:
