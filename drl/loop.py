@@ -127,13 +127,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.device = runtime.resolve_device(cfg.device)
-        self.bf16 = runtime.use_bf16(cfg.compute, self.device)
-        self.threads = runtime.configure_threads(cfg.compute)
-        runtime.seed_everything(cfg.seed)
-        self.counters = Counters()
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self._set_up_runtime(cfg, run_dir)
         self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         self.eval_env = None
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
@@ -166,6 +160,16 @@ class Trainer:
             raise
         self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
         self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, tracker=self.tracker)
+
+    def _set_up_runtime(self, cfg: Config, run_dir: Path) -> None:
+        """Device, precision, threads, seeds, counters and the acting generator (before any env or network)."""
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = runtime.resolve_device(cfg.device)
+        self.bf16 = runtime.use_bf16(cfg.compute, self.device)
+        self.threads = runtime.configure_threads(cfg.compute)
+        runtime.seed_everything(cfg.seed)
+        self.counters = Counters()
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
 
     def _check_replay_memory(self, frame_shape: tuple) -> None:
         """Refuse a replay buffer that does not fit in free memory, before allocating it."""

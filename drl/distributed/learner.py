@@ -25,7 +25,7 @@ from drl.distributed.chunk import Chunk, add_to_replay, merge
 from drl.distributed.cluster import Cluster, CollectorPool, require_ray
 from drl.distributed.collector import acting_weights
 from drl.errors import UserError
-from drl.loop import Counters, StopRequested, Trainer, linear
+from drl.loop import StopRequested, Trainer, linear
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer
 from drl.tracking import WandbTracker
@@ -57,16 +57,10 @@ class Learner(Trainer):
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
         require_ray()
-        self.cfg, self.run_dir = cfg, Path(run_dir)
         dist = cfg.distributed
         if dist.prioritized:
             cfg.replay.prioritized = True   # Ape-X / R2D2 (written to config.yaml as such)
-        self.device = runtime.resolve_device(cfg.device)
-        self.bf16 = runtime.use_bf16(cfg.compute, self.device)
-        self.threads = runtime.configure_threads(cfg.compute)
-        runtime.seed_everything(cfg.seed)
-        self.counters = Counters()
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self._set_up_runtime(cfg, run_dir)
         self.eval_env = None
         self.cluster = Cluster(dist, runtime.cpu_count())
         self.pool = None
