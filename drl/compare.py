@@ -270,6 +270,18 @@ def train_return_curve(run: Run, window: int) -> tuple[np.ndarray, np.ndarray]:
     return frames[last_at_frame], smoothed[last_at_frame]
 
 
+def frames_to_train_return(frames: np.ndarray, returns: np.ndarray, threshold: float, window: int) -> float | None:
+    """Frames at the end of the first ``window`` consecutive training episodes whose mean return is >= ``threshold``
+    (``frames[i]``: the frame count when episode ``i`` ended), or None if never. Full windows only."""
+    returns = np.asarray(returns, dtype=np.float64)
+    if len(returns) < window:
+        return None
+    sums = np.concatenate([[0.0], np.cumsum(returns)])
+    window_sums = sums[window:] - sums[:-window]          # [j]: episodes j .. j+window-1 (exact for whole scores)
+    hit = np.nonzero(window_sums >= threshold * window)[0]
+    return float(np.asarray(frames)[hit[0] + window - 1]) if len(hit) else None
+
+
 def common_grid(curves: list[tuple[np.ndarray, np.ndarray]], group: str) -> tuple[np.ndarray, np.ndarray]:
     """Common frame grid where every seed has data, and each seed's curve interpolated onto it."""
     low, high = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)

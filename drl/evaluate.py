@@ -2,7 +2,9 @@
 
 Loads RUN_DIR/config.yaml and a checkpoint (default RUN_DIR/checkpoints/latest.pt), plays whole evaluation episodes
 with the training code's own ``drl.loop.evaluate``, prints a score table and, with ``--video``, writes an mp4 of
-env 0's episodes (its share of the N episodes), upscaled with nearest-neighbour so small worlds are visible. With
+env 0's episodes (its share of the N episodes), upscaled with nearest-neighbour so small worlds are visible. The
+video shows the game's own colour screen where the env kind can give it (Atari, Gym; ``--video-view game``, the
+default there) or the agent's input, its newest frame (``--video-view agent``; the default for other kinds). With
 tracking on (config ``tracking.wandb`` or ``--wandb``) the scores and the video go to a W&B run with job type
 ``eval`` in the experiment's group.
 """
@@ -31,6 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--num-envs", metavar="N", type=int, help="envs stepping together (default min(eval.num_envs, N))")
     parser.add_argument("--seed", type=int, help="env seed (default: the run's seed + 20000)")
     parser.add_argument("--video", metavar="OUT.mp4", help="write an mp4 of the agent playing env 0")
+    parser.add_argument("--video-view", choices=["game", "agent"],
+                        help="what the video shows: the game's colour screen (default where the env can give it) "
+                             "or the agent's input frames")
     parser.add_argument("--fps", type=int, help="video frames per second (default: real time for Atari/Doom, 8 otherwise)")
     parser.add_argument("--wandb", choices=["auto", "online", "offline", "off"],
                         help="W&B tracking for this evaluation (default: the config's tracking.wandb)")
@@ -48,14 +53,17 @@ def default_fps(env) -> int:
 class VideoRecorder:
     """``on_step`` callback for ``drl.loop.evaluate``: writes env 0's frames until it has finished ``episodes``.
 
-    Per episode that is its first observation, the observation after every step and the terminal frame
-    (``final_obs``), so ``length + 1`` frames. Frames are the newest frame of the stacked observation, upscaled by an
-    integer factor (nearest) and padded to a multiple of 16 pixels for the H.264 encoder.
+    Per episode that is its first frame, the frame after every step and the terminal frame, so ``length + 1``
+    frames (``length`` where the env cannot give the terminal screen). ``view="agent"``: the newest frame of the
+    stacked observation (``obs`` / ``final_obs``); ``view="game"``: the env's colour screen (``screen`` /
+    ``final_screen``, from an env made with ``screens=True``). Frames are upscaled by an integer factor (nearest)
+    and padded to a multiple of 16 pixels for the H.264 encoder.
     """
 
-    def __init__(self, path: Path, frame_channels: int, episodes: int, fps: int):
+    def __init__(self, path: Path, frame_channels: int, episodes: int, fps: int, view: str = "agent"):
         import imageio.v2 as imageio
 
+        self.view = view
         self.path, self.channels, self.left = Path(path), frame_channels, episodes
         self.frames, self.size = 0, None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,10 +74,13 @@ class VideoRecorder:
             raise UserError(f"cannot write video '{path}' ({str(exc).splitlines()[0][:120]}); "
                             "check the path and that imageio-ffmpeg is installed") from None
 
-    def _frame(self, obs) -> np.ndarray:
-        frame = obs[-self.channels:].cpu().numpy()          # newest frame: [C, H, W]
-        frame = frame[:3] if frame.shape[0] >= 3 else np.repeat(frame[:1], 3, axis=0)
-        frame = np.ascontiguousarray(frame.transpose(1, 2, 0))
+    def _frame(self, image) -> np.ndarray:
+        if self.view == "game":
+            frame = np.ascontiguousarray(image)                 # screen: [H, W, 3]
+        else:
+            frame = image[-self.channels:].cpu().numpy()        # newest frame of the observation: [C, H, W]
+            frame = frame[:3] if frame.shape[0] >= 3 else np.repeat(frame[:1], 3, axis=0)
+            frame = np.ascontiguousarray(frame.transpose(1, 2, 0))
         h, w = frame.shape[:2]
         k = max(1, round(VIDEO_TARGET / max(h, w)))
         frame = frame.repeat(k, axis=0).repeat(k, axis=1)
@@ -78,8 +89,8 @@ class VideoRecorder:
             frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)))
         return frame
 
-    def _write(self, obs) -> None:
-        frame = self._frame(obs)
+    def _write(self, image) -> None:
+        frame = self._frame(image)
         self.size = (frame.shape[1], frame.shape[0])
         self.writer.append_data(frame)
         self.frames += 1
@@ -87,12 +98,14 @@ class VideoRecorder:
     def __call__(self, step) -> None:
         if self.left <= 0:
             return
-        if step.final_obs is not None and bool(step.reset[0]):   # env 0 finished an episode in this step
-            self._write(step.final_obs[0])
+        current, final = (step.screen, step.final_screen) if self.view == "game" else (step.obs, step.final_obs)
+        if any(ep["env"] == 0 for ep in step.episodes):   # env 0 finished an episode in this step
+            if final is not None:
+                self._write(final[0])
             self.left -= 1
             if self.left <= 0:
                 return
-        self._write(step.obs[0])
+        self._write(current[0])
 
     def close(self) -> None:
         self.writer.close()
@@ -138,7 +151,7 @@ def main(argv: list[str]) -> int:
     from drl.agent import EnvSpec, make_agent
     from drl.loop import evaluate, summarize
     from drl.tracking import WandbTracker
-    from envs import make_env
+    from envs import make_env, supports_screens
 
     episodes = args.episodes or cfg.eval.episodes
     epsilon = cfg.eval.epsilon if args.epsilon is None else args.epsilon
@@ -148,8 +161,10 @@ def main(argv: list[str]) -> int:
     bf16 = runtime.use_bf16(cfg.compute, device)
     runtime.configure_threads(cfg.compute)
     runtime.seed_everything(seed)
+    view = args.video_view or ("game" if supports_screens(cfg.env.kind) else "agent")
     env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames,
-                   labels=cfg.agent.aux.features)   # the game-feature head's accuracy, when it has one
+                   labels=cfg.agent.aux.features,   # the game-feature head's accuracy, when it has one
+                   screens=bool(args.video) and view == "game")
     recorder = None
     try:
         first = env.reset(seed=seed)
@@ -160,7 +175,7 @@ def main(argv: list[str]) -> int:
         checkpoint.load_agent_state(agent, payload, "pass the checkpoint of this run")
         fps = args.fps or default_fps(env)
         if args.video:
-            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs), fps)
+            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs), fps, view)
         results = evaluate(agent, env, episodes, epsilon, on_step=recorder)
     finally:
         if recorder is not None:
@@ -171,7 +186,7 @@ def main(argv: list[str]) -> int:
     print(f"drl.evaluate: {run_dir} at {env_steps:,} env steps, epsilon {epsilon:g}, {len(results)} episodes")
     print(format_table(summary, len(results)))
     if recorder is not None:
-        print(f"drl.evaluate: video {args.video} ({recorder.frames} frames of env 0, "
+        print(f"drl.evaluate: video {args.video} ({recorder.frames} frames of env 0's {view} view, "
               f"{recorder.size[0]}x{recorder.size[1]}, {fps} fps)")
 
     if args.wandb:

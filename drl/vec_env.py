@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -46,6 +47,11 @@ class VecStep:
     dropped: torch.Tensor | None = None
     labels: torch.Tensor | None = None        # uint8 [N] game-feature bits of obs's newest frame, or None
     final_labels: torch.Tensor | None = None  # uint8 [N] those of final_obs's newest frame; rows valid where reset
+    # The game's own colour screens, for videos only (``make_env(..., screens=True)``): host numpy uint8
+    # [N, H, W, 3] of the frames behind ``obs`` / ``final_obs`` (``final_screen`` rows valid where reset; None
+    # when the env cannot give the finished episode's last screen). Never given to the agent.
+    screen: np.ndarray | None = None
+    final_screen: np.ndarray | None = None
 
 
 def unpack_labels(labels: torch.Tensor, num_features: int) -> torch.Tensor:

@@ -5,6 +5,11 @@ ALE does: 30 no-op starts, frame skip 4 with max-pooling of the last two frames,
 This wrapper adds, for learning only: life loss as terminal (the game goes on; detected from ``lives``) and reward
 clipping to {-1, 0, 1}; reported episode returns are whole-game, unclipped scores. Optional flicker (each frame
 blanked with probability p) is applied on the device.
+
+``screens=True`` (videos) runs a second ALE vector env in lockstep: same games, seeds and actions, so the same
+trajectories (checked every step), but colour 210x160 frames without the stack. ALE is deterministic given its seed,
+so this shows the game's own screen of exactly the episodes the agent plays (max-pooled over the last two emulator
+frames, as the agent's frames are; flicker, an input corruption, is not drawn on it).
 """
 from __future__ import annotations
 
@@ -28,17 +33,20 @@ class AtariVecEnv(AsyncStepping):
     def __init__(self, game: str, num_envs: int, device: torch.device, seed: int = 0, frame_skip: int = 4,
                  frame_stack: int = 4, sticky_actions: float = 0.0, noop_max: int = 30,
                  life_loss_terminal: bool = True, clip_rewards: bool = True, max_episode_frames: int = 108_000,
-                 flicker: float = 0.0, num_threads: int = 0):
+                 flicker: float = 0.0, num_threads: int = 0, screens: bool = False):
         from ale_py.vector_env import AtariVectorEnv
 
         self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
         self.frames_per_step = frame_skip  # emulator frames per agent step
         self.life_loss_terminal, self.clip_rewards, self.flicker = life_loss_terminal, clip_rewards, flicker
-        self.env = AtariVectorEnv(
-            game, num_envs, num_threads=num_threads, repeat_action_probability=sticky_actions,
-            max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", img_height=84, img_width=84,
-            grayscale=True, stack_num=frame_stack, frameskip=frame_skip, maxpool=True, noop_max=noop_max,
-            episodic_life=False, reward_clipping=False, use_fire_reset=True)
+        common = dict(num_threads=num_threads, repeat_action_probability=sticky_actions,
+                      max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", frameskip=frame_skip,
+                      maxpool=True, noop_max=noop_max, episodic_life=False, reward_clipping=False, use_fire_reset=True)
+        self.env = AtariVectorEnv(game, num_envs, img_height=84, img_width=84, grayscale=True, stack_num=frame_stack,
+                                  **common)
+        # the same games in colour at full size, stepped with the same actions (videos only)
+        self.screen_env = (AtariVectorEnv(game, num_envs, img_height=210, img_width=160, grayscale=False,
+                                          stack_num=1, **common) if screens else None)
         self.num_actions = int(self.env.single_action_space.n)
         self.action_names = [f"action_{i}" for i in range(self.num_actions)]
         self.seed = seed
@@ -70,8 +78,11 @@ class AtariVecEnv(AsyncStepping):
         seed = self.seed if seed is None else seed
         if self._in_flight:  # collect a step that was sent and never received before resetting
             self.env.recv()
+            if self.screen_env is not None:
+                self.screen_env.recv()
             self._in_flight = False
         obs, info = self.env.reset(seed=seed)
+        screen = self.screen_env.reset(seed=seed)[0][:, -1] if self.screen_env is not None else None
         self._returns[:], self._lengths[:] = 0, 0
         self._lives = np.asarray(info["lives"]).copy()
         n = self.num_envs
@@ -82,19 +93,30 @@ class AtariVecEnv(AsyncStepping):
             self._keep = keep
         false = torch.zeros(n, dtype=torch.bool, device=self.device)
         return VecStep(obs=self._obs(obs, keep), reward=torch.zeros(n, device=self.device), terminated=false,
-                       truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device))
+                       truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device),
+                       screen=screen)
 
     def step_async(self, actions: torch.Tensor) -> None:
         """ALE's threads step the games; ``step_wait`` collects (the GIL is free meanwhile)."""
         if self._in_flight:
             raise RuntimeError("step_async() twice without step_wait()")
-        self.env.send(actions.cpu().numpy().astype(np.int32))
+        actions = actions.cpu().numpy().astype(np.int32)
+        self.env.send(actions)
+        if self.screen_env is not None:
+            self.screen_env.send(actions)
         self._in_flight = True
 
     def step_wait(self) -> VecStep:
         if not self._in_flight:  # ALE's recv would wait forever
             raise RuntimeError("step_wait() without step_async()")
         obs, reward, terminated, truncated, info = self.env.recv()
+        screen = final_screen = None
+        if self.screen_env is not None:
+            screen, screen_reward, screen_terminated, _, screen_info = self.screen_env.recv()
+            if not (np.array_equal(screen_reward, reward) and np.array_equal(screen_terminated, terminated)):
+                raise RuntimeError("Atari screen env went out of step with the agent's env")
+            screen = screen[:, -1]
+            final_screen = screen_info["final_obs"][:, -1] if "final_obs" in screen_info else None
         self._in_flight = False
         reward = np.asarray(reward, dtype=np.float64)
         reset = terminated | truncated
@@ -119,14 +141,17 @@ class AtariVecEnv(AsyncStepping):
         return VecStep(
             obs=self._obs(obs, keep), reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
             terminated=torch.as_tensor(learn_terminal, device=dev), truncated=torch.as_tensor(truncated & ~terminated, device=dev),
-            reset=torch.as_tensor(reset, device=dev), final_obs=final_obs, episodes=episodes)
+            reset=torch.as_tensor(reset, device=dev), final_obs=final_obs, episodes=episodes,
+            screen=screen, final_screen=final_screen)
 
     def close(self) -> None:
         self.env.close()
+        if self.screen_env is not None:
+            self.screen_env.close()
 
 
 def make_atari_env(cfg, *, num_envs: int, device: torch.device, seed: int, evaluation: bool = False,
-                   max_frames: int | None = None) -> AtariVecEnv:
+                   max_frames: int | None = None, screens: bool = False) -> AtariVecEnv:
     """``env.kind: atari``; an unknown ``env.game`` is a one-line error naming the closest ROMs."""
     import difflib
 
@@ -141,4 +166,4 @@ def make_atari_env(cfg, *, num_envs: int, device: torch.device, seed: int, evalu
                        frame_stack=cfg.frame_stack, sticky_actions=cfg.sticky_actions, noop_max=cfg.noop_max,
                        life_loss_terminal=cfg.life_loss_terminal and not evaluation, clip_rewards=cfg.clip_rewards,
                        max_episode_frames=max_frames or cfg.max_episode_frames, flicker=cfg.flicker,
-                       num_threads=cfg.num_threads)
+                       num_threads=cfg.num_threads, screens=screens)

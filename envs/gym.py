@@ -66,7 +66,8 @@ class GymVecEnv:
     num_extras = 0
 
     def __init__(self, env_id: str, num_envs: int, device: torch.device, seed: int = 0, kwargs: dict | None = None,
-                 vectorization: str = "sync", frame_stack: int = 1, max_episode_steps: int | None = None):
+                 vectorization: str = "sync", frame_stack: int = 1, max_episode_steps: int | None = None,
+                 screens: bool = False):
         import gymnasium as gym
         from gymnasium import spaces
 
@@ -80,6 +81,9 @@ class GymVecEnv:
         make_kwargs = dict(kwargs or {})
         if max_episode_steps is not None:
             make_kwargs["max_episode_steps"] = max_episode_steps
+        self.screens = screens   # videos: each env's own render() after every step (not the finished episode's last)
+        if screens:
+            make_kwargs["render_mode"] = "rgb_array"
         self.vector = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
                                    vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
                                    **make_kwargs)
@@ -143,7 +147,14 @@ class GymVecEnv:
                                                                                                device=self.device))
         zeros = torch.zeros(n, dtype=torch.bool, device=self.device)
         return VecStep(obs=self._stack, reward=torch.zeros(n, device=self.device), terminated=zeros,
-                       truncated=zeros.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device))
+                       truncated=zeros.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device),
+                       screen=self._screens())
+
+    def _screens(self) -> np.ndarray | None:
+        """uint8 [N, H, W, 3] from each env's ``render()`` (``render_mode="rgb_array"``), or None when off."""
+        if not self.screens:
+            return None
+        return np.stack([np.asarray(frame, dtype=np.uint8)[..., :3] for frame in self.vector.call("render")])
 
     def step_async(self, actions: torch.Tensor) -> None:
         actions = actions.detach().cpu().numpy().astype(np.int64) + self.action_start
@@ -176,7 +187,7 @@ class GymVecEnv:
         return VecStep(obs=self._stack, reward=torch.from_numpy(reward.astype(np.float32)).to(self.device),
                        terminated=torch.from_numpy(np.asarray(terminated, dtype=bool)).to(self.device),
                        truncated=torch.from_numpy(np.asarray(truncated & ~terminated, dtype=bool)).to(self.device),
-                       reset=reset, final_obs=final_obs, episodes=episodes)
+                       reset=reset, final_obs=final_obs, episodes=episodes, screen=self._screens())
 
     def step(self, actions: torch.Tensor) -> VecStep:
         self.step_async(actions)
@@ -187,7 +198,7 @@ class GymVecEnv:
 
 
 def make_gym_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                 max_frames: int | None = None) -> GymVecEnv:
+                 max_frames: int | None = None, screens: bool = False) -> GymVecEnv:
     """``env.kind: gym``. In evaluation ``max_frames`` (agent steps here) caps episodes that have a longer limit
     or none."""
     limit = cfg.max_episode_steps
@@ -198,4 +209,4 @@ def make_gym_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = Fa
         own = limit or registered
         limit = min(own, max_frames) if own else max_frames
     return GymVecEnv(cfg.id, num_envs, device, seed=seed, kwargs=cfg.kwargs, vectorization=cfg.vectorization,
-                     frame_stack=cfg.frame_stack, max_episode_steps=limit)
+                     frame_stack=cfg.frame_stack, max_episode_steps=limit, screens=screens)

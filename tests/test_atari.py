@@ -96,3 +96,40 @@ def test_flicker_blanks_whole_frames_consistently_across_the_stack():
     assert 0.3 < blanked / total < 0.7
     env.close()
     plain.close()
+
+
+def _luminance_84(screen: np.ndarray) -> torch.Tensor:
+    """Colour screens uint8 [N, 210, 160, 3] -> gray [N, 84, 84] (ITU-R 601 luma, area resize), as ALE makes obs."""
+    rgb = torch.from_numpy(screen).float()
+    gray = (rgb * torch.tensor([0.299, 0.587, 0.114])).sum(-1)
+    return torch.nn.functional.interpolate(gray[:, None], size=(84, 84), mode="area")[:, 0]
+
+
+def test_screens_are_the_colour_frames_of_the_games_the_agent_sees():
+    """``screens=True`` (videos): the lockstep colour env shows the same frames as the agent's obs, also across
+    autoresets (``final_screen`` matches ``final_obs``), and is colour, at ALE's full 210x160."""
+    E = 2
+    env = AtariVecEnv("pong", E, torch.device("cpu"), seed=3, max_episode_frames=400, num_threads=1, screens=True)
+    step = env.reset(seed=3)
+    assert step.screen.shape == (E, 210, 160, 3) and step.screen.dtype == np.uint8
+    same, shifted, finals = [], [], 0
+    previous = step.obs[:, -1].float()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(250):   # 100 agent steps per episode at this cap: two autoresets per env
+        step = env.step(torch.randint(0, env.num_actions, (E,), generator=generator))
+        gray = _luminance_84(step.screen)
+        same.append((gray - step.obs[:, -1].float()).abs().amax().item())     # worst pixel
+        shifted.append((gray - previous).abs().amax().item())
+        previous = step.obs[:, -1].float()
+        if step.reset.any():
+            rows = step.reset.numpy()
+            final = _luminance_84(step.final_screen[rows])
+            assert (final - step.final_obs[rows, -1].float()).abs().mean() < 2.0
+            finals += int(rows.sum())
+    env.close()
+    assert finals == 2 * E
+    # the agent's frame, up to ALE's own gray conversion and resize (which blur edges by a few tens of levels) ...
+    assert max(same) < 60
+    assert np.mean(shifted) > 2 * np.mean(same)  # ... and not the frame one step earlier, where the ball has moved
+    colour = step.screen.astype(int)
+    assert (np.abs(colour[..., 0] - colour[..., 1]) > 20).mean() > 0.1   # Pong's orange field is not gray

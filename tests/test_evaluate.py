@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 from drl.errors import UserError
@@ -88,3 +89,33 @@ def test_videos_play_in_real_time_where_the_world_has_a_clock():
     finally:
         atari.close()
     assert default_fps(CatchEnv(1)) == 8
+
+
+def test_atari_videos_show_the_games_colour_screen_or_on_request_the_agents_view(tmp_path, trained):
+    """Users expect the game's own screen (as in SB3's and CleanRL's videos): 210x160 colour, upscaled 2x; the
+    agent's 84x84 gray input stays available with ``--video-view agent``. Catch has no game screen: asking for
+    it is a one-line error."""
+    env = offline_env(tmp_path)
+    run_dir = tmp_path / "pong"
+    proc = cli("drl.train", "atari-pong", "total_steps=400", "env.num_envs=2", "agent.learning_starts=200",
+               "replay.capacity=1000", "eval.interval=100000", "eval.max_frames=200", "eval.num_envs=1",
+               "compute.threads=1", "tracking.wandb=off", "--run-dir", run_dir, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shapes = {}
+    for view in ("game", "agent"):
+        video = tmp_path / f"{view}.mp4"
+        args = ["--video-view", view] if view == "agent" else []      # game is the default for Atari
+        proc = cli("drl.evaluate", run_dir, "--episodes", 1, "--video", video, "--wandb", "off", *args, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"env 0's {view} view" in proc.stdout
+        reader = imageio.get_reader(video, format="FFMPEG")
+        frames = [frame.astype(int) for frame in reader]
+        reader.close()
+        assert len(frames) == 200 // 4 + 1          # the capped episode: 50 agent steps, first frame included
+        shapes[view] = frames[0].shape
+        spread = np.mean([np.abs(f[..., 0] - f[..., 2]).mean() for f in frames])   # colour: channels differ
+        assert (spread > 20) if view == "game" else (spread < 3)
+    assert shapes == {"game": (432, 320, 3), "agent": (336, 336, 3)}   # 210x160 x2 (padded to 16); 84x84 x4
+
+    with pytest.raises(UserError, match="cannot record the game's own screen"):
+        evaluate_main([str(trained[1]), "--video", str(tmp_path / "c.mp4"), "--video-view", "game"])

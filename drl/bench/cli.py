@@ -15,6 +15,7 @@ from drl.bench.distributed import bench_distributed, print_distributed, task_dis
 from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
 from drl.bench.replay_bytes import task_replay
 from drl.bench.report import TARGETS, memory_peaks, print_report, targets
+from drl.bench.score_time import time_to_score
 from drl.bench.training import SB3_HP, bench_training, sb3_status, task_drl_train, task_sb3_doom, task_sb3_pong
 from drl.bench.update import task_update
 from drl.bench.vecenv import task_vecenv
@@ -180,6 +181,7 @@ def main(argv: list[str]) -> int:
     memory["bench parent"] = self_peak_mb()
     result["memory"] = memory
 
+    result["time_to_18"] = time_to_score(result["pong"])
     result["targets"] = targets(result)
     result["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["meta"]["duration_s"] = time.time() - started
