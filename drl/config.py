@@ -205,6 +205,7 @@ class DistributedConfig(Section):
     eps_base: float = Field(0.4, ge=0.0, le=1.0)     # Ape-X: collector i acts with eps_base ** (1 + eps_alpha
     eps_alpha: float = Field(7.0, ge=0.0)            #   * i / (N - 1)); N = 1: eps_base
     pace: Literal["ratio", "free"] = "ratio"         # ratio: an update per agent.train_freq steps in; free: Ape-X
+    replay: Literal["learner", "actor"] = "learner"  # where the replay lives: the learner process, or its own actor
     prioritized: bool = True                         # prioritized replay, initial priorities from the collectors
     max_restarts: int = Field(20, ge=-1)             # Ray restarts of a dead collector (-1: unlimited)
     collector_cpus: float = Field(1.0, gt=0.0)       # Ray CPU resource per collector

@@ -190,7 +190,7 @@ class Trainer:
                    "config": self.cfg.model_dump(), "obs_shape": list(self.obs_shape),
                    "obs_dtype": str(self.spec.obs_dtype).removeprefix("torch."), "num_extras": self.spec.num_extras,
                    "num_actions": self.env.num_actions, "rng": runtime.rng_state(),
-                   "generator": self.generator.get_state(), "replay_rng": self.replay.rng.bit_generator.state,
+                   "generator": self.generator.get_state(), "replay_rng": self.replay.rng_state,
                    "loop": {"last_log_steps": self.last_log_steps, "train_stats": self.train_stats,
                             "recent_returns": list(self.recent_returns)}}
         if hasattr(self.env, "get_state"):
@@ -216,7 +216,7 @@ class Trainer:
         self.counters = Counters(**payload["counters"])
         runtime.set_rng_state(payload["rng"])
         self.generator.set_state(payload["generator"])
-        self.replay.rng.bit_generator.state = payload["replay_rng"]
+        self.replay.rng_state = payload["replay_rng"]
         if "replay" in payload:
             self.replay.load_state_dict(payload["replay"])
         loop = payload.get("loop", {})

@@ -354,6 +354,15 @@ class ReplayBuffer:
             batch.labels = to(labels[:, S - 1])
         return batch
 
+    @property
+    def rng_state(self) -> dict:
+        """The sampling generator's state (checkpoints)."""
+        return self.rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
     def sample_for(self, sampler: str, batch_size: int, beta: float = 0.4,
                    device: torch.device | None = None) -> TransitionBatch | SequenceBatch:
         """The batch an agent's ``sampler`` names: ``"transitions"`` or ``"sequences"``."""

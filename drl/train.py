@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
         cfg = config.load(args.experiment, args.overrides, imports=args.imports)
         if cfg.distributed.collectors:  # Ray is optional: without it, one line before anything is written
             from drl.distributed import require_ray
-            require_ray()
+            require_ray(cfg.distributed.address)
         run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
     from drl.distributed import trainer_class  # Trainer, or the distributed Learner (distributed.collectors > 0)

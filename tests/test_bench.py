@@ -39,6 +39,9 @@ def test_quick_bench_writes_every_section(tmp_path):
                                                                           for p in precisions}
     for case in cases.values():
         assert _positive(case["floor_ms"]) and _positive(case["drl_ms"]) and _positive(case["share"])
+    layouts = result["update"]["cpu"]["fp32_layouts"]   # the fp32 path's layout choice, measured both ways
+    assert {c["batch_size"] for c in layouts.values()} == {32, 64}
+    assert all(_positive(c["nchw_ms"]) and _positive(c["channels_last_ms"]) for c in layouts.values())
 
     for name in ("atari_84x84", "doom_60x80"):
         replay = result["replay"][name]

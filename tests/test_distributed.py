@@ -13,8 +13,10 @@ import importlib.util
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,6 +218,44 @@ def test_catch_is_solved_with_two_collectors(tmp_path):
     assert any(r["weight_lag_mean"] is not None for r in train_rows) and last["updates"] > 0
     assert {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
     assert config.load_run_config(run_dir).replay.prioritized   # Ape-X: prioritized replay
+
+
+@needs_ray
+def test_catch_is_solved_on_a_running_cluster_with_the_replay_in_its_own_actor(tmp_path):
+    """``ray start --head`` as a user would, then ``distributed.address`` joins it (the run leaves it running) and
+    ``distributed.replay=actor`` keeps the replay in a Ray actor: chunks go there, batches come back."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = Path(sys.executable).with_name("ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")   # Ray's socket paths must stay under 108 bytes
+    log = tmp_path / "head.txt"
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=3",
+                             "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"],
+                            env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None, f"ray start --head failed: {log.read_text()[-1500:]}"
+            assert time.monotonic() < deadline, "ray start --head did not come up in 180 s"
+            time.sleep(0.5)
+        run_dir = tmp_path / "run"
+        proc = train("catch", *FAST, f"distributed.address=127.0.0.1:{port}", "distributed.replay=actor",
+                     "--run-dir", run_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"joined the Ray cluster at 127.0.0.1:{port} (1 node(s), 3 CPUs)" in proc.stdout
+        assert head.poll() is None              # the cluster outlives the run that joined it
+        assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
+        train_rows = rows(run_dir, "train")
+        assert train_rows[-1]["updates"] > 0 and {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
+        assert all(r["replay_actor_share"] >= 0 for r in train_rows) and train_rows[-1]["replay_actor_share"] > 0
+        assert config.load_run_config(run_dir).distributed.replay == "actor"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)     # --block: stopping it stops the node's processes
+        head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @needs_ray

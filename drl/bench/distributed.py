@@ -1,7 +1,8 @@
 """``distributed`` section (``--only distributed``; needs Ray, so it is not in the default set): on a local Ray
 cluster, for N = 1, 2, 4 collectors, the collection throughput (env steps/s stored in replay, and per collector),
 the learner's updates/s and where its time goes (updates, storing chunks, waiting), the weight lag and the bytes a
-collector sends per env step.
+collector sends per env step. Pong is measured twice: with the replay in the learner (``distributed.replay:
+learner``, the default) and in its own actor (``pong-replay-actor``).
 
 The learner runs with ``distributed.pace=free`` (Ape-X: it trains as fast as it can and never waits for data; the
 collectors never wait for it) and one torch thread; the collectors run at ``nice 10`` with one thread each, so on a
@@ -12,8 +13,9 @@ from __future__ import annotations
 import tempfile
 import time
 
-EXPERIMENTS = {"pong": ("atari-pong", ["env.num_threads=1"]), "catch": ("catch", []),
-               "doom": ("doom-health-gathering", [])}
+EXPERIMENTS = {"pong": ("atari-pong", ["env.num_threads=1"]),
+               "pong-replay-actor": ("atari-pong", ["env.num_threads=1", "distributed.replay=actor"]),
+               "catch": ("catch", []), "doom": ("doom-health-gathering", [])}
 
 
 def task_distributed(spec: dict) -> dict:
@@ -39,14 +41,14 @@ def task_distributed(spec: dict) -> dict:
              "collecting": 0.0, "update_cpu": 0.0}
         insert, update = learner.insert, learner.update
 
-        def timed_insert(chunks, wall):
+        def timed_insert(arrivals, wall):
             t0 = time.perf_counter()
-            insert(chunks, wall)
+            insert(arrivals, wall)
             if m["t0"] is not None:
                 m["insert"] += time.perf_counter() - t0
-                for chunk in chunks:
+                for chunk, _ in arrivals:
                     m["steps"][chunk.collector] += chunk.env_steps
-                    m["bytes"] += chunk.nbytes()
+                    m["bytes"] += chunk.nbytes
                     m["collecting"] += chunk.seconds
                     if chunk.version >= 0:
                         m["lags"].append(learner.agent.updates - chunk.version)
@@ -57,6 +59,7 @@ def task_distributed(spec: dict) -> dict:
             t0, cpu0 = time.perf_counter(), time.thread_time()
             if m["t0"] is None:
                 m["t0"] = t0
+                m["actor0"] = getattr(learner.replay, "seconds", 0.0)
             update()
             m["update"] += time.perf_counter() - t0
             m["update_cpu"] += time.thread_time() - cpu0   # CPU time: what the update costs without contention
@@ -66,6 +69,7 @@ def task_distributed(spec: dict) -> dict:
         try:
             learner.run()
             elapsed = time.perf_counter() - m["t0"]
+            actor_seconds = getattr(learner.replay, "seconds", 0.0) - m["actor0"]   # replay actor storing chunks
             weights_mb = sum(v.numel() * v.element_size() for v in acting_weights(learner.agent).values()) / 2**20
         finally:
             learner.close()
@@ -76,7 +80,8 @@ def task_distributed(spec: dict) -> dict:
             "update_ms": 1000 * m["update"] / max(m["updates"], 1),
             "update_cpu_ms": 1000 * m["update_cpu"] / max(m["updates"], 1), "insert_ms_per_1k_steps":
             1e6 * m["insert"] / max(steps, 1), "update_share": m["update"] / elapsed, "insert_share":
-            m["insert"] / elapsed, "batch_size": cfg.agent.batch_size, "replay_ratio":
+            m["insert"] / elapsed, "replay": cfg.distributed.replay, "replay_actor_share": actor_seconds / elapsed,
+            "batch_size": cfg.agent.batch_size, "replay_ratio":
             m["updates"] * cfg.agent.batch_size / max(steps, 1), "weight_lag_mean": float(np.mean(m["lags"]))
             if m["lags"] else None, "bytes_per_step": m["bytes"] / max(steps, 1),
             "collector_bytes_per_s": m["bytes"] / elapsed / n, "weights_mb": weights_mb,
@@ -131,7 +136,8 @@ def bench_distributed(run, args) -> dict:
 
     if importlib.util.find_spec("ray") is None:
         return {"skipped": 'ray is not installed (pip install -e ".[ray]")'}
-    plan = {"catch": [1, 2]} if args.quick else {"pong": [1, 2, 4], "catch": [1, 2, 4], "doom": [1, 2]}
+    plan = {"catch": [1, 2]} if args.quick else {"pong": [1, 2, 4], "pong-replay-actor": [1, 2, 4],
+                                                 "catch": [1, 2, 4], "doom": [1, 2]}
     seconds, repeats = (5.0, 1) if args.quick else (40.0, min(args.repeats, 2))
     out = {"insert": run({"task": "distributed_insert", "counts": [1, 4, 16, 64], "rounds": 2 if args.quick else 8},
                          "distributed/insert")}
@@ -171,7 +177,7 @@ def print_distributed(result: dict) -> None:
     print("\nDistributed (local Ray cluster; learner pace=free, 1 thread; collectors nice 10, 1 thread each)")
     print("  experiment | N | env steps/s | per collector | collector busy steps/s | learner updates/s | "
           "update ms (CPU ms) | "
-          "insert ms/1k steps | learner busy (update + insert) | weight lag | KB/s per collector")
+          "insert ms/1k steps | learner busy (update + insert) | replay actor busy | weight lag | KB/s per collector")
     for name, by_n in result.items():
         if name == "insert":
             continue
@@ -184,6 +190,7 @@ def print_distributed(result: dict) -> None:
                   f"{r['updates_per_s']:.1f} | {r['update_ms']:.1f} ({r['update_cpu_ms']:.1f}) | "
                   f"{r['insert_ms_per_1k_steps']:.1f} | "
                   f"{100 * (r['update_share'] + r['insert_share']):.0f}% | "
+                  f"{'-' if r.get('replay') != 'actor' else format(100 * r['replay_actor_share'], '.0f') + '%'} | "
                   f"{r['weight_lag_mean'] if r['weight_lag_mean'] is None else round(r['weight_lag_mean'], 1)} | "
                   f"{r['collector_bytes_per_s'] / 1e3:,.0f}")
     ins = result.get("insert", {})

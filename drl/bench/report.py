@@ -170,6 +170,12 @@ def print_report(result: dict) -> None:
     table("Update floor (plain torch Nature-CNN double DQN) vs drl update in its loop (* = drl's precision)",
           ["device", "batch", "precision", "floor ms", "drl ms", "of which sample ms", "share"], rows)
 
+    rows = [[device, str(c["batch_size"]), _fmt(c["nchw_ms"], ".2f"), _fmt(c["channels_last_ms"], ".2f"),
+             _fmt(c["speedup"], ".2f")]
+            for device, res in result["update"].items() for c in res.get("fp32_layouts", {}).values()]
+    table("drl fp32 update (CPUs without native bf16): default NCHW layout vs channels-last (compute.channels_last)",
+          ["device", "batch", "NCHW ms", "channels-last ms", "NCHW / channels-last"], rows)
+
     rows = [["ERROR " + result["replay"]["error"][:80], "", "", ""]] if "error" in result["replay"] else []
     for name, r in result["replay"].items():
         if name == "sb3":

@@ -72,10 +72,10 @@ def task_update(spec: dict) -> dict:
             agent, replay, dev = trainer.agent, trainer.replay, trainer.device
             default_bf16 = trainer.bf16
 
-            def drl_update_fn(batch_size: int):
+            def drl_update_fn(batch_size: int, learner=agent):
                 def one():  # what the loop does per update (drl/loop.py Trainer._learn)
                     batch = replay.sample(batch_size, beta=0.4, device=dev)
-                    stats = agent.update(batch)
+                    stats = learner.update(batch)
                     replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
                     for value in stats.values():
                         float(value)
@@ -105,6 +105,40 @@ def task_update(spec: dict) -> dict:
                         "drl_default_precision": bf16 == default_bf16,
                         "floor_ms_samples": floor_ms, "drl_ms_samples": drl_ms}
             agent.bf16 = default_bf16
+            if dev.type == "cpu":
+                out["fp32_layouts"] = _fp32_layouts(trainer, spec, drl_update_fn)
         finally:
             trainer.close()
+    return out
+
+
+def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
+    """drl's fp32 update with the default (NCHW) layout against oneDNN's channels-last (``compute.channels_last``),
+    alternating ``repeats`` times per batch size: which layout the fp32 path (CPUs without native bf16) should use."""
+    import torch
+
+    from drl.agent import make_agent
+
+    n, warmup, dev = spec["updates"], spec["warmup"], trainer.device
+    default = trainer.agent
+    cfg = trainer.cfg.model_copy(deep=True)
+    cfg.compute.channels_last = not default.channels_last
+    other = make_agent(cfg, trainer.spec, dev, False, torch.Generator(device=dev).manual_seed(0))
+    other.online.load_state_dict(default.online.state_dict())
+    other.target.load_state_dict(default.target.state_dict())
+    agents = {"nchw" if not a.channels_last else "channels_last": a for a in (default, other)}
+    out = {}
+    try:
+        default.bf16 = False
+        for batch_size in spec["batch_sizes"]:
+            samples = {name: [] for name in agents}
+            for _ in range(spec["repeats"]):
+                for name, agent in agents.items():
+                    samples[name].append(time_calls(drl_update_fn(batch_size, agent), n, warmup, dev))
+            medians = {name: statistics.median(v) for name, v in samples.items()}
+            out[f"b{batch_size}"] = {"batch_size": batch_size, "nchw_ms": medians["nchw"],
+                                     "channels_last_ms": medians["channels_last"],
+                                     "speedup": medians["nchw"] / medians["channels_last"], "samples": samples}
+    finally:
+        default.bf16 = trainer.bf16
     return out

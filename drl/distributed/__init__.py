@@ -21,6 +21,6 @@ def trainer_class(cfg):
     if cfg.distributed.collectors == 0:
         from drl.loop import Trainer
         return Trainer
-    require_ray()
+    require_ray(cfg.distributed.address)
     from drl.distributed.learner import Learner
     return Learner

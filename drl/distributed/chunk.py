@@ -60,6 +60,26 @@ class Chunk:
         """Bytes of the tensors (what a chunk costs on the wire, give or take pickling)."""
         return sum(v.numel() * v.element_size() for v in vars(self).values() if isinstance(v, torch.Tensor))
 
+    def info(self) -> ChunkInfo:
+        return ChunkInfo(self.collector, self.incarnation, self.pid, self.version, self.seconds, self.env_steps,
+                         int(self.rewards.shape[0]), self.episodes, self.faults, self.nbytes())
+
+
+@dataclass
+class ChunkInfo:
+    """What the learner reads of a chunk (its counters, episodes, faults) without its tensors: with the replay in
+    its own actor the tensors go from the collector to that actor and never through the learner."""
+    collector: int
+    incarnation: str
+    pid: int
+    version: int
+    seconds: float
+    env_steps: int
+    length: int                    # T, vector steps
+    episodes: list[dict]
+    faults: dict
+    nbytes: int
+
 
 # ------------------------------------------------------------------------------------------- collector side
 def td_priorities(q: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
@@ -138,6 +158,17 @@ def merge(chunks: list[Chunk]) -> Chunk:
         dropped=cat("dropped", 1, lambda c: torch.zeros_like(c.reset)), state_rows=rows("state_rows"),
         states=cat("states", 0, lambda c: torch.zeros(0, 2, hidden)),
         priorities=cat("priorities", 1, lambda c: torch.full(c.rewards.shape, float("nan"))))
+
+
+def apply_to_replay(replay: ReplayBuffer, ops: list[tuple], chunks: list[Chunk]) -> None:
+    """Run the learner's storage plan on ``replay``, in order: ``("end", streams)`` ends those env streams (a
+    collector that Ray restarted); ``("add", positions, streams)`` stores ``chunks[positions]`` merged as the
+    streams ``streams``. The same plan runs in the learner or in the replay actor."""
+    for op in ops:
+        if op[0] == "end":
+            replay.end_streams(op[1])
+        else:
+            add_to_replay(replay, merge([chunks[i] for i in op[1]]), op[2])
 
 
 def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> None:

@@ -12,8 +12,11 @@ from drl.errors import UserError
 INSTALL_HINT = 'pip install "ray>=2.9" (or pip install -e ".[ray]")'
 
 
-def require_ray():
-    """The ``ray`` module, or a one-line ``UserError`` saying how to install it."""
+def require_ray(address: str | None = None):
+    """The ``ray`` module, or a one-line ``UserError`` saying how to install it. ``address``: the cluster the run
+    will join (Ray reads its authentication mode when it is first imported)."""
+    if address:
+        _use_token_if_available()
     try:
         import ray
     except ImportError:
@@ -28,11 +31,25 @@ def cause(exc: BaseException) -> str:
     return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
 
 
+def _use_token_if_available() -> None:
+    """Ray >= 2.59's ``ray start --head`` turns token authentication on and writes the token to
+    ``~/.ray/auth_token``, but a driver joining by address only sends it with ``RAY_AUTH_MODE=token`` (Ray 2.60),
+    read when ``ray`` is first imported. Where a token is at hand and the mode is not set, send it (a cluster
+    without authentication accepts it too)."""
+    import os
+
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class Cluster:
     """Joins the cluster at ``distributed.address``, or starts a local one (shut down again by ``shutdown``)."""
 
     def __init__(self, dist, cpus_here: int):
-        ray = require_ray()
+        ray = require_ray(dist.address)
         self.started = False
         if ray.is_initialized():        # the caller (e.g. a test or notebook) connected already
             return
@@ -42,8 +59,12 @@ class Cluster:
                 ray.init(address=dist.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError(f"cannot join the Ray cluster at distributed.address={dist.address} ({cause(exc)}); "
-                                "start it with `ray start --head` or leave distributed.address unset for a local "
-                                "cluster") from None
+                                "start it with `ray start --head` (with token authentication on, give this machine "
+                                "its token in ~/.ray/auth_token or RAY_AUTH_TOKEN, and RAY_AUTH_MODE=token) or "
+                                "leave distributed.address unset for a local cluster") from None
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            print(f"drl: joined the Ray cluster at {dist.address} ({len(ray.nodes())} node(s), {cpus} CPUs)",
+                  flush=True)
         else:
             need = math.ceil(dist.collectors * dist.collector_cpus) + 1   # + the learner (this process)
             ray.init(num_cpus=dist.num_cpus or max(cpus_here, need), **kwargs)
@@ -71,7 +92,7 @@ class CollectorPool:
         actor = remote_class(dist)
         data = cfg.model_dump()
         self.actors = [actor.remote(data, i, self.count) for i in range(self.count)]
-        self.pending: dict = {}                 # ObjectRef -> collector index
+        self.pending: dict = {}                 # info ObjectRef -> (collector index, chunk ObjectRef)
         self.queued = [0] * self.count
         self.alive = [True] * self.count
         self.pids = [None] * self.count
@@ -95,14 +116,14 @@ class CollectorPool:
         return self.inflight - self.queued[i] if self.alive[i] else 0
 
     def submit(self, i: int, weights: list, version: int, explore: bool) -> None:
-        ref = self.actors[i].collect.remote(weights, version, explore)
-        self.pending[ref] = i
+        info, chunk = self.actors[i].collect_split.options(num_returns=2).remote(weights, version, explore)
+        self.pending[info] = (i, chunk)
         self.queued[i] += 1
 
     def poll(self, timeout: float) -> list:
-        """The chunks that are ready (in the order submitted), waiting up to ``timeout`` seconds for the first. A
-        collector whose restarts
-        are used up is dropped with a warning; when none is left, the run stops with an error."""
+        """``(ChunkInfo, chunk reference)`` of the chunks that are ready (in the order submitted), waiting up to
+        ``timeout`` seconds for the first; only the small infos are fetched. A collector whose restarts are used
+        up is dropped with a warning; when none is left, the run stops with an error."""
         import ray
 
         if not self.pending:
@@ -112,10 +133,10 @@ class CollectorPool:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         chunks, ready = [], set(ready)
         for ref in [r for r in self.pending if r in ready]:   # in submission order: a collector's in its order
-            i = self.pending.pop(ref)
+            i, chunk_ref = self.pending.pop(ref)
             self.queued[i] -= 1
             try:
-                chunks.append(ray.get(ref))
+                chunks.append((ray.get(ref), chunk_ref))
             except ray.exceptions.RayTaskError as exc:   # an error inside collect(): the run stops
                 self.close()
                 raise UserError(f"collector {i} failed: {cause(exc)} (rerun with --debug for the traceback)") from exc

@@ -173,6 +173,12 @@ class Collector:
             self.first, self.step = step.reset, step
         return self._chunk(cols, finals, state_rows, states, episodes, time.perf_counter() - t0)
 
+    def collect_split(self, weights: list, version: int, explore: bool = False) -> tuple:
+        """``collect`` as ``(ChunkInfo, Chunk)``, called with ``num_returns=2``: the learner fetches the small info
+        and hands the chunk's object reference on (to the replay actor, or fetches it itself)."""
+        chunk = self.collect(weights, version, explore)
+        return chunk.info(), chunk
+
     def _chunk(self, cols, finals, state_rows, states, episodes, seconds) -> Chunk:
         stack = lambda key: None if cols[key][0] is None else torch.stack(cols[key])  # noqa: E731
         final = lambda key: torch.cat(finals[key]) if finals[key] else None  # noqa: E731

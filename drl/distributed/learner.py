@@ -1,5 +1,6 @@
 """The learner of a distributed run: prioritized replay fed by the collectors' chunks, updates on the training
-device, weights published through the Ray object store, and the usual metrics, evaluation and checkpoints.
+device, weights published through the Ray object store, and the usual metrics, evaluation and checkpoints. The
+replay lives in this process or, with ``distributed.replay: actor``, in its own actor (``replay_server``).
 
 ``Learner`` is a ``drl.loop.Trainer`` without an env of its own: it reuses the Trainer's evaluation, checkpoint
 writing and restoring, divergence check and closing, and replaces ``run``. The collectors' N x E envs are one
@@ -21,9 +22,10 @@ from drl import runtime
 from drl.agent import EnvSpec, make_agent
 from drl.checkpoint import CheckpointError
 from drl.config import Config
-from drl.distributed.chunk import Chunk, add_to_replay, merge
+from drl.distributed.chunk import ChunkInfo, apply_to_replay
 from drl.distributed.cluster import Cluster, CollectorPool, require_ray
 from drl.distributed.collector import acting_weights
+from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
 from drl.loop import StopRequested, Trainer, linear
 from drl.metrics import MetricsWriter
@@ -56,7 +58,7 @@ class Learner(Trainer):
     """
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
-        require_ray()
+        require_ray(cfg.distributed.address)
         dist = cfg.distributed
         if dist.prioritized:
             cfg.replay.prioritized = True   # Ape-X / R2D2 (written to config.yaml as such)
@@ -88,6 +90,8 @@ class Learner(Trainer):
         except BaseException:
             if self.pool is not None:
                 self.pool.close()
+            if isinstance(getattr(self, "replay", None), RemoteReplay):
+                self.replay.close()
             self.cluster.shutdown()
             raise
         self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
@@ -97,7 +101,7 @@ class Learner(Trainer):
         self.version = -1                # learner updates at that publication
         self.published = 0
 
-    def _make_replay(self, chunk_vector_steps: int) -> ReplayBuffer:
+    def _make_replay(self, chunk_vector_steps: int) -> ReplayBuffer | RemoteReplay:
         cfg, env = self.cfg, self.env
         frame_shape = (self.obs_shape[0] // env.frame_stack, *self.obs_shape[1:])
         self._check_replay_memory(frame_shape)
@@ -106,14 +110,19 @@ class Learner(Trainer):
             raise UserError(f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
                             f"{env.num_envs} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
                             "replay.capacity or lower distributed.chunk_steps or distributed.collectors")
-        replay = ReplayBuffer(
-            cfg.replay.capacity, env.num_envs, frame_shape, env.frame_stack, env.num_extras, n_step=cfg.agent.n_step,
-            gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized, alpha=cfg.replay.alpha,
-            priority_eps=cfg.replay.priority_eps, seed=cfg.seed, frame_dtype=self.spec.obs_dtype,
-            labels=bool(cfg.agent.aux.features))
-        if self.agent.sampler == "sequences":
-            replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
-                                    cfg.network.lstm_size, cfg.replay.priority_eta)
+        kwargs = dict(capacity=cfg.replay.capacity, num_envs=env.num_envs, frame_shape=frame_shape,
+                      frame_stack=env.frame_stack, num_extras=env.num_extras, n_step=cfg.agent.n_step,
+                      gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized, alpha=cfg.replay.alpha,
+                      priority_eps=cfg.replay.priority_eps, seed=cfg.seed, frame_dtype=self.spec.obs_dtype,
+                      labels=bool(cfg.agent.aux.features))
+        sequences = None if self.agent.sampler != "sequences" else dict(
+            length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in, overlap=cfg.replay.sequence_overlap,
+            state_size=cfg.network.lstm_size, eta=cfg.replay.priority_eta)
+        if cfg.distributed.replay == "actor":
+            return RemoteReplay(kwargs, sequences)
+        replay = ReplayBuffer(**kwargs)
+        if sequences is not None:
+            replay.enable_sequences(**sequences)
         return replay
 
     # ------------------------------------------------------------------ checkpoints (Trainer's, plus these)
@@ -147,11 +156,13 @@ class Learner(Trainer):
             while c.env_steps < cfg.total_steps and not stop.requested:
                 self.feed()
                 t0 = time.perf_counter()
-                chunks = self.pool.poll(timeout=0.0 if self.owes_update() else 0.05)
+                arrivals = self.pool.poll(timeout=0.0 if self.owes_update() else 0.05)
                 self.window.wait += time.perf_counter() - t0
-                if chunks:
-                    self.insert(chunks, time.perf_counter() - started)
-                    bar.update(sum(chunk.env_steps for chunk in chunks))
+                if arrivals:
+                    self.insert(arrivals, time.perf_counter() - started)
+                    bar.update(sum(info.env_steps for info, _ in arrivals))
+                if isinstance(self.replay, RemoteReplay):
+                    self.replay.poll()
                 if self.owes_update():
                     self.update()
                 now = time.perf_counter()
@@ -191,28 +202,39 @@ class Learner(Trainer):
                 pool.submit(i, self.weights, self.version, explore)
                 queued += per_chunk
 
-    def insert(self, chunks: list[Chunk], wall: float) -> None:
-        """Store the chunks that arrived together (in the order collected), count them, write episode rows.
+    def insert(self, arrivals: list[tuple[ChunkInfo, object]], wall: float) -> None:
+        """Store the chunks that arrived together (``(info, chunk reference)``, in the order collected), count
+        them, write episode rows.
 
-        Chunks are stored in rounds, each round one merged write holding at most one chunk per collector (so a
-        collector's chunks stay in order); a collector that Ray restarted has its streams cut first."""
+        Chunks are stored in rounds, each round one merged write per chunk length holding at most one chunk per
+        collector (so a collector's chunks stay in order); a collector that Ray restarted has its streams cut
+        first. The plan runs here on the fetched chunks, or in the replay actor, to which only references go."""
         c, t0 = self.counters, time.perf_counter()
-        rounds: list[list[Chunk]] = []
+        infos = [info for info, _ in arrivals]
+        rounds: list[list[int]] = []
         seen: dict[int, int] = {}
-        for chunk in chunks:
-            r = seen[chunk.collector] = seen.get(chunk.collector, -1) + 1
+        for k, info in enumerate(infos):
+            r = seen[info.collector] = seen.get(info.collector, -1) + 1
             if r == len(rounds):
                 rounds.append([])
-            rounds[r].append(chunk)
+            rounds[r].append(k)
+        ops: list[tuple] = []
         for group in rounds:
-            for chunk in group:
-                if chunk.incarnation != self.incarnations[chunk.collector]:
-                    self._restarted(chunk)
-            for length in sorted({ch.rewards.shape[0] for ch in group}):
-                same = [ch for ch in group if ch.rewards.shape[0] == length]
-                add_to_replay(self.replay, merge(same), np.concatenate([self.streams[ch.collector] for ch in same]))
-        seconds = (time.perf_counter() - t0) / len(chunks)
-        for chunk in chunks:
+            for k in group:
+                if infos[k].incarnation != self.incarnations[infos[k].collector]:
+                    ops.append(("end", self.streams[infos[k].collector]))
+                    self._restarted(infos[k])
+            for length in sorted({infos[k].length for k in group}):
+                same = [k for k in group if infos[k].length == length]
+                ops.append(("add", same, np.concatenate([self.streams[infos[k].collector] for k in same])))
+        refs = [ref for _, ref in arrivals]
+        if isinstance(self.replay, RemoteReplay):
+            self.replay.apply(ops, refs)
+        else:
+            import ray
+            apply_to_replay(self.replay, ops, ray.get(refs))
+        seconds = (time.perf_counter() - t0) / len(arrivals)
+        for chunk in infos:
             c.env_steps += chunk.env_steps
             if self.learning() and self.cfg.distributed.pace == "ratio":
                 c.pending_updates += chunk.env_steps / self.cfg.agent.train_freq
@@ -223,11 +245,11 @@ class Learner(Trainer):
                 self.metrics.write("episode", c.env_steps, wall, collector=chunk.collector,
                                    **{k: v for k, v in ep.items() if k != "env"})
 
-    def _restarted(self, chunk: Chunk) -> None:
-        """Ray restarted this chunk's collector: its envs' streams end (their next steps are new episodes)."""
+    def _restarted(self, chunk: ChunkInfo) -> None:
+        """Ray restarted this chunk's collector (its envs' streams end in the replay: their next steps are new
+        episodes)."""
         i = chunk.collector
         self.restarts += 1
-        self.replay.end_streams(self.streams[i])
         tqdm.write(f"[collector {i}] restarted by Ray (pid {self.pool.pids[i]} -> {chunk.pid}); "
                    f"{self.restarts} restart(s) so far")
         self.incarnations[i] = chunk.incarnation
@@ -274,6 +296,10 @@ class Learner(Trainer):
             if values:
                 faults[name] = int(sum(values))
         row = self.window.row(now, c.env_steps, self.agent.updates, self.cfg.agent.batch_size)
+        if isinstance(self.replay, RemoteReplay):   # the replay actor's time storing chunks
+            row["replay_actor_share"] = (self.replay.seconds - self.window.actor_seconds) / max(now - self.window.t0,
+                                                                                                1e-9)
+            self.window.actor_seconds = self.replay.seconds
         self.metrics.write("train", c.env_steps, now - started, episodes=c.episodes, recent_return=recent,
                            updates=self.agent.updates, collector_restarts=self.restarts,
                            collectors_alive=sum(self.pool.alive), weights_published=self.published, **row,
@@ -291,6 +317,8 @@ class Learner(Trainer):
             super().close()
         finally:
             self.pool.close()
+            if isinstance(self.replay, RemoteReplay):
+                self.replay.close()
             self.cluster.shutdown()
 
 
@@ -305,13 +333,14 @@ class _Window:
         self.insert_seconds = self.update_seconds = self.wait = 0.0
         self.chunk_bytes = 0
         self.faults = last.faults if last is not None else [None] * collectors
+        self.actor_seconds = last.actor_seconds if last is not None else 0.0   # replay actor's, at t0
 
-    def add_chunk(self, chunk: Chunk, updates: int, seconds: float) -> None:
+    def add_chunk(self, chunk: ChunkInfo, updates: int, seconds: float) -> None:
         self.steps[chunk.collector] += chunk.env_steps
         if chunk.version >= 0:
             self.lags.append(updates - chunk.version)
         self.insert_seconds += seconds
-        self.chunk_bytes += chunk.nbytes()
+        self.chunk_bytes += chunk.nbytes
         self.faults[chunk.collector] = chunk.faults
 
     def row(self, now: float, env_steps: int, updates: int, batch_size: int) -> dict:
