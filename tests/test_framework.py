@@ -119,6 +119,37 @@ def test_gym_env_streams_equal_single_gymnasium_envs():
     assert resets >= 10
 
 
+def test_gym_screens_are_each_envs_own_render():
+    """``screens=True`` (videos): ``VecStep.screen`` holds each env's ``render()`` of the state behind obs, the
+    frames a plain ``gymnasium.make(render_mode="rgb_array")`` env shows after the same seeds and actions."""
+    import gymnasium as gym
+
+    from envs.gym import GymVecEnv
+
+    n, rng = 2, np.random.default_rng(1)
+    for mode in ("sync", "async"):
+        vec = GymVecEnv("CartPole-v1", n, torch.device("cpu"), seed=3, vectorization=mode, screens=True)
+        singles = [gym.make("CartPole-v1", render_mode="rgb_array") for _ in range(n)]
+        step = vec.reset(seed=3)
+        for i, env in enumerate(singles):
+            env.reset(seed=3 + i)
+        try:
+            for t in range(40):
+                assert step.screen.shape == (n, 400, 600, 3) and step.screen.dtype == np.uint8
+                for i, env in enumerate(singles):
+                    assert np.array_equal(step.screen[i], env.render()), (mode, t, i)
+                actions = rng.integers(0, 2, n)
+                step = vec.step(torch.from_numpy(actions))
+                for i, env in enumerate(singles):
+                    _, _, term, trunc, _ = env.step(int(actions[i]))
+                    if term or trunc:   # same-step autoreset: the screen already shows the next episode
+                        env.reset()
+        finally:
+            vec.close()
+            for env in singles:
+                env.close()
+
+
 def test_gym_async_vectorization_equals_sync():
     from envs.gym import GymVecEnv
 
