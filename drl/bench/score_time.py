@@ -55,9 +55,11 @@ def time_to_score(pong: dict, runs: Path = RUNS) -> dict:
             row["skipped"] = f"fewer than half the atari-pong-s* runs under {runs} reached {SCORE:g}"
         else:
             row["drl_steps"] = median
-        if "drl_steps" in row and drl_sps and sb3_sps:
-            row["drl_minutes"] = row["drl_steps"] / drl_sps / 60
+        if sb3_sps:
             row["sb3_minutes"] = row["sb3_steps"] / sb3_sps / 60
+        if "drl_steps" in row and drl_sps:
+            row["drl_minutes"] = row["drl_steps"] / drl_sps / 60
+        if "drl_minutes" in row and "sb3_minutes" in row:
             row["ratio"] = row["sb3_minutes"] / row["drl_minutes"]
         out[device] = row
     return out
