@@ -45,9 +45,6 @@ class ReplayServer:
     def end_streams(self, envs: np.ndarray | None) -> None:
         self.replay.end_streams(envs)
 
-    def size(self) -> int:
-        return len(self.replay)
-
     def bytes_per_transition(self) -> float:
         return self.replay.bytes_per_transition()
 
