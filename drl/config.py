@@ -167,6 +167,7 @@ class EvalConfig(Section):
     num_envs: int = Field(8, ge=1)
     epsilon: float = Field(0.001, ge=0.0, le=1.0)
     max_frames: int = Field(108_000, ge=1)
+    stop_at: float | None = None                     # end the run at the first evaluation whose mean reaches this
 
 
 class ComputeConfig(Section):

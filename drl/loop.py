@@ -299,6 +299,9 @@ class Trainer:
                     train_stats.clear()
                     last_log_time, last_sps_steps, self.last_log_steps = now, c.env_steps, c.env_steps
                 last_eval, last_eval_step = self.evaluate_and_checkpoint(started, last_eval, last_eval_step)
+                if cfg.eval.stop_at is not None and last_eval.get("return_mean", -math.inf) >= cfg.eval.stop_at:
+                    tqdm.write(f"drl: evaluation reached eval.stop_at={cfg.eval.stop_at:g} at step {c.env_steps:,}")
+                    break
             bar.close()
             # still under StopRequested: a signal now cuts the final evaluation short but the checkpoint is written
             if not stop.requested and last_eval_step != c.env_steps:

@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
@@ -60,6 +63,16 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert _positive(cap["measured"])          # drl at SB3's hyperparameters against the update floor's cap
     time_to_18 = result["time_to_18"]["cpu"]  # no SB3 figure without SB3: no ratio, but the drl side is there
     assert time_to_18.get("ratio") is None and time_to_18["drl_sps"] == cpu_pong["drl_default"]["sps"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bench_on_a_device_this_machine_lacks_is_a_one_line_error(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "drl.bench", "--devices", "cuda", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == ["drl.bench: --devices cuda: this machine has cpu; pick from those"]
+    assert not out.exists()
 
 
 def _naive_frames_to_score(frames, returns, threshold, window):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from drl import config
 from drl.loop import Trainer
+from drl.metrics import read_metrics
 
 
-def test_dqn_learns_catch(tmp_path):
-    cfg = config.load("catch", ["total_steps=20000", "seed=0", "eval.interval=5000", "tracking.wandb=off"])
+def test_dqn_learns_catch_and_stops_at_the_first_evaluation_that_reaches_stop_at(tmp_path):
+    cfg = config.load("catch", ["total_steps=40000", "seed=0", "eval.interval=2500", "eval.stop_at=0.9",
+                                "tracking.wandb=off"])
     trainer = Trainer(cfg, tmp_path)
     try:
         result = trainer.run()
@@ -14,6 +16,9 @@ def test_dqn_learns_catch(tmp_path):
         trainer.close()
     # random play scores -0.6; a solved catch scores +1 on every episode
     assert result["eval"]["return_mean"] >= 0.9, result
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["event"] == "eval"]
+    assert result["env_steps"] < 40000 and evals[-1]["env_steps"] == result["env_steps"], (result, evals)
+    assert all(r["return_mean"] < 0.9 for r in evals[:-1]), evals
 
 
 def train_memory(algo: str, tmp_path) -> float:

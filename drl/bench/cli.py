@@ -86,6 +86,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"run only these sections (default all: {','.join(SECTIONS)}; also: "
                         f"{','.join(EXTRA_SECTIONS)})")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement process")
+    p.add_argument("--devices", default=None, metavar="D,D",
+                   help="devices to measure on (default: cpu, and cuda where available; e.g. --devices cuda on a GPU "
+                        "machine whose CPU figures do not matter)")
     p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
     args = p.parse_args(argv)
     q = args.quick
@@ -95,6 +98,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.timeout = args.timeout or (300.0 if q else 7200.0)
     args.buffer = 20_000 if q else None  # quick: smaller replays everywhere (both sides); else as configured / 100k
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    if args.devices is not None:
+        args.devices = [x.strip() for x in args.devices.split(",") if x.strip()]
+        if not args.devices or set(args.devices) - {"cpu", "cuda"}:
+            p.error("--devices takes a comma-separated subset of cpu,cuda")
     if not args.only or set(args.only) - set(SECTIONS + EXTRA_SECTIONS):
         p.error(f"--only takes a comma-separated subset of {','.join(SECTIONS + EXTRA_SECTIONS)}")
     if min(args.steps, args.repeats) < 1 or args.learning_starts < 0:
@@ -119,8 +126,13 @@ def main(argv: list[str]) -> int:
     if load_before[0] > 0.5 * cores:
         notes.append(f"the machine was busy when the benchmark started (load {load_before[0]} on {cores} cores): "
                      "figures are not representative")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if len(devices) == 1:
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices or available
+    if set(devices) - set(available):
+        print(f"drl.bench: --devices {','.join(devices)}: this machine has {','.join(available)}; "
+              f"pick from those", file=sys.stderr)
+        return 2
+    if "cuda" not in available:
         notes.append("no CUDA device: GPU figures skipped")
     sb3_skip = sb3_status(args.skip_sb3)
     if sb3_skip:

@@ -1,0 +1,81 @@
+"""CUDA: the training path on a GPU, where the machine has one (skipped elsewhere; ``scripts/gpu_check.sh`` runs
+these on a lent GPU machine). Each test compares against the CPU path or a learning threshold, never a timing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drl import config
+from drl.loop import Trainer
+from drl.replay import ReplayBuffer
+from envs.atari import AtariVecEnv
+from tests.test_replay import NaiveStream, fill
+from tests.test_sequences import HIDDEN, fill_with_states
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def train(experiment: str, overrides: list[str], run_dir) -> tuple[dict, Trainer]:
+    cfg = config.load(experiment, ["device=cuda", "seed=0", "tracking.wandb=off", *overrides])
+    trainer = Trainer(cfg, run_dir)
+    try:
+        return trainer.run(), trainer
+    finally:
+        trainer.close()
+
+
+def test_dqn_learns_catch_on_cuda(tmp_path):
+    result, trainer = train("catch", ["total_steps=20000", "eval.interval=5000"], tmp_path)
+    assert trainer.device.type == "cuda"
+    assert result["eval"]["return_mean"] >= 0.9, result
+
+
+def test_drqn_remembers_the_cue_on_cuda(tmp_path):
+    """cuDNN's fused LSTM under bf16 autocast (CUDA's default precision here): the recurrent learning test."""
+    result, _ = train("memory", ["agent.algo=drqn", "total_steps=12000", "eval.interval=6000"], tmp_path)
+    assert result["eval"]["return_mean"] >= 0.9, result
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences):
+    def filled():
+        rng = np.random.default_rng(0)
+        stack = 1 if sequences else 4
+        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1)
+        if sequences:
+            replay.enable_sequences(8, 2, 4, HIDDEN)
+            fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
+        else:
+            fill(replay, NaiveStream(3, stack, rng), 300, rng)
+        return replay
+
+    sample = "sample_sequences" if sequences else "sample"
+    on_cpu = getattr(filled(), sample)(64, device=torch.device("cpu"))
+    on_cuda = getattr(filled(), sample)(64, device=torch.device("cuda"))
+    compared = 0
+    for name, value in vars(on_cpu).items():
+        pairs = zip(value, getattr(on_cuda, name)) if isinstance(value, tuple) else [(value, getattr(on_cuda, name))]
+        for a, b in pairs:
+            if isinstance(a, torch.Tensor):
+                assert b.is_cuda and torch.equal(a, b.cpu()), name
+                compared += 1
+            elif isinstance(a, np.ndarray):
+                assert np.array_equal(a, b), name
+    assert compared >= 5
+
+
+def test_atari_vector_env_hands_the_cpu_frames_to_cuda():
+    envs = [AtariVecEnv("pong", 4, torch.device(d), seed=3, num_threads=1) for d in ("cpu", "cuda")]
+    steps = [env.reset(seed=3) for env in envs]
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(50):
+            assert steps[1].obs.is_cuda and steps[1].obs.dtype == torch.uint8 and steps[1].obs.shape == (4, 4, 84, 84)
+            assert torch.equal(steps[0].obs, steps[1].obs.cpu())
+            assert torch.equal(steps[0].reward, steps[1].reward.cpu())
+            actions = torch.from_numpy(rng.integers(0, envs[0].num_actions, 4))
+            steps = [env.step(actions) for env in envs]
+    finally:
+        for env in envs:
+            env.close()
