@@ -154,6 +154,7 @@ class ReplayConfig(Section):
     beta_start: float = Field(0.4, ge=0.0, le=1.0)   # annealed linearly to 1 over total_steps
     priority_eps: float = Field(1e-6, gt=0.0)
     save_in_checkpoint: bool = False
+    frames_on_device: bool = False                   # frames in the training device's memory (CUDA: GPU gathers)
     # sequences for recurrent agents (R2D2 used 80 / 40 / 40); sequence_length includes the burn-in
     sequence_length: int = Field(20, ge=2)
     burn_in: int = Field(8, ge=0)
@@ -260,6 +261,9 @@ class Config(Section):
             raise ValueError("replay.sequence_overlap must be below replay.sequence_length")
         if self.agent.eps_end > self.agent.eps_start:
             raise ValueError("agent.eps_end must not exceed agent.eps_start")
+        if self.replay.frames_on_device and self.distributed.collectors and self.distributed.replay == "actor":
+            raise ValueError("replay.frames_on_device keeps the frames on the learner's device but "
+                             "distributed.replay=actor puts the replay in its own actor; use one or the other")
         return self
 
 

@@ -21,7 +21,7 @@ from drl.agent import EnvSpec, make_agent
 from drl.config import Config, to_yaml
 from drl.errors import TrainingDiverged, UserError
 from drl.metrics import MetricsWriter
-from drl.replay import ReplayBuffer
+from drl.replay import ReplayBuffer, build_replay
 from drl.tracking import WandbTracker
 from drl.vec_env import unpack_labels
 from envs import make_env
@@ -134,18 +134,8 @@ class Trainer:
             first = self.env.reset(seed=cfg.seed)
             self.spec = EnvSpec.of(self.env, first.obs)
             self.obs_shape = self.spec.obs_shape
-            frame_shape = (self.obs_shape[0] // self.env.frame_stack, *self.obs_shape[1:])
             self.agent = make_agent(cfg, self.spec, self.device, self.bf16, self.generator)
-            self._check_replay_memory(frame_shape)
-            self.replay = ReplayBuffer(
-                cfg.replay.capacity, self.env.num_envs, frame_shape, self.env.frame_stack, self.env.num_extras,
-                n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
-                alpha=cfg.replay.alpha, priority_eps=cfg.replay.priority_eps, seed=cfg.seed,
-                frame_dtype=self.spec.obs_dtype, labels=bool(cfg.agent.aux.features))
-            if self.agent.sampler == "sequences":
-                self.replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in,
-                                             cfg.replay.sequence_overlap, cfg.network.lstm_size,
-                                             cfg.replay.priority_eta)
+            self.replay = build_replay(*self.replay_arguments())
             self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
             self.step = first
             # loop state that a checkpoint carries, so a resumed run continues exactly (see checkpoint_payload)
@@ -179,6 +169,18 @@ class Trainer:
             self.env.num_extras, cfg.replay.prioritized,
             cfg.replay.sequence_length - cfg.replay.sequence_overlap if self.agent.sampler == "sequences" else None,
             cfg.network.lstm_size, frame_dtype=self.spec.obs_dtype, labels=bool(cfg.agent.aux.features))
+        on_gpu = cfg.replay.frames_on_device and self.device.type == "cuda"
+        if on_gpu:   # the frames go to GPU memory, the rest stays on the host
+            frames = ReplayBuffer.bytes_needed(cfg.replay.capacity, self.env.num_envs, frame_shape,
+                                               self.env.frame_stack, cfg.agent.n_step, frame_dtype=self.spec.obs_dtype)
+            frames -= ReplayBuffer.bytes_needed(cfg.replay.capacity, self.env.num_envs, (0,), self.env.frame_stack,
+                                                cfg.agent.n_step)
+            gpu_free = torch.cuda.mem_get_info(self.device)[0]
+            if frames > gpu_free:
+                raise UserError(f"replay.frames_on_device: replay.capacity={cfg.replay.capacity} needs "
+                                f"{frames / 2**30:.1f} GiB of GPU memory but only {gpu_free / 2**30:.1f} GiB are free; "
+                                "lower replay.capacity or set replay.frames_on_device=false")
+            needed -= frames
         free = runtime.available_memory()
         if free is not None and needed > free:
             raise UserError(f"replay.capacity={cfg.replay.capacity} needs {needed / 2**30:.1f} GiB but only "
@@ -202,6 +204,23 @@ class Trainer:
         if self.cfg.replay.save_in_checkpoint:
             payload["replay"] = self.replay.state_dict()
         return payload
+
+    def replay_arguments(self) -> tuple[dict, dict | None]:
+        """``ReplayBuffer`` keyword arguments and ``enable_sequences``'s (None for transitions), from the config and
+        the env; checks first that the replay fits in free memory."""
+        cfg, env = self.cfg, self.env
+        frame_shape = (self.obs_shape[0] // env.frame_stack, *self.obs_shape[1:])
+        self._check_replay_memory(frame_shape)
+        kwargs = dict(capacity=cfg.replay.capacity, num_envs=env.num_envs, frame_shape=frame_shape,
+                      frame_stack=env.frame_stack, num_extras=env.num_extras, n_step=cfg.agent.n_step,
+                      gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized, alpha=cfg.replay.alpha,
+                      priority_eps=cfg.replay.priority_eps, seed=cfg.seed, frame_dtype=self.spec.obs_dtype,
+                      labels=bool(cfg.agent.aux.features),
+                      frames_device=self.device if cfg.replay.frames_on_device else None)
+        sequences = None if self.agent.sampler != "sequences" else dict(
+            length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in, overlap=cfg.replay.sequence_overlap,
+            state_size=cfg.network.lstm_size, eta=cfg.replay.priority_eta)
+        return kwargs, sequences
 
     def save_checkpoint(self) -> Path:
         path = self.run_dir / "checkpoints" / "latest.pt"

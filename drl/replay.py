@@ -14,6 +14,9 @@ transition spans a reset, and a truncated episode still has its next observation
 
 Slots are addressed by (env, logical index); logical indices grow forever and map to ``index % capacity``.
 With ``labels=True`` each slot also keeps its frame's game-feature bits (one uint8, ``VecStep.labels``).
+
+Frames live on the host unless ``frames_device`` names another device (``replay.frames_on_device``: CUDA training
+then gathers and stacks batches on the GPU instead of copying them over); everything else stays on the host.
 """
 from __future__ import annotations
 
@@ -98,13 +101,15 @@ class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int, int], frame_stack: int,
                  num_extras: int = 0, n_step: int = 1, gamma: float = 0.99, prioritized: bool = False,
                  alpha: float = 0.6, priority_eps: float = 1e-6, device: str | torch.device = "cpu",
-                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False):
+                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False,
+                 frames_device: str | torch.device | None = None):
         self.num_envs, self.frame_shape, self.stack = num_envs, tuple(frame_shape), frame_stack
         self.n_step, self.gamma, self.num_extras = n_step, gamma, num_extras
         self.capacity = max(capacity // num_envs, frame_stack + n_step + 2)
         self.device = torch.device(device)
         E, N = num_envs, self.capacity
-        self.frames = torch.zeros(E, N, *frame_shape, dtype=frame_dtype)   # images uint8, vectors float32
+        self.frames_device = torch.device(frames_device or "cpu")
+        self.frames = torch.zeros(E, N, *frame_shape, dtype=frame_dtype, device=self.frames_device)  # uint8 images
         self.actions = torch.zeros(E, N, dtype=torch.int16)
         self.rewards = torch.zeros(E, N, dtype=torch.float32)
         self.flags = torch.zeros(E, N, dtype=torch.uint8)   # bit 0 terminated, 1 truncated, 2 first, 3 final
@@ -155,7 +160,8 @@ class ReplayBuffer:
     def _write(self, envs: np.ndarray, frame, action, reward, flags, extras, labels=None) -> None:
         phys = torch.from_numpy(self.count[envs] % self.capacity)
         e = torch.from_numpy(envs)
-        self.frames[e, phys] = frame
+        fd = self.frames_device
+        self.frames[e.to(fd), phys.to(fd)] = frame.to(fd)
         self.actions[e, phys] = action
         self.rewards[e, phys] = reward
         self.flags[e, phys] = flags
@@ -201,7 +207,8 @@ class ReplayBuffer:
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
             self._truncate_last(ids[lost])
-        self._write(ids, cpu(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras),
+        on_frames = lambda t: None if t is None else t.detach().to(self.frames_device)  # noqa: E731
+        self._write(ids, on_frames(frame), cpu(action).to(torch.int16), cpu(reward).float(), flags, cpu(extras),
                     cpu(labels))
         if self.sequences:
             self._record_starts(first.numpy(), acting_state, ids)
@@ -209,7 +216,7 @@ class ReplayBuffer:
         if len(done):
             sel = torch.from_numpy(done)
             pick = lambda t: None if t is None else cpu(t)[sel]  # noqa: E731
-            self._write(ids[done], cpu(final_frame)[sel], 0, 0.0,
+            self._write(ids[done], on_frames(final_frame)[sel.to(self.frames_device)], 0, 0.0,
                         torch.full((len(done),), self.FINAL, dtype=torch.uint8), pick(final_extras), pick(final_labels))
 
     def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
@@ -302,7 +309,8 @@ class ReplayBuffer:
         idx = torch.from_numpy((logical[:, None] + offsets[None, :]) % self.capacity)
         extras = gather_rows(self.extras, e, idx) if self.num_extras else None
         labels = None if self.labels is None else self.labels[e, idx]
-        return (gather_rows(self.frames, e, idx), self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx],
+        fd = self.frames_device
+        return (gather_rows(self.frames, e.to(fd), idx.to(fd)), self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx],
                 extras, labels)
 
     def _flag_bits(self, flags: torch.Tensor):
@@ -322,8 +330,8 @@ class ReplayBuffer:
         if S > 1:
             rev = first[:, 1:].flip(1).to(torch.uint8).cummax(1).values.flip(1).bool()
             later_first[:, :-1] = rev
-        frames = frames * (~later_first).view(B, S, *([1] * (frames.dim() - 2))).to(frames.dtype)
-        return frames.flatten(1, 2)
+        keep = (~later_first).view(B, S, *([1] * (frames.dim() - 2))).to(frames.device, frames.dtype)
+        return (frames * keep).flatten(1, 2)
 
     # ---------------------------------------------------------------- transitions (DQN)
     def sample(self, batch_size: int, beta: float = 0.4, device: torch.device | None = None) -> TransitionBatch:
@@ -338,7 +346,8 @@ class ReplayBuffer:
         rows = torch.arange(B)[:, None]
         obs = self.stack_frames(frames[:, :S], first[:, :S], S)
         nxt = (steps[:, None] + torch.arange(S)[None, :])                       # positions n'..n'+S-1
-        next_obs = self.stack_frames(gather_rows(frames, rows, nxt), first[rows, nxt], S)
+        fd = self.frames_device
+        next_obs = self.stack_frames(gather_rows(frames, rows.to(fd), nxt.to(fd)), first[rows, nxt], S)
         weights = (importance_weights(prob, len(self), beta) if self.prioritized
                    else np.ones(B, dtype=np.float32))
         dev = device or self.device
@@ -435,7 +444,7 @@ class ReplayBuffer:
             win = frames.unfold(1, S, 1).movedim(-1, 2)                      # [B, W, S, *frame_shape]
             obs = self.stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
-        obs = obs * (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.dtype)
+        obs = obs * (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.device, obs.dtype)
         returns, steps, discounts = n_step_returns(rewards[:, S - 1:], term[:, S - 1:], done[:, S - 1:], n, self.gamma)
         returns, steps, discounts = returns[:, :T], steps[:, :T], discounts[:, :T]
         position = torch.arange(T)[None, :]
@@ -475,7 +484,7 @@ class ReplayBuffer:
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        state = {"frames": self.frames, "actions": self.actions, "rewards": self.rewards, "flags": self.flags,
+        state = {"frames": self.frames.cpu(), "actions": self.actions, "rewards": self.rewards, "flags": self.flags,
                  "count": torch.from_numpy(self.count.copy()),
                  "rng": self.rng.bit_generator.state}
         if self.num_extras:
@@ -505,3 +514,12 @@ class ReplayBuffer:
             self.start_state.copy_(state["start_state"])
             self.start_count = state["start_count"].numpy().copy()
             self.episode_step = state["episode_step"].numpy().copy()
+
+
+def build_replay(kwargs: dict, sequences: dict | None = None) -> ReplayBuffer:
+    """``ReplayBuffer(**kwargs)``, with ``enable_sequences(**sequences)`` for recurrent agents (the arguments come
+    from ``Trainer.replay_arguments``; the distributed learner and the replay actor build theirs the same way)."""
+    replay = ReplayBuffer(**kwargs)
+    if sequences is not None:
+        replay.enable_sequences(**sequences)
+    return replay

@@ -146,6 +146,11 @@ def test_eval_epsilon_above_one():
     one_line_error(train("catch", "eval.epsilon=2"), "eval.epsilon must be <= 1.0")
 
 
+def test_frames_on_device_with_the_replay_in_its_own_actor():
+    one_line_error(train("catch", "distributed.collectors=2", "distributed.replay=actor", "replay.frames_on_device=true"),
+                   "replay.frames_on_device", "distributed.replay=actor", "use one or the other")
+
+
 # ----------------------------------------------------------------------------------------------- set-up errors
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_but_absent(tmp_path):

@@ -25,24 +25,31 @@ def train(experiment: str, overrides: list[str], run_dir) -> tuple[dict, Trainer
         trainer.close()
 
 
-def test_dqn_learns_catch_on_cuda(tmp_path):
-    result, trainer = train("catch", ["total_steps=20000", "eval.interval=5000"], tmp_path)
-    assert trainer.device.type == "cuda"
+@pytest.mark.parametrize("frames_on_device", [False, True])
+def test_dqn_learns_catch_on_cuda(tmp_path, frames_on_device):
+    result, trainer = train("catch", ["total_steps=20000", "eval.interval=5000",
+                                      f"replay.frames_on_device={frames_on_device}"], tmp_path)
+    assert trainer.device.type == "cuda" and trainer.replay.frames.is_cuda == frames_on_device
     assert result["eval"]["return_mean"] >= 0.9, result
 
 
-def test_drqn_remembers_the_cue_on_cuda(tmp_path):
+@pytest.mark.parametrize("frames_on_device", [False, True])
+def test_drqn_remembers_the_cue_on_cuda(tmp_path, frames_on_device):
     """cuDNN's fused LSTM under bf16 autocast (CUDA's default precision here): the recurrent learning test."""
-    result, _ = train("memory", ["agent.algo=drqn", "total_steps=12000", "eval.interval=6000"], tmp_path)
+    result, _ = train("memory", ["agent.algo=drqn", "total_steps=12000", "eval.interval=6000",
+                                 f"replay.frames_on_device={frames_on_device}"], tmp_path)
     assert result["eval"]["return_mean"] >= 0.9, result
 
 
+@pytest.mark.parametrize("frames_on_cuda", [False, True])
 @pytest.mark.parametrize("sequences", [False, True])
-def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences):
-    def filled():
+def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences, frames_on_cuda):
+    """Host replay sampled onto CUDA, and replay whose frames live on CUDA (``replay.frames_on_device``), give
+    the batch the all-CPU replay gives, value for value."""
+    def filled(frames_device=None):
         rng = np.random.default_rng(0)
         stack = 1 if sequences else 4
-        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1)
+        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1, frames_device=frames_device)
         if sequences:
             replay.enable_sequences(8, 2, 4, HIDDEN)
             fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
@@ -52,7 +59,7 @@ def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences):
 
     sample = "sample_sequences" if sequences else "sample"
     on_cpu = getattr(filled(), sample)(64, device=torch.device("cpu"))
-    on_cuda = getattr(filled(), sample)(64, device=torch.device("cuda"))
+    on_cuda = getattr(filled("cuda" if frames_on_cuda else None), sample)(64, device=torch.device("cuda"))
     compared = 0
     for name, value in vars(on_cpu).items():
         pairs = zip(value, getattr(on_cuda, name)) if isinstance(value, tuple) else [(value, getattr(on_cuda, name))]

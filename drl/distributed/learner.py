@@ -29,7 +29,7 @@ from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
 from drl.loop import StopRequested, Trainer, linear
 from drl.metrics import MetricsWriter
-from drl.replay import ReplayBuffer
+from drl.replay import ReplayBuffer, build_replay
 from drl.tracking import WandbTracker
 
 
@@ -103,27 +103,15 @@ class Learner(Trainer):
 
     def _make_replay(self, chunk_vector_steps: int) -> ReplayBuffer | RemoteReplay:
         cfg, env = self.cfg, self.env
-        frame_shape = (self.obs_shape[0] // env.frame_stack, *self.obs_shape[1:])
-        self._check_replay_memory(frame_shape)
+        kwargs, sequences = self.replay_arguments()
         per_stream = cfg.replay.capacity // env.num_envs
         if per_stream < 4 * chunk_vector_steps:
             raise UserError(f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
                             f"{env.num_envs} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
                             "replay.capacity or lower distributed.chunk_steps or distributed.collectors")
-        kwargs = dict(capacity=cfg.replay.capacity, num_envs=env.num_envs, frame_shape=frame_shape,
-                      frame_stack=env.frame_stack, num_extras=env.num_extras, n_step=cfg.agent.n_step,
-                      gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized, alpha=cfg.replay.alpha,
-                      priority_eps=cfg.replay.priority_eps, seed=cfg.seed, frame_dtype=self.spec.obs_dtype,
-                      labels=bool(cfg.agent.aux.features))
-        sequences = None if self.agent.sampler != "sequences" else dict(
-            length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in, overlap=cfg.replay.sequence_overlap,
-            state_size=cfg.network.lstm_size, eta=cfg.replay.priority_eta)
         if cfg.distributed.replay == "actor":
             return RemoteReplay(kwargs, sequences)
-        replay = ReplayBuffer(**kwargs)
-        if sequences is not None:
-            replay.enable_sequences(**sequences)
-        return replay
+        return build_replay(kwargs, sequences)
 
     # ------------------------------------------------------------------ checkpoints (Trainer's, plus these)
     def checkpoint_payload(self) -> dict:

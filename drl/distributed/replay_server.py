@@ -17,7 +17,7 @@ import torch
 
 from drl.distributed.chunk import apply_to_replay
 from drl.errors import UserError
-from drl.replay import ReplayBuffer
+from drl.replay import build_replay
 
 
 class ReplayServer:
@@ -25,9 +25,7 @@ class ReplayServer:
 
     def __init__(self, kwargs: dict, sequences: dict | None):
         torch.set_num_threads(1)   # it copies and gathers rows; compute threads would only contend
-        self.replay = ReplayBuffer(**kwargs)
-        if sequences is not None:
-            self.replay.enable_sequences(**sequences)
+        self.replay = build_replay(kwargs, sequences)
 
     def apply(self, ops: list[tuple], *chunks) -> tuple[float, int]:
         """Store ``chunks`` (Ray resolves the references passed here) by the plan ``ops``; returns
