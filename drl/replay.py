@@ -161,7 +161,7 @@ class ReplayBuffer:
         phys = torch.from_numpy(self.count[envs] % self.capacity)
         e = torch.from_numpy(envs)
         fd = self.frames_device
-        self.frames[e.to(fd), phys.to(fd)] = frame.to(fd)
+        self.frames[e.to(fd), phys.to(fd)] = frame          # add() hands frames already on frames_device
         self.actions[e, phys] = action
         self.rewards[e, phys] = reward
         self.flags[e, phys] = flags
@@ -310,8 +310,8 @@ class ReplayBuffer:
         extras = gather_rows(self.extras, e, idx) if self.num_extras else None
         labels = None if self.labels is None else self.labels[e, idx]
         fd = self.frames_device
-        return (gather_rows(self.frames, e.to(fd), idx.to(fd)), self.flags[e, idx], self.rewards[e, idx], self.actions[e, idx],
-                extras, labels)
+        return (gather_rows(self.frames, e.to(fd), idx.to(fd)), self.flags[e, idx], self.rewards[e, idx],
+                self.actions[e, idx], extras, labels)
 
     def _flag_bits(self, flags: torch.Tensor):
         term = (flags & self.TERMINATED) > 0
