@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from drl import runtime
 from drl.agent import EnvSpec
 from drl.config import Config
 from drl.errors import UserError
@@ -73,7 +74,7 @@ class DQN:
         self.num_features = len(cfg.agent.aux.features)     # game features the aux head predicts (0: no head)
         self.online = QNetwork(cfg.network, spec.obs_shape, spec.num_actions, spec.num_extras,
                                self.recurrent, self.num_features).to(device)
-        self.channels_last = cfg.compute.channels_last
+        self.channels_last = runtime.use_channels_last(cfg.compute, device, bf16)
         if self.channels_last:
             self.online = self.online.to(memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.online).requires_grad_(False)

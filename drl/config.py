@@ -58,6 +58,7 @@ class DoomSettingsConfig(Section):
     gray: bool = True                                # 1 gray channel, or 3 (RGB)
     buttons: str | None = None                       # action set, e.g. "turn_lr+attack;move_forward"; None: scenario's
     game_variables: list[str] | None = None          # extra inputs, e.g. [health, ammo]; None: scenario's; []: none
+    game_variable_scale: float = Field(0.01, gt=0)   # the agent sees game variables x this (health 100 -> 1.0)
     shaping: dict[str, float] = Field(default_factory=dict)  # learning-reward terms, e.g. {frag: 1, death: -1}
     timeout: int | None = Field(None, ge=1)          # episode limit in tics; None: the scenario's
     num_bots: int = Field(7, ge=0)                   # deathmatch only: bots added at each episode start
@@ -173,12 +174,12 @@ class EvalConfig(Section):
 
 class ComputeConfig(Section):
     bf16: Literal["auto", "on", "off"] = "auto"      # autocast; auto = on for CPUs with AMX/AVX512-BF16, CUDA
-    channels_last: bool = False                     # measured slower with bf16 autocast on this CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # oneDNN NHWC; auto = on for fp32 on CPU (bench: 1.2x)
     compile: bool = False                            # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
     overlap_env: bool = True                         # updates run while the env steps (they see replay up to t-1)
 
-    @field_validator("bf16", mode="before")
+    @field_validator("bf16", "channels_last", mode="before")
     @classmethod
     def _yaml_booleans(cls, value):  # YAML reads on/off as booleans
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value

@@ -171,10 +171,8 @@ class Trainer:
             cfg.network.lstm_size, frame_dtype=self.spec.obs_dtype, labels=bool(cfg.agent.aux.features))
         on_gpu = cfg.replay.frames_on_device and self.device.type == "cuda"
         if on_gpu:   # the frames go to GPU memory, the rest stays on the host
-            frames = ReplayBuffer.bytes_needed(cfg.replay.capacity, self.env.num_envs, frame_shape,
-                                               self.env.frame_stack, cfg.agent.n_step, frame_dtype=self.spec.obs_dtype)
-            frames -= ReplayBuffer.bytes_needed(cfg.replay.capacity, self.env.num_envs, (0,), self.env.frame_stack,
-                                                cfg.agent.n_step)
+            frames = ReplayBuffer.frames_bytes(cfg.replay.capacity, self.env.num_envs, frame_shape,
+                                               self.env.frame_stack, cfg.agent.n_step, self.spec.obs_dtype)
             gpu_free = torch.cuda.mem_get_info(self.device)[0]
             if frames > gpu_free:
                 raise UserError(f"replay.frames_on_device: replay.capacity={cfg.replay.capacity} needs "

@@ -105,7 +105,7 @@ class ReplayBuffer:
                  frames_device: str | torch.device | None = None):
         self.num_envs, self.frame_shape, self.stack = num_envs, tuple(frame_shape), frame_stack
         self.n_step, self.gamma, self.num_extras = n_step, gamma, num_extras
-        self.capacity = max(capacity // num_envs, frame_stack + n_step + 2)
+        self.capacity = ReplayBuffer.slots(capacity, num_envs, frame_stack, n_step) // num_envs
         self.device = torch.device(device)
         E, N = num_envs, self.capacity
         self.frames_device = torch.device(frames_device or "cpu")
@@ -125,20 +125,31 @@ class ReplayBuffer:
     TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8
 
     @staticmethod
+    def slots(capacity: int, num_envs: int, frame_stack: int, n_step: int) -> int:
+        """Slots allocated: ``capacity`` split into one ring per env, each long enough for a frame stack and n steps."""
+        return num_envs * max(capacity // num_envs, frame_stack + n_step + 2)
+
+    @staticmethod
+    def frames_bytes(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
+                     frame_dtype: torch.dtype = torch.uint8) -> int:
+        """Bytes of the frame store alone (what ``replay.frames_on_device`` puts in GPU memory)."""
+        frame_bytes = int(np.prod(frame_shape)) * torch.empty(0, dtype=frame_dtype).element_size()
+        return ReplayBuffer.slots(capacity, num_envs, frame_stack, n_step) * frame_bytes
+
+    @staticmethod
     def bytes_needed(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
                      num_extras: int = 0, prioritized: bool = False, sequence_stride: int | None = None,
                      state_size: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False) -> int:
         """Bytes a buffer with these arguments allocates (computed before allocating anything)."""
-        slots = num_envs * max(capacity // num_envs, frame_stack + n_step + 2)
-        frame_bytes = int(np.prod(frame_shape)) * torch.empty(0, dtype=frame_dtype).element_size()
-        per_slot = frame_bytes + 2 + 4 + 1 + 4 * num_extras + labels         # frame, action, reward, flags, extras
-        total = slots * per_slot
+        slots = ReplayBuffer.slots(capacity, num_envs, frame_stack, n_step)
+        total = ReplayBuffer.frames_bytes(capacity, num_envs, frame_shape, frame_stack, n_step, frame_dtype)
+        total += slots * (2 + 4 + 1 + 4 * num_extras + labels)               # action, reward, flags, extras, labels
         starts = 0
         if sequence_stride:
             starts = num_envs * max(2 * (slots // num_envs) // sequence_stride, 8)
             total += starts * (8 + 8 * state_size)                            # start slot + (h, c) float32
         if prioritized:
-            total += 16 * (starts or slots)                                   # float64 sum tree (2 nodes per leaf)
+            total += 16 * SumTree.padded_size(starts or slots)                # float64 sum tree (2P nodes)
         return total
 
     # ---------------------------------------------------------------- writing

@@ -26,12 +26,17 @@ class SumTree:
     with it).
     """
 
+    @staticmethod
+    def padded_size(capacity: int) -> int:
+        """P: ``capacity`` rounded up to a power of two (the tree holds ``2 * P`` float64 nodes)."""
+        return 1 << (int(capacity) - 1).bit_length()
+
     def __init__(self, capacity: int) -> None:
         capacity = int(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self.num_leaves = 1 << (capacity - 1).bit_length()   # P: capacity rounded up to a power of two
+        self.num_leaves = self.padded_size(capacity)
         self.depth = self.num_leaves.bit_length() - 1          # number of levels below the root
         self.tree = np.zeros(2 * self.num_leaves, dtype=np.float64)
         self.max_priority = 1.0

@@ -90,7 +90,8 @@ import json, sys
 import numpy as np
 from envs.doom import SCENARIOS, DoomGame, DoomSettings
 out = {}
-variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", {"gray": False, "obs_height": 45, "obs_width": 70})]
+variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", {"gray": False, "obs_height": 45, "obs_width": 70,
+                                                                    "game_variable_scale": 1.0})]
 for name, extra in variants:
     g = DoomGame(DoomSettings(name, **extra), seed=1)
     frame, ex = g.reset()
@@ -122,7 +123,8 @@ def test_every_scenario_loads_with_its_defaults(tmp_path):
         assert len(r["extras"]) == len(s.game_variable_names()), name
         assert r["rewards_are_floats"], name
     assert res["basic"]["action_names"] == ["move_left", "move_right", "attack"]
-    assert res["defend_the_center"]["extras"] == [26.0, 100.0]  # ammo, health at the start
+    # ammo 26, health 100 at the start, x game_variable_scale (0.01 by default; 1.0 in the rgb variant)
+    assert res["defend_the_center"]["extras"] == pytest.approx([0.26, 1.0])
     assert res["health_gathering"]["num_actions"] == 5
     assert res["deathmatch"]["num_actions"] == 12 and len(res["deathmatch"]["extras"]) == 3
     rgb = res["defend_the_center_rgb"]
@@ -149,7 +151,7 @@ def test_contract_shapes_and_dtypes(basic_env):
     assert bool((st.obs[:, :3] == 0).all()) and bool((st.obs[:, 3] > 0).any())
     assert st.reward.dtype == torch.float32 and st.reward.shape == (2,)
     assert st.reset.all() and not st.terminated.any() and not st.truncated.any()
-    assert st.extras.shape == (2, 1) and st.extras.dtype == torch.float32 and st.extras[0, 0] == 50.0  # ammo
+    assert st.extras.shape == (2, 1) and st.extras.dtype == torch.float32 and float(st.extras[0, 0]) == pytest.approx(0.5)  # ammo 50 x 0.01
     nxt = env.step(torch.tensor([0, 1]))
     for t in (nxt.terminated, nxt.truncated, nxt.reset):
         assert t.dtype == torch.bool and t.shape == (2,)

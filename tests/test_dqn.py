@@ -135,3 +135,41 @@ def test_prioritized_replay_end_to_end(tmp_path, experiment):
         expected = (per_item.double().numpy() + cfg.replay.priority_eps) ** cfg.replay.alpha
         got = replay.tree.get(np.array(list(last)))
         assert np.allclose(got, expected[list(last.values())], rtol=1e-5)
+
+
+def test_channels_last_is_the_fp32_cpu_default_and_computes_the_same_update():
+    """compute.channels_last=auto: oneDNN's NHWC layout for fp32 on a CPU, NCHW under bf16 autocast and on CUDA;
+    both layouts give the same loss, TD errors and gradients for the same weights and batch."""
+    from drl import runtime
+    compute = config.load("atari-pong", []).compute
+    assert compute.channels_last == "auto"
+    assert runtime.use_channels_last(compute, torch.device("cpu"), bf16=False)
+    assert not runtime.use_channels_last(compute, torch.device("cpu"), bf16=True)
+    assert not runtime.use_channels_last(compute, torch.device("cuda"), bf16=False)
+    assert config.load("atari-pong", ["compute.channels_last=off"]).compute.channels_last == "off"
+
+    spec = EnvSpec((4, 84, 84), torch.uint8, num_actions=6)
+    agents = {}
+    for layout in ("on", "off"):
+        cfg = config.load("atari-pong", [f"compute.channels_last={layout}", "compute.bf16=off"])
+        torch.manual_seed(0)
+        agents[layout] = DQN(cfg, spec, device=torch.device("cpu"), bf16=False,
+                             generator=torch.Generator().manual_seed(0))
+    conv = next(m for m in agents["on"].online.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not agents["off"].channels_last
+    g = torch.Generator().manual_seed(2)
+    n = 8
+    batch = TransitionBatch(obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
+                            actions=torch.randint(0, 6, (n,), generator=g), returns=torch.randn(n, generator=g),
+                            next_obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
+                            discounts=torch.full((n,), 0.99 ** 3), weights=torch.ones(n), indices=np.arange(n))
+    grads = {}
+    for layout, agent in agents.items():
+        loss, td, _ = agent.loss(batch)
+        loss.backward()
+        grads[layout] = (loss.detach(), td.detach(), [p.grad.clone() for p in agent.online.parameters()])
+    assert torch.allclose(grads["on"][0], grads["off"][0], rtol=1e-4)
+    assert torch.allclose(grads["on"][1], grads["off"][1], atol=1e-4)
+    for a, b in zip(grads["on"][2], grads["off"][2]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)

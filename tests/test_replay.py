@@ -182,3 +182,17 @@ def test_a_cut_stream_is_never_sampled_across(how):
             assert int(batch.next_obs[b].flatten()[0]) == t + k + 1
         else:          # new episode: full windows only
             assert float(batch.discounts[b]) == pytest.approx(gamma ** n)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(capacity=1000, num_envs=4, frame_shape=(1, 84, 84), frame_stack=4, n_step=3),
+    dict(capacity=10, num_envs=3, frame_shape=(1, 6, 5), frame_stack=4, n_step=5, num_extras=2, prioritized=True),
+    dict(capacity=500, num_envs=2, frame_shape=(3, 4, 4), frame_stack=1, frame_dtype=torch.float32),
+])
+def test_memory_estimates_equal_what_the_buffer_allocates(kwargs):
+    """The free-memory checks run before allocating: their byte counts must be the buffer's own."""
+    replay = ReplayBuffer(**kwargs)
+    static = {k: kwargs.get(k, d) for k, d in (("n_step", 1), ("frame_dtype", torch.uint8))}
+    assert replay.frames.numel() * replay.frames.element_size() == ReplayBuffer.frames_bytes(
+        kwargs["capacity"], kwargs["num_envs"], kwargs["frame_shape"], kwargs["frame_stack"], **static)
+    assert replay.nbytes() == ReplayBuffer.bytes_needed(**kwargs)

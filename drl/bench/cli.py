@@ -89,6 +89,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--devices", default=None, metavar="D,D",
                    help="devices to measure on (default: cpu, and cuda where available; e.g. --devices cuda on a GPU "
                         "machine whose CPU figures do not matter)")
+    p.add_argument("--worlds", default=None, metavar="W,W",
+                   help="distributed section only: the worlds to measure (default all: "
+                        "pong,pong-replay-actor,catch,doom)")
     p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
     args = p.parse_args(argv)
     q = args.quick
@@ -102,6 +105,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.devices = [x.strip() for x in args.devices.split(",") if x.strip()]
         if not args.devices or set(args.devices) - {"cpu", "cuda"}:
             p.error("--devices takes a comma-separated subset of cpu,cuda")
+    if args.worlds is not None:
+        from drl.bench.distributed import EXPERIMENTS
+        args.worlds = [x.strip() for x in args.worlds.split(",") if x.strip()]
+        if not args.worlds or set(args.worlds) - set(EXPERIMENTS):
+            p.error(f"--worlds takes a comma-separated subset of {','.join(EXPERIMENTS)}")
     if not args.only or set(args.only) - set(SECTIONS + EXTRA_SECTIONS):
         p.error(f"--only takes a comma-separated subset of {','.join(SECTIONS + EXTRA_SECTIONS)}")
     if min(args.steps, args.repeats) < 1 or args.learning_starts < 0:

@@ -138,6 +138,8 @@ def bench_distributed(run, args) -> dict:
         return {"skipped": 'ray is not installed (pip install -e ".[ray]")'}
     plan = {"catch": [1, 2]} if args.quick else {"pong": [1, 2, 4], "pong-replay-actor": [1, 2, 4],
                                                  "catch": [1, 2, 4], "doom": [1, 2]}
+    if getattr(args, "worlds", None):
+        plan = {name: counts for name, counts in plan.items() if name in args.worlds}
     seconds, repeats = (5.0, 1) if args.quick else (40.0, min(args.repeats, 2))
     out = {"insert": run({"task": "distributed_insert", "counts": [1, 4, 16, 64], "rounds": 2 if args.quick else 8},
                          "distributed/insert")}

@@ -173,7 +173,7 @@ def print_report(result: dict) -> None:
     rows = [[device, str(c["batch_size"]), _fmt(c["nchw_ms"], ".2f"), _fmt(c["channels_last_ms"], ".2f"),
              _fmt(c["speedup"], ".2f")]
             for device, res in result["update"].items() for c in res.get("fp32_layouts", {}).values()]
-    table("drl fp32 update (CPUs without native bf16): default NCHW layout vs channels-last (compute.channels_last)",
+    table("drl fp32 update (CPUs without native bf16): NCHW vs channels-last (compute.channels_last; auto: NHWC)",
           ["device", "batch", "NCHW ms", "channels-last ms", "NCHW / channels-last"], rows)
 
     rows = [["ERROR " + result["replay"]["error"][:80], "", "", ""]] if "error" in result["replay"] else []

@@ -113,8 +113,8 @@ def task_update(spec: dict) -> dict:
 
 
 def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
-    """drl's fp32 update with the default (NCHW) layout against oneDNN's channels-last (``compute.channels_last``),
-    alternating ``repeats`` times per batch size: which layout the fp32 path (CPUs without native bf16) should use."""
+    """drl's fp32 update with NCHW against oneDNN's channels-last layout (``compute.channels_last``; auto picks
+    channels-last for fp32 on a CPU), alternating ``repeats`` times per batch size: the layout choice, measured."""
     import torch
 
     from drl.agent import make_agent
@@ -122,7 +122,7 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
     n, warmup, dev = spec["updates"], spec["warmup"], trainer.device
     default = trainer.agent
     cfg = trainer.cfg.model_copy(deep=True)
-    cfg.compute.channels_last = not default.channels_last
+    cfg.compute.channels_last = "off" if default.channels_last else "on"
     other = make_agent(cfg, trainer.spec, dev, False, torch.Generator(device=dev).manual_seed(0))
     other.online.load_state_dict(default.online.state_dict())
     other.target.load_state_dict(default.target.state_dict())

@@ -123,7 +123,9 @@ class DoomGame:
         return float(self.game.get_game_variable(getattr(self._gv, name)))
 
     def _extras(self) -> np.ndarray:
-        return np.array([self.game.get_game_variable(v) for v in self._vars], dtype=np.float32)
+        """The agent's extra inputs: the game variables in game units x ``game_variable_scale``."""
+        scale = self.settings.game_variable_scale
+        return np.array([self.game.get_game_variable(v) * scale for v in self._vars], dtype=np.float32)
 
     def _grab(self) -> np.ndarray:
         state = self.game.get_state()

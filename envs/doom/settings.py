@@ -205,6 +205,9 @@ class DoomSettings:
     frame_stack: int = 1                   # frames per observation (1 for recurrent agents, 4 for DQN)
     buttons: str | None = None             # action set, e.g. "turn_lr+attack;move_forward"; None = scenario's
     game_variables: list[str] | str | None = None  # e.g. ["health", "ammo"]; None = scenario's; [] = none
+    # Multiplies the game variables before the agent sees them. Raw values (health 100, ammo 50) fed the LSTM's
+    # gates ~35x more than the image did and saturated them: DRQN never learned basic with scale 1.
+    game_variable_scale: float = 0.01
     shaping: DoomShaping | dict = field(default_factory=DoomShaping)
     timeout: int | None = None             # episode time limit in tics; None = scenario's
     num_bots: int = 7                      # deathmatch only: bots added after each new episode
@@ -223,6 +226,9 @@ class DoomSettings:
         if not (re.fullmatch(r"RES_\d+X\d+", self.resolution) and hasattr(vzd.ScreenResolution, self.resolution)):
             valid = [r for r in dir(vzd.ScreenResolution) if r.startswith("RES_")]
             raise ValueError(f"unknown Doom resolution '{self.resolution}'; valid: {_one_line_list(valid)}")
+        if not float(self.game_variable_scale) > 0:
+            raise ValueError(f"Doom game_variable_scale must be > 0, got {self.game_variable_scale}")
+        self.game_variable_scale = float(self.game_variable_scale)
         for name in ("obs_height", "obs_width", "frame_skip", "frame_stack"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Doom {name} must be >= 1, got {getattr(self, name)}")
