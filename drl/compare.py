@@ -353,7 +353,12 @@ def check_group_seeds(group: str, runs: list[Run]) -> None:
 
 def _mean_std_iqm(values: list[float]) -> dict:
     x = np.asarray(values, dtype=np.float64)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "iqm": iqm(x)}
+    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None, "iqm": iqm(x)}
+
+
+def mean_pm_std(mean: float, std: float | None) -> str:
+    """'1.234 ± 0.100', or '1.234 (one run)' where there is no spread to give."""
+    return f"{fmt(mean)} ± {fmt(std)}" if std is not None else f"{fmt(mean)} (one run)"
 
 
 def summarize_group(runs: list[Run], threshold: float | None, train_window: int) -> dict:
@@ -415,13 +420,13 @@ def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric:
     rows = []
     for group, s in summaries.items():
         row = [group, *([s["env"]] if several_envs else []), seeds_text(groups[group], unit=False),
-               f"{fmt(s['final_mean'])} ± {fmt(s['final_std'])}", fmt(s["final_iqm"]),
+               mean_pm_std(s["final_mean"], s["final_std"]), fmt(s["final_iqm"]),
                f"{s['final_env_steps_mean']:,.0f}"]
         if threshold is not None:
             row.append(f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['num_runs']})"
                        if s["seeds_reached"] else f"not reached (0/{s['num_runs']})")
         row.append(f"{s['sps_mean']:,.0f}" if s["sps_mean"] is not None else "-")
-        row.append(f"{fmt(s['train_return_final_mean'])} ± {fmt(s['train_return_final_std'])}"
+        row.append(mean_pm_std(s["train_return_final_mean"], s["train_return_final_std"])
                    if s["train_return_final_mean"] is not None else "-")
         rows.append(row)
     return header, rows

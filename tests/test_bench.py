@@ -3,8 +3,10 @@ assertions: the figures of a quick run mean nothing). About 20-25 s on an idle 2
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -118,3 +120,17 @@ def test_time_to_score_reads_committed_runs_and_counts_a_seed_that_never_got_the
     assert row["drl_minutes"] == 30_000 / 50 / 60
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
+
+
+def test_busy_cores_sees_a_spinning_process():
+    """The bench's busy check samples /proc/stat (the load average lags by minutes): a process spinning on one core
+    beside it must show as at least half a busy core."""
+    from drl.bench.cli import busy_cores
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = busy_cores(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and 0.5 <= busy <= os.cpu_count(), busy

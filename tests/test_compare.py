@@ -95,6 +95,17 @@ def test_compare_prefix_and_measure_names(runs):
     assert "9.000 ± 0.000" in proc.stdout  # catch episodes always last 9 steps
 
 
+def test_a_group_of_one_run_shows_no_spread(runs):
+    tmp, env = runs
+    seed_dir = sorted(p for p in (tmp / "a").iterdir() if (p / "metrics.jsonl").is_file())[0]
+    proc = cli("drl.compare", seed_dir, "--out", tmp / "out_one", env=env)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("catch "))
+    assert "(one run)" in row and "±" not in row, row
+    summary = json.loads((tmp / "out_one" / "summary_return_mean.json").read_text())
+    assert summary["groups"]["catch"]["final_std"] is None
+
+
 @pytest.mark.parametrize("args, needle", [
     (["/nonexistent/runs"], "no runs found"),
     (["--metric", "kills_mean"], "no run has eval metric 'kills_mean'"),

@@ -62,6 +62,21 @@ def machine_info() -> dict:
     return info
 
 
+def busy_cores(seconds: float) -> float | None:
+    """Cores busy over the next ``seconds`` (from /proc/stat, all processes); None where there is no /proc."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0)   # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(os.cpu_count() * (1.0 - (idle1 - idle0) / max(total1 - total0, 1e-9)), 2)
+
+
 def run_task_here(spec: dict) -> None:
     """Child side: run one task and print its result as one tagged JSON line."""
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -131,9 +146,10 @@ def main(argv: list[str]) -> int:
     notes: list[str] = []
     load_before = [round(x, 2) for x in os.getloadavg()]
     cores = runtime.cpu_count()
-    if load_before[0] > 0.5 * cores:
-        notes.append(f"the machine was busy when the benchmark started (load {load_before[0]} on {cores} cores): "
-                     "figures are not representative")
+    busy = busy_cores(1.0)   # the load average lags by minutes (a training paused just before still shows in it)
+    if (busy if busy is not None else load_before[0]) > 0.5 * cores:
+        notes.append(f"the machine was busy when the benchmark started ({busy if busy is not None else load_before[0]}"
+                     f" of {cores} cores busy): figures are not representative")
     available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     devices = args.devices or available
     if set(devices) - set(available):
@@ -164,7 +180,7 @@ def main(argv: list[str]) -> int:
                        "steps": args.steps, "repeats": args.repeats, "learning_starts": ls,
                        "replay_capacity_override": args.buffer, "sections": args.only,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                       "machine": machine_info(), "load_before": load_before, "targets": TARGETS,
+                       "machine": machine_info(), "load_before": load_before, "busy_cores_before": busy, "targets": TARGETS,
                        "sb3_hyperparameters": SB3_HP, "notes": notes}}
 
     result["pong"], result["doom"] = bench_training(run, devices, args, sb3_skip, ls)
