@@ -45,8 +45,8 @@ def use_bf16(cfg: ComputeConfig, device: torch.device) -> bool:
 
 def use_channels_last(cfg: ComputeConfig, device: torch.device, bf16: bool) -> bool:
     """Channels-last (NHWC) convolutions: auto = on for fp32 on a CPU, where oneDNN's NHWC kernels ran the Pong
-    update 1.19-1.23x faster than NCHW (``drl.bench --only update``, fp32_layouts); off under bf16 autocast and on
-    CUDA, where they were measured no faster."""
+    update 1.19-1.23x faster than NCHW (``drl.bench --only update``, fp32_layouts); off under bf16 autocast, where
+    they were slower on that CPU, and on CUDA, where auto keeps NCHW (``atari-pong-gpu`` sets it on)."""
     if cfg.channels_last != "auto":
         return cfg.channels_last == "on"
     return device.type == "cpu" and not bf16

@@ -90,8 +90,8 @@ import json, sys
 import numpy as np
 from envs.doom import SCENARIOS, DoomGame, DoomSettings
 out = {}
-variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", {"gray": False, "obs_height": 45, "obs_width": 70,
-                                                                    "game_variable_scale": 1.0})]
+rgb_raw = {"gray": False, "obs_height": 45, "obs_width": 70, "game_variable_scale": 1.0}
+variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", rgb_raw)]
 for name, extra in variants:
     g = DoomGame(DoomSettings(name, **extra), seed=1)
     frame, ex = g.reset()
@@ -151,7 +151,8 @@ def test_contract_shapes_and_dtypes(basic_env):
     assert bool((st.obs[:, :3] == 0).all()) and bool((st.obs[:, 3] > 0).any())
     assert st.reward.dtype == torch.float32 and st.reward.shape == (2,)
     assert st.reset.all() and not st.terminated.any() and not st.truncated.any()
-    assert st.extras.shape == (2, 1) and st.extras.dtype == torch.float32 and float(st.extras[0, 0]) == pytest.approx(0.5)  # ammo 50 x 0.01
+    assert st.extras.shape == (2, 1) and st.extras.dtype == torch.float32
+    assert float(st.extras[0, 0]) == pytest.approx(0.5)  # ammo 50 x game_variable_scale 0.01
     nxt = env.step(torch.tensor([0, 1]))
     for t in (nxt.terminated, nxt.truncated, nxt.reset):
         assert t.dtype == torch.bool and t.shape == (2,)

@@ -180,7 +180,8 @@ def main(argv: list[str]) -> int:
                        "steps": args.steps, "repeats": args.repeats, "learning_starts": ls,
                        "replay_capacity_override": args.buffer, "sections": args.only,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                       "machine": machine_info(), "load_before": load_before, "busy_cores_before": busy, "targets": TARGETS,
+                       "machine": machine_info(), "load_before": load_before, "busy_cores_before": busy,
+                       "targets": TARGETS,
                        "sb3_hyperparameters": SB3_HP, "notes": notes}}
 
     result["pong"], result["doom"] = bench_training(run, devices, args, sb3_skip, ls)
