@@ -147,9 +147,10 @@ def main(argv: list[str]) -> int:
     load_before = [round(x, 2) for x in os.getloadavg()]
     cores = runtime.cpu_count()
     busy = busy_cores(1.0)   # the load average lags by minutes (a training paused just before still shows in it)
-    if (busy if busy is not None else load_before[0]) > 0.5 * cores:
-        notes.append(f"the machine was busy when the benchmark started ({busy if busy is not None else load_before[0]}"
-                     f" of {cores} cores busy): figures are not representative")
+    busy_now = busy if busy is not None else load_before[0]
+    if busy_now > 0.5 * cores:
+        notes.append(f"the machine was busy when the benchmark started ({busy_now} of {cores} cores busy): "
+                     "figures are not representative")
     available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     devices = args.devices or available
     if set(devices) - set(available):
