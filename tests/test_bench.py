@@ -28,6 +28,9 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert machine["cpu"] and machine["cores"] >= 1 and machine["torch"]
     assert isinstance(machine["cpu_bf16_native"], bool) and isinstance(machine["amx"], bool)
     assert result["meta"]["quick"] and result["meta"]["errors"] == []
+    sections = result["meta"]["section_seconds"]   # where a full bench spends its time (budget: 15 min)
+    assert set(sections) == {"pong+doom", "update", "replay", "vecenv", "distributed"}
+    assert all(s >= 0 for s in sections.values()) and sum(sections.values()) <= result["meta"]["duration_s"]
 
     cpu_pong, cpu_doom = result["pong"]["cpu"], result["doom"]["cpu"]
     for run in (cpu_pong["drl_same_hp"], cpu_pong["drl_same_hp_sequential"], cpu_pong["drl_default"],

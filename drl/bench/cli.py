@@ -21,6 +21,7 @@ from drl.bench.update import task_update
 from drl.bench.vecenv import task_vecenv
 
 SECTIONS = ("pong", "doom", "update", "replay", "vecenv")
+BUDGET_S = 15 * 60   # a full bench with the default settings should finish inside this
 EXTRA_SECTIONS = ("distributed",)  # only when named in --only (starts Ray clusters)
 TASKS = {"drl_train": task_drl_train, "sb3_pong": task_sb3_pong, "sb3_doom": task_sb3_doom,
          "update": task_update, "replay": task_replay, "vecenv": task_vecenv, "distributed": task_distributed,
@@ -92,8 +93,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m drl.bench", description=drl.bench.__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny step counts everywhere (a smoke test, not figures)")
     p.add_argument("--steps", type=int, default=None,
-                   help="env steps timed after learning_starts per training run (default 5000, quick 64)")
-    p.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 3, quick 1)")
+                   help="env steps timed after learning_starts per training run (default 2000, quick 64)")
+    p.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 2, quick 1)")
     p.add_argument("--learning-starts", type=int, default=None, help="default 1000 (quick 200)")
     p.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
     p.add_argument("--skip-sb3", action="store_true", help="do not run stable-baselines3 (ratios stay empty)")
@@ -110,8 +111,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
     args = p.parse_args(argv)
     q = args.quick
-    args.steps = args.steps if args.steps is not None else (64 if q else 5000)
-    args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
+    # Defaults sized so that a full bench stays under BUDGET_S on a 2-core CPU (5000 x 3 took 13.5 min for Pong alone)
+    args.steps = args.steps if args.steps is not None else (64 if q else 2000)
+    args.repeats = args.repeats if args.repeats is not None else (1 if q else 2)
     args.learning_starts = args.learning_starts if args.learning_starts is not None else (200 if q else 1000)
     args.timeout = args.timeout or (300.0 if q else 7200.0)
     args.buffer = 20_000 if q else None  # quick: smaller replays everywhere (both sides); else as configured / 100k
@@ -185,7 +187,16 @@ def main(argv: list[str]) -> int:
                        "targets": TARGETS,
                        "sb3_hyperparameters": SB3_HP, "notes": notes}}
 
+    seconds = result["meta"]["section_seconds"] = {}
+    mark = time.time()
+
+    def section_done(name: str) -> None:
+        nonlocal mark
+        seconds[name] = round(time.time() - mark, 1)
+        mark = time.time()
+
     result["pong"], result["doom"] = bench_training(run, devices, args, sb3_skip, ls)
+    section_done("pong+doom")
 
     result["update"] = {}
     for device in devices if "update" in args.only else ():
@@ -195,12 +206,14 @@ def main(argv: list[str]) -> int:
                                         "fill": 200 if q else 2000, "repeats": args.repeats,
                                         "buffer": args.buffer},
                                        f"update/{device}")
+    section_done("update")
 
     result["replay"] = {}
     if "replay" in args.only:
         print("[replay] bytes per transition", flush=True)
         result["replay"] = run({"task": "replay", "skip_sb3": sb3_skip is not None, "buffer": args.buffer},
                                "replay")
+    section_done("replay")
 
     counts = {"atari": [4, 8, 16], "doom": [2, 4, 8, 16], "catch": [64, 1024, 4096]}
     if q:
@@ -212,8 +225,10 @@ def main(argv: list[str]) -> int:
             kind: run({"task": "vecenv", "kind": kind, "device": device, "counts": c, "warmup": 2 if q else 20,
                        "min_steps": 5 if q else 200, "min_seconds": 0.2 if q else 3.0}, f"vecenv/{device}/{kind}")
             for kind, c in counts.items()}
+    section_done("vecenv")
 
     result["distributed"] = bench_distributed(run, args) if "distributed" in args.only else {}
+    section_done("distributed")
 
     memory = memory_peaks(result)
     memory["bench parent"] = self_peak_mb()
@@ -223,6 +238,9 @@ def main(argv: list[str]) -> int:
     result["targets"] = targets(result)
     result["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["meta"]["duration_s"] = time.time() - started
+    if result["meta"]["duration_s"] > BUDGET_S and set(SECTIONS) <= set(args.only):
+        notes.append(f"the full bench took {result['meta']['duration_s'] / 60:.1f} min, over its "
+                     f"{BUDGET_S // 60}-minute budget (sections: {seconds}): lower --steps / --repeats here")
     result["meta"]["errors"] = run.errors
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print_report(result)
