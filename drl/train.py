@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
         run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
     from drl.distributed import trainer_class  # Trainer, or the distributed Learner (distributed.collectors > 0)
-    from drl.loop import write_run_files  # heavy imports (torch) after the config checks
+    from drl.loop import replay_ratio, write_run_files  # heavy imports (torch) after the config checks
     try:  # set-up errors (device, env, memory, checkpoint contents) are one line; a new run dir is removed again
         trainer = trainer_class(cfg)(cfg, run_dir, resume_from=payload)
     except BaseException as exc:
@@ -116,7 +116,8 @@ def main(argv: list[str]) -> int:
     write_run_files(cfg, run_dir)  # after the set-up, so a failed resume leaves config.yaml as it was
     try:
         print(f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
-              f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition)")
+              f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
+              f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})")
         result = trainer.run()
     finally:
         trainer.close()

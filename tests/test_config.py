@@ -66,3 +66,22 @@ def test_overrides_are_typed_and_resolved():
 def test_every_experiment_file_validates():
     for name in config.available_experiments():
         config.load(name)
+
+
+@pytest.mark.parametrize("experiment,comment_in", [("doom-my-way-home", "_doom-base.yaml"),
+                                                   ("atari-pong-flicker", "atari-pong-flicker.yaml")])
+def test_feed_forward_command_in_the_comment_matches_the_replay_ratio(experiment, comment_in):
+    """The recurrent-vs-feed-forward comparisons: the DQN overrides that the experiment file's comment gives train on
+    as many transitions per env step as the DRQN default (a DQN batch of 16 would train on 12x fewer)."""
+    import re
+
+    from drl.loop import replay_ratio
+    from drl.registry import AGENTS
+
+    text = (config.EXPERIMENTS_DIR / comment_in).read_text()
+    overrides = re.search(r"(agent\.algo=dqn(?: [\w.]+=\S+)+)", text).group(1).split()
+    recurrent = config.load(experiment)
+    feed_forward = config.load(experiment, overrides)
+    assert AGENTS.get(recurrent.agent.algo).sampler == "sequences"
+    assert AGENTS.get(feed_forward.agent.algo).sampler == "transitions"
+    assert replay_ratio(feed_forward, "transitions") == replay_ratio(recurrent, "sequences") > 1
