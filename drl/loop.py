@@ -88,6 +88,8 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
 
 
 def summarize(episodes: list[dict]) -> dict:
+    """Mean of every episode measure (``<measure>_mean``; return also median, std, min, max); with frags and deaths
+    (deathmatch) also ``kd`` and ``frags_per_minute``, from the totals over all the episodes."""
     out = {}
     for key in episodes[0]:
         if key == "env":
@@ -99,6 +101,11 @@ def summarize(episodes: list[dict]) -> dict:
             out["return_median"] = float(np.median(values))
             out["return_std"] = float(values.std())
             out["return_min"], out["return_max"] = float(values.min()), float(values.max())
+    totals = {key: sum(ep[key] for ep in episodes) for key in ("frags", "deaths", "minutes") if key in episodes[0]}
+    if "frags" in totals and "deaths" in totals:   # over all the episodes, as Lample & Chaplot report them
+        out["kd"] = totals["frags"] / max(totals["deaths"], 1)
+    if "frags" in totals and totals.get("minutes"):
+        out["frags_per_minute"] = totals["frags"] / totals["minutes"]
     return out
 
 

@@ -1,6 +1,7 @@
 """Config: every error is one readable line, exit code 2, no traceback; good configs resolve and are written."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -73,8 +74,6 @@ def test_every_experiment_file_validates():
 def test_feed_forward_command_in_the_comment_matches_the_replay_ratio(experiment, comment_in):
     """The recurrent-vs-feed-forward comparisons: the DQN overrides that the experiment file's comment gives train on
     as many transitions per env step as the DRQN default (a DQN batch of 16 would train on 12x fewer)."""
-    import re
-
     from drl.loop import replay_ratio
     from drl.registry import AGENTS
 

@@ -333,3 +333,55 @@ def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none
         assert step_count == 40 // cfg.frame_skip      # 40 tics of play (the engine's tic count adds its start tics)
     finally:
         env.close()
+
+
+def test_event_shaping_terms_against_the_game_variables():
+    """Arnold's event terms: ``ammo_used`` once per step whose ammo fell, ``injured`` once per step whose health fell,
+    checked against the raw game variables the agent sees, over one whole defend_the_center episode."""
+    s = DoomSettings("defend_the_center", game_variables="health, ammo2", game_variable_scale=1.0,
+                     shaping={"ammo_used": -1.0, "injured": -10.0})
+    env = DoomVectorEnv(s, num_envs=1, device="cpu", seed=5)
+    try:
+        attack = torch.tensor([env.action_names.index("attack")])
+        prev = env.reset().extras[0]
+        shaped, expected, episode = 0.0, 0.0, None
+        for _ in range(600):   # 2,100 tics at skip 4 = 525 steps at most
+            st = env.step(attack)
+            now = st.final_extras[0] if st.reset[0] else st.extras[0]
+            expected += -10.0 * float(now[0] < prev[0]) - 1.0 * float(now[1] < prev[1])
+            shaped += float(st.reward[0])
+            if st.episodes:
+                episode = st.episodes[0]
+                break
+            prev = now
+        assert episode is not None, "no episode ended within 600 steps"
+        assert expected <= -20.0   # it fired (26 bullets) and was hit before it died
+        assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)   # learning reward = native + terms
+    finally:
+        env.close()
+
+
+def test_deathmatch_reports_frags_deaths_and_game_minutes():
+    """A bot deathmatch cut to 40 tics: its report carries frags, deaths and the game time in minutes, and the eval
+    summary turns totals into K/D and frags per minute."""
+    from drl.loop import summarize
+
+    env = DoomVectorEnv(DoomSettings("deathmatch", num_bots=1, timeout=40), num_envs=1, device="cpu", seed=2)
+    try:
+        env.reset()
+        for _ in range(30):
+            st = env.step(torch.zeros(1, dtype=torch.long))
+            if st.episodes:
+                break
+        (episode,) = st.episodes
+        assert {"frags", "deaths", "minutes"} <= episode.keys()
+        assert 36 <= episode["minutes"] * 35 * 60 <= 44   # the 40-tic limit, in minutes of game time
+        assert episode["length"] * 4 == pytest.approx(episode["minutes"] * 35 * 60, abs=4)
+    finally:
+        env.close()
+    eps = [{"return": 0.0, "frags": 3.0, "deaths": 1.0, "minutes": 2.0},
+           {"return": 0.0, "frags": -1.0, "deaths": 3.0, "minutes": 2.0}]
+    out = summarize(eps)
+    assert out["frags_mean"] == 1.0 and out["deaths_mean"] == 2.0
+    assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0   # totals, not means of ratios
+    assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}])

@@ -147,6 +147,10 @@ class DoomGame:
             out["health_gain"] = self._var("HEALTH")
         if s.damage_taken:
             out["damage_taken"] = self._var("DAMAGE_TAKEN")
+        if s.injured:
+            out["injured"] = self._var("HEALTH")
+        if s.ammo_used:
+            out["ammo_used"] = sum(self._var(f"AMMO{i}") for i in range(10))
         return out
 
     # -- API
@@ -191,6 +195,10 @@ class DoomGame:
                 reward += s.health_gain * max(0.0, cur["health_gain"] - p["health_gain"])
             if s.damage_taken:
                 reward += s.damage_taken * max(0.0, cur["damage_taken"] - p["damage_taken"])
+            if s.injured and not respawned and cur["injured"] < p["injured"]:
+                reward += s.injured
+            if s.ammo_used and not respawned and cur["ammo_used"] < p["ammo_used"]:
+                reward += s.ammo_used
             if s.death and dead:
                 reward += s.death
             reward += s.living
@@ -212,6 +220,8 @@ class DoomGame:
                 episode["frags"] = self._var("FRAGCOUNT")
             elif m == "deaths":
                 episode["deaths"] = self._deaths + int(dead)
+            elif m == "minutes":   # game time (35 tics per second)
+                episode["minutes"] = g.get_episode_time() / (35 * 60)
         return DoomStep(self._last_frame.copy(), extras, reward, native, not truncated, truncated, True, episode)
 
     def close(self) -> None:

@@ -89,7 +89,7 @@ SCENARIOS: dict[str, _Scenario] = {
     # ViZDoom's own deathmatch.wad (a monster arena) has no deathmatch starts and crashes the engine under
     # -deathmatch, so the bot deathmatch plays cig.wad map01 (the ViZDoom competition map), 2 minutes.
     "deathmatch": _Scenario("cig.cfg", "attack;move_fb;move_lr;turn_lr;move_forward+turn_lr;turn_lr+attack;"
-                            "move_forward+attack", ("health", "armor", "ammo"), ("frags", "deaths"),
+                            "move_forward+attack", ("health", "armor", "ammo"), ("frags", "deaths", "minutes"),
                             doom_map="map01", game_args=_DM_ARGS, timeout=4200, bots=True),
 }
 
@@ -179,7 +179,8 @@ class DoomShaping:
     Each weight multiplies a per-step change: ``kill`` per KILLCOUNT increase, ``frag`` per FRAGCOUNT change,
     ``pickup`` per ITEMCOUNT increase, ``health_gain`` per health point gained (not on respawn),
     ``damage_taken`` per point of damage taken (use a negative weight to penalise), ``death`` once per death
-    (negative to penalise), ``living`` every agent step.
+    (negative to penalise), ``living`` every agent step; ``injured`` once per agent step in which health fell and
+    ``ammo_used`` once per agent step in which the total ammo fell (Arnold's event-based terms; not on a respawn).
     """
     kill: float = 0.0
     frag: float = 0.0
@@ -188,6 +189,8 @@ class DoomShaping:
     damage_taken: float = 0.0
     death: float = 0.0
     living: float = 0.0
+    injured: float = 0.0
+    ammo_used: float = 0.0
 
     def active(self) -> bool:
         return any(v != 0.0 for v in dataclasses.asdict(self).values())

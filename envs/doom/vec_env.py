@@ -10,7 +10,7 @@ Semantics (see ``drl/vec_env.py`` for the contract):
   (like an Atari life loss), the episode (and ``return``) runs on to the time limit.
 - Episode reports (``VecStep.episodes``): ``{"env", "return" (native whole-episode reward), "length" (agent
   steps)}`` plus the scenario measures: ``kills`` (KILLCOUNT), ``survival_tics`` (episode tics),
-  ``success`` (1.0 if the episode ended neither by timeout nor by death), ``frags``/``deaths`` (deathmatch).
+  ``success`` (1.0 if the episode ended neither by timeout nor by death), ``frags``/``deaths``/``minutes`` (deathmatch; minutes of game time).
 - Worker failure (process gone, pipe closed, engine error, or no answer within ``step_timeout`` s): the worker's
   process group (worker + engines) is killed, a new worker with new games replaces it, a warning is logged and
   ``worker_restarts`` grows. The running episodes of its games are *dropped*: not reported in ``episodes``; the
