@@ -81,20 +81,23 @@ class DQN:
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps,
                                           fused=True)  # one kernel: ~8x faster than the per-tensor loop on CPU
         self.bf16 = bf16
+        self.act_bf16 = runtime.use_bf16_acting(cfg.compute, device, bf16)
         # torch.compile'd callables beside the plain modules (state dicts stay those of the plain modules)
         self.compiled = ({id(net): torch.compile(net) for net in (self.online, self.target)}
                          if cfg.compute.compile and not self.recurrent else {})
         self.generator = generator
         self.updates = 0
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+    def autocast(self, acting: bool = False):
+        """bf16 autocast where the agent trains in bf16; when ``acting``, only where acting does too."""
+        on = self.act_bf16 if acting else self.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if on else nullcontext()
 
     def _prep(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.contiguous(memory_format=torch.channels_last) if self.channels_last and obs.dim() == 4 else obs
 
-    def q_values(self, net, obs, extras=None) -> torch.Tensor:
-        with self.autocast():
+    def q_values(self, net, obs, extras=None, acting: bool = False) -> torch.Tensor:
+        with self.autocast(acting):
             return self.compiled.get(id(net), net)(self._prep(obs), extras).float()
 
     @torch.no_grad()
@@ -102,7 +105,7 @@ class DQN:
         """bool ``[N, F]``: the game features the head says are in view in obs (eval mode); None without a head."""
         if not self.num_features:
             return None
-        with self.autocast():
+        with self.autocast(acting=True):
             return self.online.feature_logits(self._prep(obs)).float() > 0
 
     def initial_state(self, n: int) -> None:
@@ -114,7 +117,7 @@ class DQN:
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
         """obs [N, *obs_shape] on device -> actions int64 [N]; ``state`` stays None (feed-forward)."""
-        return epsilon_greedy(lambda: self.q_values(self.online, obs, extras), epsilon, obs.shape[0],
+        return epsilon_greedy(lambda: self.q_values(self.online, obs, extras, acting=True), epsilon, obs.shape[0],
                               self.num_actions, self.generator), state
 
     def loss(self, batch: TransitionBatch):

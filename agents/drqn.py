@@ -32,9 +32,9 @@ class DRQN(DQN):
         keep = (~reset).to(state[0].dtype).view(1, -1, 1)
         return state[0] * keep, state[1] * keep
 
-    def unroll(self, net, obs, extras, state, grad_cut=None, aux=False):
+    def unroll(self, net, obs, extras, state, grad_cut=None, aux=False, acting=False):
         """Q ``[T, B, A]`` (float32) and the final state; with ``aux`` also the game-feature logits."""
-        with self.autocast():
+        with self.autocast(acting):
             q, state, *logits = net.forward_sequence(obs, extras, state, grad_cut, aux=aux)
         return (q.float(), state, *logits)
 
@@ -43,7 +43,7 @@ class DRQN(DQN):
         """obs [N, *obs_shape] -> actions [N] and the LSTM state after seeing obs."""
         if state is None:
             state = self.initial_state(obs.shape[0])
-        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
+        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state, acting=True)
         return epsilon_greedy(q[0], epsilon, obs.shape[0], self.num_actions, self.generator), state
 
     def loss(self, batch: SequenceBatch):

@@ -175,11 +175,12 @@ class EvalConfig(Section):
 class ComputeConfig(Section):
     bf16: Literal["auto", "on", "off"] = "auto"      # autocast; auto = on for CPUs with AMX/AVX512-BF16, CUDA
     channels_last: Literal["auto", "on", "off"] = "auto"  # oneDNN NHWC; auto = on for fp32 on CPU (bench: 1.2x)
+    act_bf16: Literal["auto", "on", "off"] = "auto"  # acting under bf16 too; auto = on CUDA only (CPU: fp32 faster)
     compile: bool = False                            # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)                    # torch intra-op threads, 0 = number of cores
     overlap_env: bool = True                         # updates run while the env steps (they see replay up to t-1)
 
-    @field_validator("bf16", "channels_last", mode="before")
+    @field_validator("bf16", "channels_last", "act_bf16", mode="before")
     @classmethod
     def _yaml_booleans(cls, value):  # YAML reads on/off as booleans
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value

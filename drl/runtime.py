@@ -52,6 +52,18 @@ def use_channels_last(cfg: ComputeConfig, device: torch.device, bf16: bool) -> b
     return device.type == "cpu" and not bf16
 
 
+def use_bf16_acting(cfg: ComputeConfig, device: torch.device, bf16: bool) -> bool:
+    """Whether acting (a forward pass on ``num_envs`` observations) runs under bf16 autocast too, where training
+    does. auto = on CUDA only: on a CPU, autocast's casts cost more than they save at such small batches (the Pong
+    network's forward pass at batch 1 took 2.9 ms under bf16 against 1.3 ms in fp32 on xeon-amx;
+    ``drl.bench --only update`` measures it as ``act_ms``)."""
+    if not bf16:
+        return False
+    if cfg.act_bf16 != "auto":
+        return cfg.act_bf16 == "on"
+    return device.type == "cuda"
+
+
 def cpu_count() -> int:
     """CPU cores this process may run on (its affinity mask); ``os.cpu_count()`` where there is no affinity call
     (macOS)."""

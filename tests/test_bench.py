@@ -47,6 +47,10 @@ def test_quick_bench_writes_every_section(tmp_path):
                                                                           for p in precisions}
     for case in cases.values():
         assert _positive(case["floor_ms"]) and _positive(case["drl_ms"]) and _positive(case["share"])
+    if machine["cpu_bf16_native"]:   # acting's precision choice (compute.act_bf16), measured both ways
+        acting = result["update"]["cpu"]["acting"]
+        assert acting["default"] == "fp32" and {"b1", "b4"} <= acting.keys()
+        assert all(_positive(acting[k]["fp32_ms"]) and _positive(acting[k]["bf16_ms"]) for k in ("b1", "b4"))
     layouts = result["update"]["cpu"]["fp32_layouts"]   # the fp32 path's layout choice, measured both ways
     assert {c["batch_size"] for c in layouts.values()} == {32, 64}
     assert all(_positive(c["nchw_ms"]) and _positive(c["channels_last_ms"]) for c in layouts.values())

@@ -173,3 +173,46 @@ def test_channels_last_is_the_fp32_cpu_default_and_computes_the_same_update():
     assert torch.allclose(grads["on"][1], grads["off"][1], atol=1e-4)
     for a, b in zip(grads["on"][2], grads["off"][2]):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("act_bf16", ["auto", "on"])
+def test_acting_precision_on_a_cpu(act_bf16):
+    """compute.act_bf16=auto: an agent that trains under bf16 acts in fp32 on a CPU (autocast's casts cost more
+    than they save at acting's small batches); =on acts under autocast too. The loss's forward stays bf16."""
+    from drl import runtime
+
+    cfg = config.load("atari-pong", [f"compute.act_bf16={act_bf16}"])
+    assert runtime.use_bf16_acting(cfg.compute, torch.device("cuda"), bf16=True) and \
+        not runtime.use_bf16_acting(cfg.compute, torch.device("cpu"), bf16=False)
+    torch.manual_seed(0)
+    agent = DQN(cfg, EnvSpec((4, 84, 84), torch.uint8, num_actions=6), device=torch.device("cpu"), bf16=True,
+                generator=torch.Generator().manual_seed(0))
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        q_fp32 = agent.online(obs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            q_bf16 = agent.online(obs)
+    assert not torch.equal(q_fp32, q_bf16)   # the two precisions are told apart
+    acting = agent.q_values(agent.online, obs, acting=True)
+    assert torch.equal(acting, q_bf16 if act_bf16 == "on" else q_fp32)
+    assert torch.equal(agent.q_values(agent.online, obs), q_bf16)   # targets and the loss keep bf16
+    actions, _ = agent.act(obs, None, epsilon=0.0)
+    assert torch.equal(actions, acting.argmax(1))
+
+
+def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
+    from agents.drqn import DRQN
+
+    cfg = config.load("doom-basic")
+    torch.manual_seed(0)
+    agent = DRQN(cfg, EnvSpec((1, 60, 80), torch.uint8, num_actions=3, num_extras=1), device=torch.device("cpu"),
+                 bf16=True, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(4)
+    obs, extras = torch.randint(0, 256, (2, 1, 60, 80), dtype=torch.uint8, generator=g), torch.rand(2, 1, generator=g)
+    state = agent.initial_state(2)
+    with torch.no_grad():
+        q_fp32, state_fp32 = agent.online.forward_sequence(obs[None], extras[None], state)
+    q_act, state_act = agent.unroll(agent.online, obs[None], extras[None], state, acting=True)
+    assert torch.equal(q_act, q_fp32.float()) and all(torch.equal(a, b) for a, b in zip(state_act, state_fp32))
+    q_train = agent.unroll(agent.online, obs[None], extras[None], state)[0]
+    assert not torch.equal(q_train, q_act)   # the loss's unroll runs under bf16 autocast

@@ -176,6 +176,13 @@ def print_report(result: dict) -> None:
     table("drl fp32 update (CPUs without native bf16): NCHW vs channels-last (compute.channels_last; auto: NHWC)",
           ["device", "batch", "NCHW ms", "channels-last ms", "NCHW / channels-last"], rows)
 
+    rows = [[device, str(c["batch_size"]), f"{c['fp32_ms']:.2f}", f"{c['bf16_ms']:.2f}", f"{c['bf16_over_fp32']:.2f}",
+             res["acting"]["default"]]
+            for device, res in result["update"].items()
+            for c in res.get("acting", {}).values() if isinstance(c, dict)]
+    table("drl acting, one greedy forward pass (compute.act_bf16; auto: bf16 on CUDA only)",
+          ["device", "batch", "fp32 ms", "bf16 ms", "bf16 / fp32", "default"], rows)
+
     rows = [["ERROR " + result["replay"]["error"][:80], "", "", ""]] if "error" in result["replay"] else []
     for name, r in result["replay"].items():
         if name == "sb3":

@@ -107,6 +107,8 @@ def task_update(spec: dict) -> dict:
             agent.bf16 = default_bf16
             if dev.type == "cpu":
                 out["fp32_layouts"] = _fp32_layouts(trainer, spec, drl_update_fn)
+            if default_bf16:
+                out["acting"] = _acting(trainer, spec)
         finally:
             trainer.close()
     return out
@@ -141,4 +143,30 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
                                      "speedup": medians["nchw"] / medians["channels_last"], "samples": samples}
     finally:
         default.bf16 = trainer.bf16
+    return out
+
+
+def _acting(trainer, spec: dict) -> dict:
+    """One acting forward pass (``agent.act``, greedy) at batch 1 (one env, as at SB3's hyperparameters) and at the
+    config's ``num_envs``, in fp32 against bf16 autocast, alternating ``repeats`` times: what ``compute.act_bf16``
+    (auto: bf16 acting on CUDA only) chooses between."""
+    import torch
+
+    agent, dev = trainer.agent, trainer.device
+    default = agent.act_bf16
+    out = {"default": "bf16" if default else "fp32"}
+    try:
+        for n in sorted({1, trainer.env.num_envs}):
+            obs = torch.randint(0, 256, (n, *trainer.spec.obs_shape), dtype=torch.uint8, device=dev)
+            samples = {"fp32": [], "bf16": []}
+            for _ in range(spec["repeats"]):
+                for precision in samples:
+                    agent.act_bf16 = precision == "bf16"
+                    samples[precision].append(time_calls(lambda: agent.act(obs, None, 0.0), 10 * spec["updates"],
+                                                         spec["warmup"], dev))
+            medians = {p: statistics.median(v) for p, v in samples.items()}
+            out[f"b{n}"] = {"batch_size": n, "fp32_ms": medians["fp32"], "bf16_ms": medians["bf16"],
+                            "bf16_over_fp32": medians["bf16"] / medians["fp32"], "samples": samples}
+    finally:
+        agent.act_bf16 = default
     return out
