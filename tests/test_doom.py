@@ -361,6 +361,33 @@ def test_event_shaping_terms_against_the_game_variables():
         env.close()
 
 
+def test_health_gain_and_injured_together_against_the_health_variable():
+    """Both terms read one HEALTH value: gains pay per point, falls cost once per step (health_gathering, where the
+    floor hurts every few steps and medikits heal)."""
+    s = DoomSettings("health_gathering", game_variables="health", game_variable_scale=1.0,
+                     shaping={"health_gain": 1.0, "injured": -10.0})
+    env = DoomVectorEnv(s, num_envs=1, device="cpu", seed=5)
+    try:
+        forward, left = env.action_names.index("move_forward"), env.action_names.index("turn_left")
+        prev = float(env.reset().extras[0, 0])
+        shaped, expected, gained, episode = 0.0, 0.0, 0.0, None
+        for t in range(600):
+            st = env.step(torch.tensor([left if t % 40 >= 30 else forward]))   # walk, turn a little, walk
+            now = float((st.final_extras if st.reset[0] else st.extras)[0, 0])
+            expected += max(0.0, now - prev) - 10.0 * float(now < prev)
+            gained += max(0.0, now - prev)
+            shaped += float(st.reward[0])
+            if st.episodes:
+                episode = st.episodes[0]
+                break
+            prev = now
+        assert episode is not None, "no episode ended within 600 steps"
+        assert gained > 0 and expected < -100.0   # it picked up a medikit, and the floor hurt it many times
+        assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)
+    finally:
+        env.close()
+
+
 def test_deathmatch_reports_frags_deaths_and_game_minutes():
     """A bot deathmatch cut to 40 tics: its report carries frags, deaths and the game time in minutes, and the eval
     summary turns totals into K/D and frags per minute."""

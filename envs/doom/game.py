@@ -143,12 +143,11 @@ class DoomGame:
             out["frag"] = self._var("FRAGCOUNT")
         if s.pickup:
             out["pickup"] = self._var("ITEMCOUNT")
-        if s.health_gain:
-            out["health_gain"] = self._var("HEALTH")
+        if s.health_gain or s.injured:
+            health = self._var("HEALTH")   # one read serves both terms
+            out["health_gain"] = out["injured"] = health
         if s.damage_taken:
             out["damage_taken"] = self._var("DAMAGE_TAKEN")
-        if s.injured:
-            out["injured"] = self._var("HEALTH")
         if s.ammo_used:
             out["ammo_used"] = sum(self._var(f"AMMO{i}") for i in range(10))
         return out
