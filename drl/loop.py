@@ -42,11 +42,15 @@ def linear(start: float, end: float, duration: int, step: int) -> float:
     return end + (start - end) * max(0.0, 1.0 - step / duration)
 
 
+def transitions_per_sample(cfg: Config, sampler: str) -> int:
+    """Transitions one replay sample trains on: 1, or a sequence's ``sequence_length - burn_in`` steps (DRQN)."""
+    return cfg.replay.sequence_length - cfg.replay.burn_in if sampler == "sequences" else 1
+
+
 def replay_ratio(cfg: Config, sampler: str) -> float:
-    """Transitions trained on per env step collected: ``batch_size`` samples per ``train_freq`` env steps, where a
-    sequence sample (DRQN) trains on its ``sequence_length - burn_in`` steps. Compare agents at equal ratios."""
-    per_sample = cfg.replay.sequence_length - cfg.replay.burn_in if sampler == "sequences" else 1
-    return cfg.agent.batch_size * per_sample / cfg.agent.train_freq
+    """Transitions trained on per env step collected: ``batch_size`` samples per ``train_freq`` env steps (see
+    ``transitions_per_sample``). Compare agents at equal ratios."""
+    return cfg.agent.batch_size * transitions_per_sample(cfg, sampler) / cfg.agent.train_freq
 
 
 def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int | None = None,

@@ -263,8 +263,14 @@ def test_memory_task_is_solved_with_drqn_sequences_through_ray(tmp_path):
     run_dir = tmp_path / "run"
     proc = train("memory", *FAST, "--run-dir", run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert config.load_run_config(run_dir).agent.algo == "drqn"
+    cfg = config.load_run_config(run_dir)
+    assert cfg.agent.algo == "drqn"
     assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
+    # the replay ratio counts a sequence's trained steps (after burn-in), as drl.loop.replay_ratio does
+    r = next(r for r in reversed(rows(run_dir, "train")) if r["replay_ratio"])
+    steps_per_sequence = cfg.replay.sequence_length - cfg.replay.burn_in
+    assert steps_per_sequence > 1
+    assert r["replay_ratio"] == pytest.approx(r["updates_per_s"] * cfg.agent.batch_size * steps_per_sequence / r["sps"])
 
 
 @needs_ray

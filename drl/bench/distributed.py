@@ -26,6 +26,7 @@ def task_distributed(spec: dict) -> dict:
     from drl import config
     from drl.distributed.collector import acting_weights
     from drl.distributed.learner import Learner
+    from drl.loop import transitions_per_sample
 
     n, seconds = spec["collectors"], spec["seconds"]
     experiment, extra = EXPERIMENTS[spec["experiment"]]
@@ -81,9 +82,11 @@ def task_distributed(spec: dict) -> dict:
             "update_cpu_ms": 1000 * m["update_cpu"] / max(m["updates"], 1), "insert_ms_per_1k_steps":
             1e6 * m["insert"] / max(steps, 1), "update_share": m["update"] / elapsed, "insert_share":
             m["insert"] / elapsed, "replay": cfg.distributed.replay, "replay_actor_share": actor_seconds / elapsed,
-            "batch_size": cfg.agent.batch_size, "replay_ratio":
-            m["updates"] * cfg.agent.batch_size / max(steps, 1), "weight_lag_mean": float(np.mean(m["lags"]))
-            if m["lags"] else None, "bytes_per_step": m["bytes"] / max(steps, 1),
+            "batch_size": cfg.agent.batch_size,
+            "replay_ratio": (m["updates"] * cfg.agent.batch_size * transitions_per_sample(cfg, learner.agent.sampler)
+                             / max(steps, 1)),
+            "weight_lag_mean": float(np.mean(m["lags"])) if m["lags"] else None,
+            "bytes_per_step": m["bytes"] / max(steps, 1),
             "collector_bytes_per_s": m["bytes"] / elapsed / n, "weights_mb": weights_mb,
             "envs_per_collector": learner.env.num_envs // n, "algo": cfg.agent.algo}
 

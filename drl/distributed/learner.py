@@ -27,7 +27,7 @@ from drl.distributed.cluster import Cluster, CollectorPool, require_ray
 from drl.distributed.collector import acting_weights
 from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
-from drl.loop import StopRequested, Trainer, linear
+from drl.loop import StopRequested, Trainer, linear, transitions_per_sample
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer, build_replay
 from drl.tracking import WandbTracker
@@ -283,7 +283,8 @@ class Learner(Trainer):
             values = [f[name] for f in self.window.faults if f and name in f]
             if values:
                 faults[name] = int(sum(values))
-        row = self.window.row(now, c.env_steps, self.agent.updates, self.cfg.agent.batch_size)
+        row = self.window.row(now, c.env_steps, self.agent.updates,
+                              self.cfg.agent.batch_size * transitions_per_sample(self.cfg, self.agent.sampler))
         if isinstance(self.replay, RemoteReplay):   # the replay actor's time storing chunks
             row["replay_actor_share"] = (self.replay.seconds - self.window.actor_seconds) / max(now - self.window.t0,
                                                                                                 1e-9)
@@ -331,13 +332,15 @@ class _Window:
         self.chunk_bytes += chunk.nbytes
         self.faults[chunk.collector] = chunk.faults
 
-    def row(self, now: float, env_steps: int, updates: int, batch_size: int) -> dict:
+    def row(self, now: float, env_steps: int, updates: int, transitions_per_update: int) -> dict:
+        """Rates over the window; ``replay_ratio`` counts transitions trained on per env step, as
+        ``drl.loop.replay_ratio`` does (a DRQN sequence counts its steps after burn-in)."""
         dt = max(now - self.t0, 1e-9)
         sps = (env_steps - self.env_steps0) / dt
         ups = (updates - self.updates0) / dt
         collector_sps = [round(s / dt, 1) for s in self.steps]
         return {"sps": sps, "updates_per_s": ups, "insert_rate": sps,
-                "replay_ratio": ups * batch_size / sps if sps else None,
+                "replay_ratio": ups * transitions_per_update / sps if sps else None,
                 "collector_sps": collector_sps, "collector_sps_mean": float(np.mean(collector_sps)),
                 "collector_sps_min": float(min(collector_sps)),
                 "weight_lag_mean": float(np.mean(self.lags)) if self.lags else None,
