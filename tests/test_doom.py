@@ -335,30 +335,34 @@ def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none
         env.close()
 
 
+def _one_shaped_episode(settings: DoomSettings, action_at) -> tuple[list[np.ndarray], float, dict]:
+    """Play one whole episode of one game (``action_at(t, action_names)`` -> action index): the game variables
+    before the first step and after each step (the finished episode's, at its end), the summed learning reward,
+    and the episode's report."""
+    env = DoomVectorEnv(settings, num_envs=1, device="cpu", seed=5)
+    try:
+        variables, shaped = [env.reset().extras[0].numpy()], 0.0
+        for t in range(600):   # 2,100 tics at skip 4 = 525 steps at most
+            st = env.step(torch.tensor([action_at(t, env.action_names)]))
+            variables.append((st.final_extras if st.reset[0] else st.extras)[0].numpy())
+            shaped += float(st.reward[0])
+            if st.episodes:
+                return variables, shaped, st.episodes[0]
+        raise AssertionError("no episode ended within 600 steps")
+    finally:
+        env.close()
+
+
 def test_event_shaping_terms_against_the_game_variables():
     """Arnold's event terms: ``ammo_used`` once per step whose ammo fell, ``injured`` once per step whose health fell,
     checked against the raw game variables the agent sees, over one whole defend_the_center episode."""
     s = DoomSettings("defend_the_center", game_variables="health, ammo2", game_variable_scale=1.0,
                      shaping={"ammo_used": -1.0, "injured": -10.0})
-    env = DoomVectorEnv(s, num_envs=1, device="cpu", seed=5)
-    try:
-        attack = torch.tensor([env.action_names.index("attack")])
-        prev = env.reset().extras[0]
-        shaped, expected, episode = 0.0, 0.0, None
-        for _ in range(600):   # 2,100 tics at skip 4 = 525 steps at most
-            st = env.step(attack)
-            now = st.final_extras[0] if st.reset[0] else st.extras[0]
-            expected += -10.0 * float(now[0] < prev[0]) - 1.0 * float(now[1] < prev[1])
-            shaped += float(st.reward[0])
-            if st.episodes:
-                episode = st.episodes[0]
-                break
-            prev = now
-        assert episode is not None, "no episode ended within 600 steps"
-        assert expected <= -20.0   # it fired (26 bullets) and was hit before it died
-        assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)   # learning reward = native + terms
-    finally:
-        env.close()
+    variables, shaped, episode = _one_shaped_episode(s, lambda t, names: names.index("attack"))
+    expected = sum(-10.0 * float(now[0] < prev[0]) - 1.0 * float(now[1] < prev[1])
+                   for prev, now in zip(variables, variables[1:]))
+    assert expected <= -20.0   # it fired (26 bullets) and was hit before it died
+    assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)   # learning reward = native + terms
 
 
 def test_health_gain_and_injured_together_against_the_health_variable():
@@ -366,26 +370,13 @@ def test_health_gain_and_injured_together_against_the_health_variable():
     floor hurts every few steps and medikits heal)."""
     s = DoomSettings("health_gathering", game_variables="health", game_variable_scale=1.0,
                      shaping={"health_gain": 1.0, "injured": -10.0})
-    env = DoomVectorEnv(s, num_envs=1, device="cpu", seed=5)
-    try:
-        forward, left = env.action_names.index("move_forward"), env.action_names.index("turn_left")
-        prev = float(env.reset().extras[0, 0])
-        shaped, expected, gained, episode = 0.0, 0.0, 0.0, None
-        for t in range(600):
-            st = env.step(torch.tensor([left if t % 40 >= 30 else forward]))   # walk, turn a little, walk
-            now = float((st.final_extras if st.reset[0] else st.extras)[0, 0])
-            expected += max(0.0, now - prev) - 10.0 * float(now < prev)
-            gained += max(0.0, now - prev)
-            shaped += float(st.reward[0])
-            if st.episodes:
-                episode = st.episodes[0]
-                break
-            prev = now
-        assert episode is not None, "no episode ended within 600 steps"
-        assert gained > 0 and expected < -100.0   # it picked up a medikit, and the floor hurt it many times
-        assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)
-    finally:
-        env.close()
+    walk_and_turn = lambda t, names: names.index("turn_left" if t % 40 >= 30 else "move_forward")  # noqa: E731
+    variables, shaped, episode = _one_shaped_episode(s, walk_and_turn)
+    health = [float(v[0]) for v in variables]
+    gained = sum(max(0.0, now - prev) for prev, now in zip(health, health[1:]))
+    expected = gained - 10.0 * sum(float(now < prev) for prev, now in zip(health, health[1:]))
+    assert gained > 0 and expected < -100.0   # it picked up a medikit, and the floor hurt it many times
+    assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_deathmatch_reports_frags_deaths_and_game_minutes():
