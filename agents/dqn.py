@@ -17,7 +17,7 @@ from drl import runtime
 from drl.agent import EnvSpec
 from drl.config import Config
 from drl.errors import UserError
-from drl.networks import QNetwork, train_mode
+from drl.networks import QNetwork, scale_obs, train_mode
 from drl.replay import TransitionBatch
 from drl.vec_env import unpack_labels
 
@@ -121,16 +121,20 @@ class DQN:
                               self.num_actions, self.generator), state
 
     def loss(self, batch: TransitionBatch):
-        with train_mode(self.online), self.autocast():   # the one forward in train mode: it carries the gradient
-            out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
-                                                                  aux=bool(self.num_features))
+        # One autocast region for the three forwards: autocast casts the online weights to bf16 once and reuses
+        # them (its cast cache lives until the outermost region ends); per-forward regions cast them twice.
+        with self.autocast():
+            with train_mode(self.online):   # the one forward in train mode: it carries the gradient
+                out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
+                                                                      aux=bool(self.num_features))
+            with torch.no_grad():
+                next_obs = scale_obs(batch.next_obs)   # scaled once for both networks
+                q_next_target = self.q_values(self.target, next_obs, batch.next_extras)
+                q_next_online = self.q_values(self.online, next_obs, batch.next_extras) if self.cfg.double \
+                    else q_next_target
         q, logits = (out[0].float(), out[1]) if self.num_features else (out.float(), None)
         q_taken = q.gather(1, batch.actions[:, None]).squeeze(1)
-        with torch.no_grad():
-            q_next_target = self.q_values(self.target, batch.next_obs, batch.next_extras)
-            q_next_online = self.q_values(self.online, batch.next_obs, batch.next_extras) if self.cfg.double \
-                else q_next_target
-            target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
+        target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
         td = target - q_taken
         loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
         stats = {"q_mean": q_taken.detach().mean()}

@@ -87,8 +87,8 @@ class QHead(nn.Module):
         return self._branch(self.value, x) + adv - adv.mean(dim=-1, keepdim=True)
 
 
-def _scaled(obs: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]; float vectors as they are (float32)."""
+def scale_obs(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float vectors as they are (float32), so scaling twice is scaling once."""
     return obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.float()
 
 
@@ -143,7 +143,7 @@ class QNetwork(nn.Module):
     def encode(self, obs: torch.Tensor, extras: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the Q path's input ``[B, F']``: encoder features + extras embedding, after dropout; the encoder's
         features ``[B, F]``, the game-feature head's input)."""
-        encoded = self.encoder(_scaled(obs))
+        encoded = self.encoder(scale_obs(obs))
         x = encoded
         if self.num_extras:
             x = torch.cat([x, self.extras_embedding(extras.float())], dim=-1)
@@ -156,7 +156,7 @@ class QNetwork(nn.Module):
 
     def feature_logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Game-feature logits ``[B, F]`` of obs ``[B, *obs_shape]`` (the encoder and the head only)."""
-        return self.feature_head(self.encoder(_scaled(obs)))
+        return self.feature_head(self.encoder(scale_obs(obs)))
 
     def forward(self, obs: torch.Tensor, extras: torch.Tensor | None = None, aux: bool = False):
         x, encoded = self.encode(obs, extras)
