@@ -121,17 +121,16 @@ class DQN:
                               self.num_actions, self.generator), state
 
     def loss(self, batch: TransitionBatch):
-        # One autocast region for the three forwards: autocast casts the online weights to bf16 once and reuses
-        # them (its cast cache lives until the outermost region ends); per-forward regions cast them twice.
-        with self.autocast():
-            with train_mode(self.online):   # the one forward in train mode: it carries the gradient
-                out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
-                                                                      aux=bool(self.num_features))
-            with torch.no_grad():
-                next_obs = scale_obs(batch.next_obs)   # scaled once for both networks
-                q_next_target = self.q_values(self.target, next_obs, batch.next_extras)
-                q_next_online = self.q_values(self.online, next_obs, batch.next_extras) if self.cfg.double \
-                    else q_next_target
+        """Loss (scalar), TD errors ``[B]`` and stats. Each forward opens its own autocast region; ``update``
+        holds one around the whole loss, so the online weights are cast to bf16 once per update."""
+        with train_mode(self.online), self.autocast():   # the one forward in train mode: it carries the gradient
+            out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
+                                                                  aux=bool(self.num_features))
+        with torch.no_grad():
+            next_obs = scale_obs(batch.next_obs)   # scaled once for both networks
+            q_next_target = self.q_values(self.target, next_obs, batch.next_extras)
+            q_next_online = self.q_values(self.online, next_obs, batch.next_extras) if self.cfg.double \
+                else q_next_target
         q, logits = (out[0].float(), out[1]) if self.num_features else (out.float(), None)
         q_taken = q.gather(1, batch.actions[:, None]).squeeze(1)
         target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
@@ -145,7 +144,11 @@ class DQN:
 
     def update(self, batch: TransitionBatch) -> dict:
         """One Adam step on ``batch``; stats (tensors) for logging and ``td_error`` for replay priorities."""
-        loss, td, stats = self.loss(batch)
+        # One autocast region around every forward of the loss (DQN's three, DRQN's unrolls): autocast keeps its
+        # bf16 copies of the weights until the outermost region ends, so each weight is cast once per update.
+        # The loss arithmetic itself is float32 (the forwards return .float(); autocast leaves it alone).
+        with self.autocast():
+            loss, td, stats = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)

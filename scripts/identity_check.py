@@ -25,9 +25,12 @@ TIMING = ("wall_time", "sps", "eval_seconds")
 # channels_last=off: the recorded runs used NCHW, which fp32 on a CPU no longer defaults to (compute.channels_last
 # auto); the layouts are checked equal to a tolerance in tests/test_dqn.py, not bit for bit
 PINNED = ["device=cpu", "compute.threads=1", "compute.bf16=off", "compute.channels_last=off", "tracking.wandb=off"]
-CHECKS = {  # name -> experiment and overrides (Pong with learning_starts lowered, so 2,250 updates run)
+# name -> experiment and overrides (Pong with learning_starts lowered, so 2,250 updates run). The digests were
+# recorded with atari-pong's learning rate of the time, 1e-4; the default is 2.5e-4 since (docs/results.md, "The
+# failing seed with a larger learning rate"), so the check pins the recorded value: it tests the code, not the config.
+CHECKS = {
     "catch": ["catch"],
-    "atari-pong-10k": ["atari-pong", "total_steps=10000", "agent.learning_starts=1000"],
+    "atari-pong-10k": ["atari-pong", "total_steps=10000", "agent.learning_starts=1000", "agent.lr=1e-4"],
 }
 
 
