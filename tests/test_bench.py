@@ -106,25 +106,30 @@ def test_frames_to_a_training_score_matches_a_naive_scan():
             _naive_frames_to_score(frames, returns, 14.0, window)
 
 
-def test_time_to_score_reads_committed_runs_and_counts_a_seed_that_never_got_there(tmp_path):
+def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_never_got_there(tmp_path):
+    """Runs are picked by their config (today's atari-pong learning settings), not by their directory's name: a run of
+    another lr is left out even when its name looks like a seed run."""
     from drl.bench.score_time import FRAME_SKIP, SB3_ZOO_FRAMES_TO_18, time_to_score
+    from drl.config import load, to_yaml
 
-    def write_run(name: str, returns: list[float]):
+    def write_run(name: str, returns: list[float], overrides: list[str] = ()):
         run = tmp_path / name
         run.mkdir()
-        (run / "config.yaml").write_text(f"name: atari-pong\nseed: {len(name)}\n")
-        rows = [{"event": "episode", "env_steps": 1000 * (i + 1), "frames": 4000 * (i + 1), "return": r}
+        (run / "config.yaml").write_text(to_yaml(load("atari-pong", [f"seed={len(name)}", f"name={name}", *overrides])))
+        rows = [{"event": "episode", "env_steps": 10_000 * (i + 1), "frames": 40_000 * (i + 1), "return": r}
                 for i, r in enumerate(returns)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    write_run("atari-pong-s1", [-21.0] * 5 + [19.0] * 10)           # 10 games >= 18 end at game 15: 15,000 steps
-    write_run("atari-pong-s2", [-21.0] * 20 + [20.0] * 10)          # at game 30: 30,000 steps
-    write_run("atari-pong-s3", [17.0] * 40)                         # never
+    write_run("pong-a", [-21.0] * 5 + [19.0] * 10)                  # 10 games >= 18 end at game 15: 150k steps
+    write_run("pong-bb", [-21.0] * 20 + [20.0] * 10, ["compute.threads=1", "total_steps=400000"])  # 300k steps
+    write_run("pong-ccc", [17.0] * 40)                               # not within 400k steps: counts as never
+    write_run("pong-dddd", [17.0] * 39, ["eval.stop_at=18"])         # ended at 390k without it: not counted
+    write_run("atari-pong-s1", [19.0] * 10, ["agent.lr=1e-4"])       # another config: not counted
     pong = {"cpu": {"drl_default": {"sps": 50.0}, "sb3": {"sps": 25.0}}}
     (row,) = time_to_score(pong, tmp_path).values()
-    assert row["drl_runs"] == {"atari-pong-s1": 15_000, "atari-pong-s2": 30_000, "atari-pong-s3": None}
-    assert row["drl_steps"] == 30_000                               # median of 15k, 30k and "never"
-    assert row["drl_minutes"] == 30_000 / 50 / 60
+    assert row["drl_runs"] == {"pong-a": 150_000, "pong-bb": 300_000, "pong-ccc": None}
+    assert row["drl_steps"] == 300_000                              # median of 150k, 300k and "never"
+    assert row["drl_minutes"] == 300_000 / 50 / 60
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
 

@@ -146,7 +146,7 @@ def print_report(result: dict) -> None:
                      _fmt(t["sb3_steps"]), _fmt(t.get("sb3_sps"), ",.1f"), _fmt(t.get("sb3_minutes"), ",.1f"),
                      _fmt(t.get("ratio"), ".2f") + ("" if "skipped" not in t else f" ({t['skipped']})")])
     table("Minutes to Pong 18 (10 training games), steps to it from training logs / steps/s measured here: "
-          "drl default (median of docs/runs/atari-pong-s*) vs SB3 zoo (its published log)",
+          "drl default (median of the committed runs of its config) vs SB3 zoo (its published log)",
           ["device", "drl steps", "drl steps/s", "drl min", "SB3 steps", "SB3 steps/s", "SB3 min", "SB3 / drl"],
           rows)
 
