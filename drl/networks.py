@@ -88,8 +88,17 @@ class QHead(nn.Module):
 
 
 def scale_obs(obs: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]; float vectors as they are (float32), so scaling twice is scaling once."""
-    return obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.float()
+    """uint8 images -> [0, 1], in bf16 inside a bf16 autocast region and float32 outside; float vectors as they are
+    (float32), so scaling twice is scaling once.
+
+    Inside autocast the first layer would cast the float32 images to bf16 anyway (once per network: twice for the
+    next observations of a Double DQN target). Scaling straight to bf16 gives the same values: integers up to 255 are
+    exact in bf16, and bf16 division rounds the float32 quotient, which is what the cast does."""
+    if obs.dtype == torch.uint8:
+        bf16 = torch.is_autocast_enabled(obs.device.type) and \
+            torch.get_autocast_dtype(obs.device.type) == torch.bfloat16
+        return obs.to(torch.bfloat16 if bf16 else torch.float32).div_(255.0)
+    return obs if obs.dtype in (torch.float32, torch.bfloat16) else obs.float()
 
 
 @contextmanager

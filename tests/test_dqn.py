@@ -107,6 +107,27 @@ def test_q_head_output_layer_runs_in_float32_under_bf16_autocast():
     assert not torch.equal(q, q.bfloat16().float()), "Q values must keep more than bf16's precision"
 
 
+def test_images_are_scaled_straight_to_bf16_under_autocast_with_the_values_autocast_would_give():
+    """Every uint8 value scaled in bf16 equals the float32 scaling cast to bf16 (what the first conv used to get), and
+    a network's Q values are the same from the uint8 batch as from the float32-scaled one."""
+    from drl.networks import scale_obs
+
+    every = torch.arange(256, dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = scale_obs(every)
+    outside = scale_obs(every)
+    assert inside.dtype == torch.bfloat16 and outside.dtype == torch.float32
+    assert torch.equal(inside, outside.to(torch.bfloat16))
+    assert scale_obs(inside) is inside and scale_obs(outside) is outside    # scaling twice is scaling once
+    agent = make_agent(True)
+    obs = batch_of().obs
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        from_uint8 = agent.online(obs)
+        from_float32 = agent.online.encoder(obs.float() / 255.0)
+        from_float32 = agent.online.head(from_float32).float()
+    assert torch.equal(from_uint8.float(), from_float32)
+
+
 @pytest.mark.parametrize("experiment", ["catch", "memory"])
 def test_prioritized_replay_end_to_end(tmp_path, experiment):
     """The loop writes the agent's TD errors back as priorities: (|td| + eps)^alpha per transition, and
