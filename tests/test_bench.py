@@ -132,6 +132,8 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
     assert row["drl_minutes"] == 300_000 / 50 / 60
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
+    (missing,) = time_to_score(pong, tmp_path / "no-such-dir").values()   # e.g. installed without docs/runs
+    assert "drl_steps" not in missing and "no committed runs" in missing["skipped"]
 
 
 def test_busy_cores_sees_a_spinning_process():

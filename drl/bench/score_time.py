@@ -32,6 +32,8 @@ def runs_of_default(runs: Path = RUNS, experiment: str = "atari-pong") -> list[P
     """The run directories under ``runs`` trained with ``experiment``'s current learning settings."""
     from drl.config import ConfigError, load, load_run_config
 
+    if not runs.is_dir():               # an installed package without the repository's docs/runs
+        return []
     default = load(experiment).model_dump(include=set(LEARNING_SECTIONS))
     found = []
     for run_dir in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file() and (p / "config.yaml").is_file()):
