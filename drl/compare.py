@@ -17,8 +17,9 @@ default ``comparison``):
 - ``table_<metric>.md`` (also printed) and ``summary_<metric>.json``: per group the final score (each seed's last
   evaluation) as mean ± std over seeds (std with ddof=1), its interquartile mean (25% trimmed from each end, as
   ``scipy.stats.trim_mean(x, 0.25)``), the mean env steps to first reach ``--threshold`` over the seeds that
-  reached it, the mean training steps per second (``sps`` of the train rows) and the final training return (mean
-  of each seed's last ``--train-window`` episodes; mean ± std and IQM over seeds).
+  reached it, the training steps per second while learning (each run's median ``sps`` over the train rows logged
+  after learning started, so the fast replay prefill does not count; mean over runs) and the final training return
+  (mean of each seed's last ``--train-window`` episodes; mean ± std and IQM over seeds).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Run:
     source: str                                           # run directory or W&B run path
     evals: list[tuple[int, int, float]] = field(default_factory=list)  # (env_steps, frames, metric value)
     episodes: list[tuple[int, float]] = field(default_factory=list)    # training episodes: (frames, return)
-    sps: list[float] = field(default_factory=list)
+    sps: list[float] = field(default_factory=list)        # steps/s of the logged intervals spent learning
     config: dict = field(default_factory=dict)
 
     @property
@@ -145,7 +146,7 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
     group = str(cfg.get("name") or run_dir.name)
     run = Run(group=group, seed=_seed(cfg.get("seed")), source=str(run_dir), config=cfg)
     available: set[str] = set()
-    sps_points: list[tuple[int, float]] = []
+    train_rows: list[tuple[int, float, float | None]] = []   # (env_steps, sps, updates so far)
     for row in read_metrics(run_dir / "metrics.jsonl"):
         event = row.get("event")
         if event == "eval":
@@ -158,9 +159,19 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
         elif event == "episode" and isinstance(row.get("return"), (int, float)) and math.isfinite(row["return"]):
             _append_monotonic(run.episodes, (int(row.get("frames", row["env_steps"])), float(row["return"])), True)
         elif event == "train" and isinstance(row.get("sps"), (int, float)):
-            _append_monotonic(sps_points, (int(row["env_steps"]), float(row["sps"])))
-    run.sps = [s for _, s in sps_points]
+            _append_monotonic(train_rows, (int(row["env_steps"]), float(row["sps"]), row.get("updates")))
+    run.sps = learning_sps([(sps, updates) for _, sps, updates in train_rows])
     return run, available
+
+
+def learning_sps(rows: list[tuple[float, float | None]]) -> list[float]:
+    """The steps/s of the logged intervals spent wholly learning: those after a train row that already counted
+    updates. The replay prefill before ``learning_starts`` runs ~10x faster and would inflate any average; rows
+    without an ``updates`` count (other loops) are all kept."""
+    if not any(isinstance(updates, (int, float)) for _, updates in rows):
+        return [sps for sps, _ in rows]
+    return [sps for (sps, _), (_, before) in zip(rows[1:], rows[:-1])
+            if isinstance(before, (int, float)) and before > 0]
 
 
 def load_local(inputs: list[str], metric: str) -> list[Run]:
@@ -220,7 +231,8 @@ def load_wandb(spec: str, groups: list[str], metric: str) -> list[Run]:
             for row in r.scan_history(keys=["env_steps", "env_frames", key]):
                 if isinstance(row.get(key), (int, float)):
                     _append_monotonic(run.evals, (int(row["env_steps"]), int(row["env_frames"]), float(row[key])))
-            run.sps = [float(row["train/sps"]) for row in r.scan_history(keys=["train/sps"])]
+            run.sps = learning_sps([(float(row["train/sps"]), row.get("train/updates"))
+                                    for row in r.scan_history(keys=["train/sps", "train/updates"])])
             # train rows log train/episode_return too (a mean), but only episode rows have train/episode_length
             for row in r.scan_history(keys=["env_frames", "train/episode_return", "train/episode_length"]):
                 _append_monotonic(run.episodes, (int(row["env_frames"]), float(row["train/episode_return"])), True)
@@ -370,7 +382,7 @@ def summarize_group(runs: list[Run], threshold: float | None, train_window: int)
             hit = next((steps for steps, _, v in r.evals if v >= threshold), None)
             if hit is not None:
                 reached.append(hit)
-    sps = [float(np.mean(r.sps)) for r in runs if r.sps]
+    sps = [float(np.median(r.sps)) for r in runs if r.sps]
     train_finals = [train_return_curve(r, train_window)[1][-1] for r in runs if r.episodes]
     train = _mean_std_iqm(train_finals) if train_finals else {"mean": None, "std": None, "iqm": None}
     seeds, repeated = seed_counts(runs)
@@ -388,7 +400,7 @@ def summarize_group(runs: list[Run], threshold: float | None, train_window: int)
         "threshold": threshold,
         "steps_to_threshold_mean": float(np.mean(reached)) if reached else None,
         "seeds_reached": len(reached),
-        "sps_mean": float(np.mean(sps)) if sps else None,
+        "sps_learning": float(np.mean(sps)) if sps else None,   # mean over runs of each run's median
         "train_window": train_window,
         "train_return_final_values": train_finals,
         "train_return_final_mean": train["mean"],
@@ -416,7 +428,7 @@ def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric:
     header = ["group", *(["env"] if several_envs else []), "seeds", f"final {metric} (mean ± std)", "IQM", "env steps"]
     if threshold is not None:
         header.append(f"env steps to {threshold:g}")
-    header += ["steps/s", f"train return, last {train_window} ep. (mean ± std)"]
+    header += ["steps/s learning", f"train return, last {train_window} ep. (mean ± std)"]
     rows = []
     for group, s in summaries.items():
         row = [group, *([s["env"]] if several_envs else []), seeds_text(groups[group], unit=False),
@@ -425,7 +437,7 @@ def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric:
         if threshold is not None:
             row.append(f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['num_runs']})"
                        if s["seeds_reached"] else f"not reached (0/{s['num_runs']})")
-        row.append(f"{s['sps_mean']:,.0f}" if s["sps_mean"] is not None else "-")
+        row.append(f"{s['sps_learning']:,.0f}" if s["sps_learning"] is not None else "-")
         row.append(mean_pm_std(s["train_return_final_mean"], s["train_return_final_std"])
                    if s["train_return_final_mean"] is not None else "-")
         rows.append(row)
@@ -525,6 +537,11 @@ def plot(groups: dict[str, list[Run]], metric: str, threshold: float | None, tra
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401 - a core dependency; only a broken install lacks it
+    except ImportError:
+        raise UserError("drl.compare draws its curves with matplotlib, which is not installed here: "
+                        "pip install matplotlib (or reinstall drl)") from None
     metric = args.metric.removeprefix("eval/")
     if not metric or "/" in metric:
         raise UserError(f"--metric '{args.metric}' must be an eval metric name such as return_mean")
@@ -555,7 +572,8 @@ def main(argv: list[str]) -> int:
     images = plot(groups, metric, args.threshold, args.train_window, out)
     md_path, json_path = out / f"table_{metric}.md", out / f"summary_{metric}.json"
     note = (f"Final = each seed's last evaluation of `{metric}`; ± is the std over seeds (ddof=1); IQM over seeds' "
-            f"final scores; steps/s from the training rows; train return = mean of each seed's last "
+            f"final scores; steps/s learning = each run's median steps/s over the logged intervals after "
+            f"learning started (mean over runs); train return = mean of each seed's last "
             f"{args.train_window} training episodes. Seeds count distinct seed values; the statistics use every run.\n")
     md_path.write_text(f"# eval {metric}\n\n" + markdown_table(header, rows) + "\n" + note)
     json_path.write_text(json.dumps({"metric": metric, "groups": summaries}, indent=2) + "\n")

@@ -84,7 +84,19 @@ def test_compare_writes_curves_and_a_consistent_table(runs):
         assert np.allclose(summary[group]["final_values"], finals)
         reached = rows[group][4]
         assert reached.startswith("not reached") or reached.endswith("/2)")
-        assert float(rows[group][5].replace(",", "")) > 0  # steps per second
+        assert abs(float(rows[group][5].replace(",", "")) - learning_sps_reference(tmp / sub)) <= 0.5
+
+
+def learning_sps_reference(group_dir: Path) -> float:
+    """Mean over the group's runs of each run's median steps/s over the train rows that follow a train row whose
+    update count was already above 0 (the intervals spent wholly learning)."""
+    medians = []
+    for run_dir in sorted(p for p in group_dir.iterdir() if (p / "metrics.jsonl").is_file()):
+        train = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == "train"]
+        learning = [train[i]["sps"] for i in range(1, len(train)) if train[i - 1]["updates"] > 0]
+        assert learning and len(learning) < len(train)  # the prefill rows are there, and left out
+        medians.append(float(np.median(learning)))
+    return float(np.mean(medians))
 
 
 def test_compare_prefix_and_measure_names(runs):
@@ -128,14 +140,18 @@ DOCS_RUNS = ROOT / "docs" / "runs"
 
 
 def write_run(path: Path, name: str, seed: int, env: dict, evals: list, episodes: list = (),
-              frame_skip: int = 4) -> Path:
+              frame_skip: int = 4, train: list = ()) -> Path:
     """A run directory as drl.train leaves it: config.yaml, and metrics.jsonl with eval rows ``(env_steps,
-    return_mean)``, episode rows ``(env_steps, return)`` and one train row."""
+    return_mean)``, episode rows ``(env_steps, return)`` and train rows ``(env_steps, sps, updates so far)`` (by
+    default one, without an update count)."""
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump({"name": name, "seed": seed, "env": env}))
     rows = [{"event": "episode", "env_steps": s, "return": r, "length": 10} for s, r in episodes]
     rows += [{"event": "eval", "env_steps": s, "return_mean": v} for s, v in evals]
-    rows.append({"event": "train", "env_steps": evals[-1][0], "sps": 100.0, "recent_return": 0.0})
+    rows += [{"event": "train", "env_steps": s, "sps": sps, "recent_return": 0.0, "updates": updates}
+             for s, sps, updates in train]
+    if not train:
+        rows.append({"event": "train", "env_steps": evals[-1][0], "sps": 100.0, "recent_return": 0.0})
     rows.sort(key=lambda row: row["env_steps"])  # stable: episodes before the eval at the same step
     with open(path / "metrics.jsonl", "w") as f:
         for i, row in enumerate(rows):
@@ -287,3 +303,29 @@ def test_interquartile_mean_over_seeds(tmp_path):
     assert row["IQM"] == "1.500" and row["final return_mean (mean ± std)"].startswith("25.750 ± ")
     assert s["final_iqm"] == 1.5 and s["final_mean"] == 25.75
     assert s["train_return_final_iqm"] == 2.0  # last 20 episodes' means 0.5, 1.5, 2.5, 50.5 -> IQM of 1.5, 2.5
+
+
+def test_steps_per_second_leave_out_the_replay_prefill(tmp_path):
+    """Before learning_starts the loop logs ~10x its learning speed. The row that straddles learning_starts is left
+    out too; each run's median over the rest, averaged over runs (here medians 70 and 80)."""
+    prefill = [(1000, 1000.0, 0), (2000, 1100.0, 0), (3000, 400.0, 120)]
+    for seed, learning in enumerate([[60.0, 70.0, 90.0], [80.0, 50.0, 80.0]]):
+        train = prefill + [(4000 + 1000 * i, sps, 370 + 250 * i) for i, sps in enumerate(learning)]
+        write_run(tmp_path / f"seed{seed}", "pong-x", seed, {"kind": "atari", "game": "pong"}, [(6000, -20.0)],
+                  train=train)
+    _, summary, table = run_compare(tmp_path, tmp_path / "seed")
+    assert summary["pong-x"]["sps_learning"] == 75.0 and table["pong-x"]["steps/s learning"] == "75"
+
+
+def test_compare_without_matplotlib_is_a_one_line_error(tmp_path):
+    write_run(tmp_path / "seed0", "catch-x", 0, {"kind": "catch"}, [(10, 0.0)])
+    code = ("import sys; sys.modules['matplotlib'] = None; from drl.cli import run_cli; from drl.compare import main; "
+            "run_cli('drl.compare', main)")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "seed0"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env=offline_env(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "drl.compare: error: drl.compare draws its curves with matplotlib, which is not installed here: "
+        "pip install matplotlib (or reinstall drl)"]
+    assert not out.exists()  # nothing written
