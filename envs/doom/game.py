@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.doom import t_maze
 from envs.doom.labels import FeatureLabeler
 from envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
 
@@ -80,7 +81,17 @@ class DoomGame:
         self._shaping: DoomShaping = settings.shaping
         self._gv = vzd.GameVariable
         g = vzd.DoomGame()
-        g.load_config(os.path.join(vzd.scenarios_path, self.spec.cfg))
+        self._maze = t_maze.VARIANTS[settings.scenario] if self.spec.t_maze else None
+        if self._maze is not None:   # no .cfg: the engine's defaults, as the stock scenarios' .cfg files set them
+            g.set_doom_scenario_path(str(t_maze.wad_path(settings.scenario)))
+            g.set_doom_map(t_maze.CUES[0][0])
+            g.set_render_hud(False)
+            g.set_episode_start_time(10)
+            g.set_living_reward(-0.0001)   # as my_way_home: a small cost of time, +1 for the correct arm
+            self._cue_rng = np.random.default_rng(int(seed))
+            self.cue = 0
+        else:
+            g.load_config(os.path.join(vzd.scenarios_path, self.spec.cfg))
         if self.spec.doom_map:
             g.set_doom_map(self.spec.doom_map)
         g.set_window_visible(False)
@@ -157,6 +168,12 @@ class DoomGame:
         g = self.game
         if seed is not None:
             g.set_seed(int(seed) % (2 ** 31))
+        if self._maze is not None:   # draw this episode's cue: its map (the maze is the same in both)
+            if seed is not None:
+                self._cue_rng = np.random.default_rng(int(seed))
+            self.cue = int(self._cue_rng.integers(len(t_maze.CUES)))
+            g.set_doom_map(t_maze.CUES[self.cue][0])
+            self._started = True
         if self._started or seed is not None:
             g.new_episode()
         self._started = True
@@ -171,9 +188,15 @@ class DoomGame:
     def step(self, action: int) -> DoomStep:
         g, s = self.game, self._shaping
         native = float(g.make_action(self._vectors[int(action)], self.settings.frame_skip))
+        finished = g.is_episode_finished()
+        arm = None
+        if self._maze is not None and not finished:
+            arm = self._maze.outcome(self._var("POSITION_X"), self._var("POSITION_Y"))
+            if arm is not None:   # an arm's end: +1 when it is the cue's, nothing otherwise; the episode ends
+                native += float(arm == self.cue)
+                finished = True
         self._native += native
         self._length += 1
-        finished = g.is_episode_finished()
         dead = g.is_player_dead()
         respawned = False
         if self.spec.bots and dead and not finished:
@@ -205,7 +228,7 @@ class DoomGame:
         extras = self._extras()
         if not finished:
             return DoomStep(self._grab().copy(), extras, reward, native, respawned, False, False)
-        timeout = g.is_episode_timeout_reached()
+        timeout = arm is None and g.is_episode_timeout_reached()
         truncated = bool(timeout and not dead)
         episode = {"return": self._native, "length": self._length}
         for m in self.spec.measures:
@@ -213,6 +236,8 @@ class DoomGame:
                 episode["kills"] = self._var("KILLCOUNT")
             elif m == "survival_tics":
                 episode["survival_tics"] = int(g.get_episode_time())
+            elif m == "success" and self._maze is not None:
+                episode["success"] = float(arm == self.cue)
             elif m == "success":
                 episode["success"] = float(not timeout and not dead)
             elif m == "frags":

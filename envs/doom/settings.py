@@ -64,6 +64,7 @@ class _Scenario:
     game_args: str = ""
     timeout: int | None = None        # tics; None = the .cfg's
     bots: bool = False                # deathmatch against the engine's bots (respawn on death)
+    t_maze: bool = False              # drl's memory task (envs/doom/t_maze.py): the scenario name is its variant
 
 
 _DM_ARGS = ("-host 1 -deathmatch +sv_forcerespawn 1 +sv_noautoaim 1 +sv_respawnprotect 1 +sv_spawnfarthest 1 "
@@ -86,6 +87,9 @@ SCENARIOS: dict[str, _Scenario] = {
     "deadly_corridor": _Scenario("deadly_corridor.cfg",
                                  "move_left;move_right;attack;move_forward;move_backward;turn_left;turn_right",
                                  ("health", "ammo"), ("kills", "success")),
+    # drl's memory task: a cue room, then a T-maze; strafing only, so the player always faces north
+    "t_maze": _Scenario("", "move_forward;move_left;move_right", (), ("success",), timeout=1050, t_maze=True),
+    "t_maze_long": _Scenario("", "move_forward;move_left;move_right", (), ("success",), timeout=2100, t_maze=True),
     # ViZDoom's own deathmatch.wad (a monster arena) has no deathmatch starts and crashes the engine under
     # -deathmatch, so the bot deathmatch plays cig.wad map01 (the ViZDoom competition map), 2 minutes.
     "deathmatch": _Scenario("cig.cfg", "attack;move_fb;move_lr;turn_lr;move_forward+turn_lr;turn_lr+attack;"
