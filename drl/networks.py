@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drl.config import NetworkConfig
-from drl.errors import UserError
+from drl.errors import UserError, first_line
 from drl.registry import ENCODERS
 
 
@@ -38,23 +38,34 @@ def conv_stack(in_channels: int, layers: list[tuple[int, int, int, int]], cfg: N
     return nn.Sequential(*modules, nn.Flatten())
 
 
+def image_channels(obs_shape: tuple[int, ...], encoder: str) -> int:
+    """The channels C of image observations ``[C, H, W]``; anything else (CartPole's vector of 4 numbers) is a
+    one-line ``UserError`` naming the encoder for it, raised before any layer is built."""
+    if len(obs_shape) != 3:
+        raise UserError(f"network.encoder={encoder} is a convolutional encoder for image observations [C, H, W], but "
+                        f"this environment's observations have shape {tuple(obs_shape)}; set network.encoder=mlp "
+                        f"for vector observations")
+    return obs_shape[0]
+
+
 def nature_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Mnih et al. 2015: 32@8x8/4, 64@4x4/2, 64@3x3/1."""
-    return conv_stack(obs_shape[0], [(32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)], cfg)
+    return conv_stack(image_channels(obs_shape, "nature"), [(32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)], cfg)
 
 
 def doom_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """Lample & Chaplot's (Arnold) encoder for ~60x80 Doom frames: 32@8x8/4, 64@4x4/2."""
-    return conv_stack(obs_shape[0], [(32, 8, 4, 0), (64, 4, 2, 0)], cfg)
+    return conv_stack(image_channels(obs_shape, "doom"), [(32, 8, 4, 0), (64, 4, 2, 0)], cfg)
 
 
 def small_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) -> nn.Sequential:
     """For tiny images (torch-native envs, MinAtar): two 3x3 convs, stride 1."""
-    return conv_stack(obs_shape[0], [(16, 3, 1, 1), (32, 3, 1, 1)], cfg)
+    return conv_stack(image_channels(obs_shape, "small"), [(16, 3, 1, 1), (32, 3, 1, 1)], cfg)
 
 
 def mlp_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig) -> nn.Sequential:
-    """For flat float vectors (e.g. CartPole's 4 numbers): ``network.mlp_layers`` Linear + ReLU layers."""
+    """For flat float vectors (e.g. CartPole's 4 numbers): ``network.mlp_layers`` Linear + ReLU layers. Images are
+    flattened (scaled to [0, 1] first, like every encoder's input), so an MLP on pixels is allowed too."""
     layers, width = [nn.Flatten()], math.prod(obs_shape)
     for units in cfg.mlp_layers:
         layers += [nn.Linear(width, units), nn.ReLU()]
@@ -132,7 +143,13 @@ class QNetwork(nn.Module):
             raise UserError(f"network.batch_norm: encoder '{cfg.encoder}' has no batch-norm layers (the conv "
                             "encoders nature, doom and small do); set network.batch_norm=false")
         with torch.no_grad():   # in eval mode: this dummy batch must not reach batch norm's running statistics
-            encoded = features = self.encoder.eval()(torch.zeros(1, *obs_shape)).shape[1]
+            try:
+                encoded = features = self.encoder.eval()(torch.zeros(1, *obs_shape)).shape[1]
+            except RuntimeError as exc:   # e.g. kernels larger than the frames, or a user's conv encoder on vectors
+                fix = ("set network.encoder=mlp for vector observations" if len(obs_shape) == 1 else
+                       "pick an encoder that fits frames of this size (network.encoder=small for small images)")
+                raise UserError(f"network.encoder={cfg.encoder} does not fit observations of shape "
+                                f"{tuple(obs_shape)} ({first_line(exc)}); {fix}") from exc
         if num_extras:
             self.extras_embedding = nn.Sequential(nn.Linear(num_extras, 32), nn.ReLU())
             features += 32

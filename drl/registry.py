@@ -7,7 +7,7 @@ by ``imports: [mypkg.mymodule]`` in a YAML or ``--import mypkg.mymodule`` on the
     import drl
 
     @drl.register_encoder("tiny")
-    def tiny(obs_shape):            # -> nn.Module mapping obs [B, *obs_shape] to features [B, F]
+    def tiny(obs_shape, cfg):       # -> nn.Module mapping obs [B, *obs_shape] to features [B, F]
         ...
 """
 from __future__ import annotations
@@ -97,8 +97,12 @@ def register_agent(name: str, cls: Any = None, *, replace: bool = False):
 
 
 def register_encoder(name: str, fn: Any = None, *, replace: bool = False):
-    """Add an encoder ``fn(obs_shape) -> nn.Module`` mapping obs ``[B, *obs_shape]`` (uint8 images already scaled
-    to [0, 1] floats, vectors as float32) to flat features ``[B, F]``. Usable as a decorator."""
+    """Add an encoder ``fn(obs_shape, cfg) -> nn.Module`` mapping obs ``[B, *obs_shape]`` (uint8 images already
+    scaled to [0, 1] floats, vectors as float32) to flat features ``[B, F]``. ``drl.networks.QNetwork`` calls it
+    with ``obs_shape``, the env's observation shape as a tuple (``(C, H, W)`` with the frame stack in ``C`` for
+    images, ``(D,)`` for vectors), and ``cfg``, the run's ``network`` section (``drl.config.NetworkConfig``:
+    ``mlp_layers``, ``batch_norm``, ...), then runs it once on a zero batch to size the layers above it. Usable as
+    a decorator."""
     return ENCODERS.register(name, fn, replace=replace)
 
 

@@ -1,9 +1,11 @@
-"""The vector-env contract every world honours (Atari, Doom, torch-native).
+"""The vector-env contract every world honours (Atari, Doom, torch-native, Gymnasium).
 
 Conventions (N = number of envs stepping together):
-- ``obs`` is uint8 ``[N, C, H, W]`` on the training device, ``C = frame_stack * frame_channels``, newest frame last.
-  Replay keeps only the newest frame of each step and rebuilds stacks at sample time; a stack that would reach
-  before an episode start is zero-padded (this is what ALE's own stack does at reset).
+- ``obs`` is on the training device, newest frame last, in one of two kinds: image worlds (Atari, Doom,
+  torch-native, Gymnasium image spaces) give uint8 ``[N, C, H, W]``, ``C = frame_stack * frame_channels``; vector
+  worlds (Gymnasium vector and Discrete spaces, e.g. CartPole) give float32 ``[N, frame_stack * D]``. Replay stores
+  each kind in its own dtype. It keeps only the newest frame of each step and rebuilds stacks at sample time; a
+  stack that would reach before an episode start is zero-padded (this is what ALE's own stack does at reset).
 - ``extras`` are float32 ``[N, K]`` per-step inputs beside obs (Doom game variables), or ``None`` when ``K == 0``.
 - ``labels`` (only from envs built with ``labels=`` names, i.e. ``agent.aux.features``): uint8 ``[N]``, bit ``i`` set
   when game feature ``i`` is in view in the newest frame of obs. Training targets of an auxiliary head, never an
@@ -31,12 +33,12 @@ import torch
 
 @dataclass
 class VecStep:
-    obs: torch.Tensor                      # uint8 [N, C, H, W], on device, after autoreset
+    obs: torch.Tensor                      # uint8 [N, C, H, W] (float32 [N, D] for vectors), on device, after autoreset
     reward: torch.Tensor                   # float32 [N], learning reward
     terminated: torch.Tensor               # bool [N], no bootstrap (includes Atari life loss)
     truncated: torch.Tensor                # bool [N], time limit, bootstrap
     reset: torch.Tensor                    # bool [N], a new episode started in this step
-    final_obs: torch.Tensor | None = None  # uint8 [N, C, H, W]; rows valid where reset (None if no reset)
+    final_obs: torch.Tensor | None = None  # as obs; rows valid where reset (None if no reset)
     extras: torch.Tensor | None = None     # float32 [N, K] or None
     final_extras: torch.Tensor | None = None
     # One dict per episode that ended in this step: {"env": i, "return": native whole-game score,

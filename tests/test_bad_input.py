@@ -2,10 +2,13 @@
 (``--debug`` shows it), and nothing already written is lost. Real ``python -m drl.train`` subprocesses."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,6 +205,53 @@ def test_replay_larger_than_free_memory(tmp_path):
 def test_bad_seeds_list():
     one_line_error(train("catch", "--seeds", "0,x"), "--seeds '0,x' must be comma-separated integers")
     one_line_error(train("catch", "--seeds", "0,,1"), "--seeds '0,,1' must be comma-separated integers")
+
+
+def test_conv_encoder_on_vector_observations(tmp_path):
+    one_line_error(train("cartpole", "network.encoder=nature", "--run-dir", tmp_path / "run"),
+                   "network.encoder=nature is a convolutional encoder for image observations",
+                   "observations have shape (4,)", "set network.encoder=mlp for vector observations")
+    assert not (tmp_path / "run").exists()
+
+
+def test_conv_encoder_larger_than_the_frames(tmp_path):
+    one_line_error(train("catch", "network.encoder=nature", "--run-dir", tmp_path / "run"),
+                   "network.encoder=nature does not fit observations of shape (1, 10, 5)",
+                   "Kernel size can't be greater than actual input size", "network.encoder=small")
+    assert not (tmp_path / "run").exists()
+
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+
+
+@needs_ray
+def test_nothing_listens_at_the_cluster_address(tmp_path):
+    started = time.monotonic()
+    proc = train("catch", "distributed.collectors=2", "distributed.address=127.0.0.1:1", "--run-dir", tmp_path / "run",
+                 timeout=60)
+    seconds = time.monotonic() - started
+    one_line_error(proc, "cannot join the Ray cluster at distributed.address=127.0.0.1:1", "nothing listens there",
+                   "Connection refused", "ray start --head --port=1",
+                   "leave distributed.address unset to let drl start a local cluster")
+    assert seconds < 30, f"took {seconds:.0f} s"
+    assert not (tmp_path / "run").exists()
+
+
+@needs_ray
+def test_cluster_address_that_is_not_ray(tmp_path):
+    """A port that accepts connections but never answers like Ray's GCS (gRPC): refused after the probe's 5 s."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()                 # the kernel accepts connections; nothing ever answers
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        started = time.monotonic()
+        proc = train("catch", "distributed.collectors=2", f"distributed.address={address}", "--run-dir",
+                     tmp_path / "run", timeout=60)
+        seconds = time.monotonic() - started
+    one_line_error(proc, f"distributed.address={address}", "accepts connections but is not a Ray cluster",
+                   "ray start --head", "leave distributed.address unset")
+    assert seconds < 30, f"took {seconds:.0f} s"
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------------------------- run directories

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -31,6 +33,92 @@ def cause(exc: BaseException) -> str:
     return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
 
 
+PROBE_TIMEOUT_S = 5.0   # per address tried: connecting, then the first bytes of the answer
+# an HTTP/2 client's opening (the preface and an empty SETTINGS frame): a gRPC server (Ray's GCS, Ray Client)
+# answers with a SETTINGS frame of its own
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _split(host_port: str) -> tuple[str, int] | None:
+    """``"host:port"`` / ``"[v6]:port"`` -> ``(host, port)``; None for anything else (Ray reports it itself)."""
+    host, sep, port = host_port.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def _endpoints(address: str) -> list[tuple[str, int]]:
+    """Where ``ray.init(address=...)`` will connect: the address as written and as Ray rewrites it (``auto`` or
+    ``RAY_ADDRESS`` looked up, localhost replaced by this node's IP; a ``ray://`` Ray Client address as it is).
+    Empty when there is nothing to probe (no cluster recorded for ``auto``, an odd form): ``ray.init`` then fails
+    quickly with its own error."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or address
+    if "://" in address:
+        found = _split(address.partition("://")[2].split("/")[0])
+        return [found] if found else []
+    found = [_split(address)] if address != "auto" else []
+    try:
+        from ray._private import services
+        canonical = services.canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - a private helper that may change: probe the address as written
+        canonical = None
+    if canonical:
+        found.append(_split(canonical))
+    return list(dict.fromkeys(f for f in found if f))
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Whether the server on ``sock`` answers an HTTP/2 opening with a SETTINGS frame (gRPC runs on HTTP/2)."""
+    sock.sendall(_HTTP2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        data = sock.recv(9 - len(head))
+        if not data:
+            break
+        head += data
+    return len(head) == 9 and head[3] == 0x04
+
+
+def probe(address: str) -> None:
+    """Fail fast, with a one-line ``UserError``, where ``ray.init(address=...)`` would retry for minutes: nothing
+    accepts connections at the address, or what does is not a gRPC server (not Ray's GCS). Each address is given
+    ``PROBE_TIMEOUT_S`` seconds; where any one answers as Ray's does, ``ray.init`` goes ahead. With
+    ``RAY_USE_TLS`` the answer is TLS, so only the connection is checked."""
+    endpoints = _endpoints(address)
+    if not endpoints:
+        return
+    tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true")
+    refused, silent = [], []
+    for host, port in endpoints:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+                try:
+                    if tls or _speaks_grpc(sock):
+                        return
+                except OSError:   # reset or no answer in time
+                    pass
+                silent.append(where)
+        except OSError as exc:
+            reason = exc.strerror or (f"no answer in {PROBE_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError)
+                                      else type(exc).__name__)
+            refused.append(f"{where}: {reason}")
+    client = "://" in address
+    start = (f"`ray start --head --ray-client-server-port={endpoints[0][1]}`" if client else
+             f"`ray start --head --port={endpoints[0][1]}`")
+    if silent:
+        what = "a Ray client server" if client else "a Ray cluster (its GCS)"
+        verbs = "accepts connections but is" if len(silent) == 1 else "accept connections but are"
+        raise UserError(f"cannot join the Ray cluster at distributed.address={address}: {' and '.join(silent)} "
+                        f"{verbs} not {what}; give the address `ray start --head` printed, start the cluster "
+                        f"there with {start}, or leave distributed.address unset to let drl start a local cluster")
+    raise UserError(f"cannot join the Ray cluster at distributed.address={address}: nothing listens there "
+                    f"({'; '.join(refused)}); start the cluster there with {start} (on that machine), or leave "
+                    "distributed.address unset to let drl start a local cluster")
+
+
 def _use_token_if_available() -> None:
     """Ray >= 2.59's ``ray start --head`` turns token authentication on and writes the token to
     ``~/.ray/auth_token``, but a driver joining by address only sends it with ``RAY_AUTH_MODE=token`` (Ray 2.60),
@@ -55,6 +143,7 @@ class Cluster:
             return
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
         if dist.address:
+            probe(dist.address)     # ray.init would retry for minutes, printing every attempt
             try:
                 ray.init(address=dist.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:

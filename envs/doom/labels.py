@@ -8,9 +8,12 @@ class). Names seen in the scenarios: enemy = ``Cacodemon`` (basic), ``MarineChai
 sprite); health = ``Medikit``, ``CustomMedikit`` (health_gathering[_supreme]); armor = ``GreenArmor``,
 ``BlueArmor``; ammo = ``Clip``, ``RocketAmmo``. Arnold counts armor as a health item; here it is its own feature.
 
-In view: at least ``MIN_PIXELS`` pixels of the object in the labels buffer at render resolution. Arnold uses any
-pixel of the labels buffer (``np.any``), so ``MIN_PIXELS = 1``. The buffer, not the label list, decides: ViZDoom
-lists some objects that have no visible pixel (hidden behind a wall or another sprite).
+In view (drl's rule): at least ``MIN_PIXELS`` (1) pixels of the object drawn in the labels buffer at render
+resolution. The buffer, not the label list, decides: ViZDoom lists some objects that have no visible pixel (hidden
+behind a wall or another sprite). This is drl's own approximation, not Arnold's rule: Arnold (Lample & Chaplot's
+code) reads the features from bits of the ``USER1`` game variable, which the ACS scripts of his own maps set (for
+enemy: a bot in line of sight within the field of view); a labels-buffer test (``np.any`` per object type) appears
+there only in a debugging branch.
 
 Bit ``i`` of a frame's label is the ``i``-th name of ``agent.aux.features`` (one byte: at most 8 features).
 """
