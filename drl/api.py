@@ -4,7 +4,8 @@
     cfg = drl.load_config("cartpole", overrides=["total_steps=50000"])
     result = drl.learn(cfg, run_dir="runs/cartpole-api")       # the run directory is created here
     print(result.eval["return_mean"], result.metrics("eval")[-1])
-    agent = drl.load_agent("runs/cartpole-api")                # act with the trained weights
+    agent = drl.load_agent("runs/cartpole-api")                # act with the trained weights (or an exported
+                                                               # folder, or "zoo:NAME")
     actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)
 """
 from __future__ import annotations
@@ -68,18 +69,42 @@ def learn(cfg: Config, run_dir: str | Path | None = None, overwrite: bool = Fals
     return Result(path, out["env_steps"], out["eval"], out["interrupted"], cfg)
 
 
+def resolve_source(source: str | Path) -> Path:
+    """The folder of ``zoo:NAME`` (an agent shipped with drl, ``drl.zoo``), else ``source`` as a path."""
+    if str(source).startswith("zoo:"):
+        from drl import zoo
+        return zoo.resolve(str(source)[len("zoo:"):])
+    return Path(source)
+
+
+def load_policy(source: str | Path, checkpoint_path: str | Path | None = None) -> tuple[Path, Config, dict]:
+    """(folder, config, payload) of a run directory (its checkpoint, default ``checkpoints/latest.pt``), a folder
+    written by ``drl.export`` (its ``model.safetensors``) or ``zoo:NAME``; bad input is a one-line ``UserError``."""
+    from drl import checkpoint, export
+    from drl.errors import UserError
+
+    folder = resolve_source(source)
+    if not (folder / "config.yaml").is_file():
+        raise UserError(f"'{folder}' is not a run directory or an exported model (expected {folder}/config.yaml); "
+                        "pass a directory written by drl.train or drl.export")
+    cfg = _config.load_run_config(folder)
+    if checkpoint_path is None and export.is_export(folder):
+        return folder, cfg, export.read_model(folder, cfg)
+    payload = checkpoint.load(Path(checkpoint_path) if checkpoint_path else folder / "checkpoints" / "latest.pt")
+    checkpoint.check_experiment(payload, cfg.name, "pass that run's directory or a checkpoint of this run")
+    return folder, cfg, payload
+
+
 def load_agent(run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "cpu"):
-    """The agent of a run directory with its checkpoint's weights (default ``RUN_DIR/checkpoints/latest.pt``),
-    ready for ``agent.act(obs, state, epsilon)``; ``agent.spec`` says what observations it takes."""
+    """The agent of a run directory with its checkpoint's weights (default ``RUN_DIR/checkpoints/latest.pt``), of a
+    folder written by ``drl.export``, or of ``"zoo:NAME"`` (an agent shipped with drl), ready for
+    ``agent.act(obs, state, epsilon)``; ``agent.spec`` says what observations it takes."""
     import torch
 
     from drl import checkpoint, runtime
     from drl.agent import EnvSpec, make_agent
 
-    run_dir = Path(run_dir)
-    cfg = _config.load_run_config(run_dir)
-    payload = checkpoint.load(Path(checkpoint_path) if checkpoint_path else run_dir / "checkpoints" / "latest.pt")
-    checkpoint.check_experiment(payload, cfg.name, "pass that run's directory")
+    _, cfg, payload = load_policy(run_dir, checkpoint_path)
     dev = runtime.resolve_device(device)
     spec = EnvSpec(tuple(payload["obs_shape"]), getattr(torch, payload.get("obs_dtype", "uint8")),
                    int(payload["num_actions"]), int(payload.get("num_extras", 0)))

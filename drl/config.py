@@ -190,6 +190,7 @@ class TrackingConfig(Section):
     wandb: Literal["auto", "online", "offline", "off"] = "auto"  # auto = online if logged in and reachable
     project: str = "drl"
     entity: str | None = None
+    tensorboard: bool = False                        # also write TensorBoard event files to RUN_DIR/tensorboard/
 
     @field_validator("wandb", mode="before")
     @classmethod

@@ -1,22 +1,24 @@
 """``python -m drl.evaluate RUN_DIR [--checkpoint PATH] [--episodes N] [--video out.mp4] [--epsilon E]``.
 
-Loads RUN_DIR/config.yaml and a checkpoint (default RUN_DIR/checkpoints/latest.pt), plays whole evaluation episodes
-with the training code's own ``drl.loop.evaluate``, prints a score table and, with ``--video``, writes an mp4 of
-env 0's episodes (its share of the N episodes), upscaled with nearest-neighbour so small worlds are visible. The
-video shows the game's own colour screen where the env kind can give it (Atari, Gym; ``--video-view game``, the
-default there) or the agent's input, its newest frame (``--video-view agent``; the default for other kinds). With
-tracking on (config ``tracking.wandb`` or ``--wandb``) the scores and the video go to a W&B run with job type
-``eval`` in the experiment's group.
+Loads RUN_DIR/config.yaml and a checkpoint (default RUN_DIR/checkpoints/latest.pt), or the model of a folder
+written by ``drl.export`` (RUN_DIR may also be ``zoo:NAME``, an agent shipped with drl; ``--list-zoo`` lists
+them), plays whole evaluation episodes with the training code's own ``drl.loop.evaluate``, prints a score table
+and, with ``--video``, writes an mp4 of env 0's episodes (its share of the N episodes), upscaled with
+nearest-neighbour so small worlds are visible. The video shows the game's own colour screen where the env kind can
+give it (Atari, Gym; ``--video-view game``, the default there) or the agent's input, its newest frame
+(``--video-view agent``; the default for other kinds). With tracking on (config ``tracking.wandb`` or ``--wandb``)
+the scores and the video go to a W&B run with job type ``eval`` in the experiment's group.
 """
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from drl import checkpoint, config
+from drl import checkpoint
 from drl.cli import run_cli
 from drl.errors import UserError
 
@@ -26,7 +28,9 @@ VIDEO_TARGET = 320  # pixels on the longer side of the upscaled frame (integer n
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m drl.evaluate",
                                      description="Evaluate a trained run's checkpoint; optionally record a video.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by drl.train")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                        help="a run directory written by drl.train, a folder written by drl.export, or zoo:NAME")
+    parser.add_argument("--list-zoo", action="store_true", help="list the trained agents shipped with drl")
     parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default RUN_DIR/checkpoints/latest.pt)")
     parser.add_argument("--episodes", metavar="N", type=int, help="episodes to play (default: the config's eval.episodes)")
     parser.add_argument("--epsilon", metavar="E", type=float, help="exploration rate (default: the config's eval.epsilon)")
@@ -125,12 +129,73 @@ def format_table(summary: dict, episodes: int) -> str:
     return f"{header}\n{values}"
 
 
+@dataclass
+class Played:
+    """What ``play`` returns: the episodes, their summary and how the video was made."""
+    results: list[dict]
+    summary: dict
+    epsilon: float
+    frames_per_step: int
+    fps: int
+    view: str
+    video_frames: int = 0
+    video_size: tuple[int, int] | None = None
+
+
+def play(cfg, payload: dict, episodes: int, epsilon: float | None = None, num_envs: int | None = None,
+         seed: int | None = None, device: str | None = None, video: Path | None = None, view: str | None = None,
+         fps: int | None = None, video_episodes: int | None = None) -> Played:
+    """Play ``episodes`` evaluation episodes with the weights of ``payload`` (a checkpoint, or an exported model),
+    as the training loop evaluates; with ``video``, an mp4 of env 0's first ``video_episodes`` episodes (default:
+    its share of the episodes)."""
+    import torch  # heavy imports after argument checks
+
+    from drl import runtime
+    from drl.agent import EnvSpec, make_agent
+    from drl.loop import evaluate, summarize
+    from envs import make_env, supports_screens
+
+    epsilon = cfg.eval.epsilon if epsilon is None else epsilon
+    num_envs = min(num_envs or cfg.eval.num_envs, episodes)
+    seed = cfg.seed + 20_000 if seed is None else seed
+    dev = runtime.resolve_device(device or cfg.device)
+    runtime.configure_threads(cfg.compute)
+    runtime.seed_everything(seed)
+    view = view or ("game" if supports_screens(cfg.env.kind) else "agent")
+    env = make_env(cfg.env, dev, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames,
+                   labels=cfg.agent.aux.features,   # the game-feature head's accuracy, when it has one
+                   screens=bool(video) and view == "game")
+    recorder = None
+    try:
+        first = env.reset(seed=seed)
+        spec = EnvSpec.of(env, first.obs)
+        checkpoint.check_fits(payload, spec.obs_shape, spec.num_actions, "pass the checkpoint of this run")
+        agent = make_agent(cfg, spec, dev, runtime.use_bf16(cfg.compute, dev),
+                           torch.Generator(device=dev).manual_seed(seed))
+        checkpoint.load_agent_state(agent, payload, "pass the checkpoint of this run")
+        fps = fps or default_fps(env)
+        if video:
+            recorder = VideoRecorder(Path(video), env.frame_channels,
+                                     video_episodes or math.ceil(episodes / num_envs), fps, view)
+        results = evaluate(agent, env, episodes, epsilon, on_step=recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        env.close()
+    played = Played(results, summarize(results), epsilon, env.frames_per_step, fps, view)
+    if recorder is not None:
+        played.video_frames, played.video_size = recorder.frames, recorder.size
+    return played
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"'{run_dir}' is not a run directory (expected {run_dir}/config.yaml); pass a directory "
-                        "written by drl.train")
+    if args.list_zoo:
+        from drl import zoo
+        print(zoo.format_list())
+        return 0
+    if args.run_dir is None:
+        raise UserError("give a RUN_DIR (a run directory, an exported folder or zoo:NAME) or --list-zoo")
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1 (got {args.episodes})")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
@@ -141,65 +206,38 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--fps must be >= 1 (got {args.fps})")
     if args.video and Path(args.video).suffix.lower() != ".mp4":
         raise UserError(f"--video '{args.video}' must end in .mp4")
-    cfg = config.load_run_config(run_dir)
-    payload = checkpoint.load(Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "latest.pt")
-    checkpoint.check_experiment(payload, cfg.name, "pass that run's directory or a checkpoint of this run")
+    from drl.api import load_policy
 
-    import torch  # heavy imports after argument checks
-
-    from drl import runtime
-    from drl.agent import EnvSpec, make_agent
-    from drl.loop import evaluate, summarize
-    from drl.tracking import WandbTracker
-    from envs import make_env, supports_screens
-
+    run_dir, cfg, payload = load_policy(args.run_dir, args.checkpoint)
     episodes = args.episodes or cfg.eval.episodes
-    epsilon = cfg.eval.epsilon if args.epsilon is None else args.epsilon
-    num_envs = min(args.num_envs or cfg.eval.num_envs, episodes)
-    seed = cfg.seed + 20_000 if args.seed is None else args.seed
-    device = runtime.resolve_device(args.device or cfg.device)
-    bf16 = runtime.use_bf16(cfg.compute, device)
-    runtime.configure_threads(cfg.compute)
-    runtime.seed_everything(seed)
-    view = args.video_view or ("game" if supports_screens(cfg.env.kind) else "agent")
-    env = make_env(cfg.env, device, seed, num_envs=num_envs, evaluation=True, max_frames=cfg.eval.max_frames,
-                   labels=cfg.agent.aux.features,   # the game-feature head's accuracy, when it has one
-                   screens=bool(args.video) and view == "game")
-    recorder = None
-    try:
-        first = env.reset(seed=seed)
-        spec = EnvSpec.of(env, first.obs)
-        checkpoint.check_fits(payload, spec.obs_shape, spec.num_actions, "pass the checkpoint of this run")
-        generator = torch.Generator(device=device).manual_seed(seed)
-        agent = make_agent(cfg, spec, device, bf16, generator)
-        checkpoint.load_agent_state(agent, payload, "pass the checkpoint of this run")
-        fps = args.fps or default_fps(env)
-        if args.video:
-            recorder = VideoRecorder(Path(args.video), env.frame_channels, math.ceil(episodes / num_envs), fps, view)
-        results = evaluate(agent, env, episodes, epsilon, on_step=recorder)
-    finally:
-        if recorder is not None:
-            recorder.close()
-        env.close()
-    summary = summarize(results)
+    played = play(cfg, payload, episodes, args.epsilon, args.num_envs, args.seed, args.device,
+                  Path(args.video) if args.video else None, args.video_view, args.fps)
     env_steps = int(payload["counters"]["env_steps"])
-    print(f"drl.evaluate: {run_dir} at {env_steps:,} env steps, epsilon {epsilon:g}, {len(results)} episodes")
-    print(format_table(summary, len(results)))
-    if recorder is not None:
-        print(f"drl.evaluate: video {args.video} ({recorder.frames} frames of env 0's {view} view, "
-              f"{recorder.size[0]}x{recorder.size[1]}, {fps} fps)")
+    print(f"drl.evaluate: {args.run_dir} at {env_steps:,} env steps, epsilon {played.epsilon:g}, "
+          f"{len(played.results)} episodes")
+    print(format_table(played.summary, len(played.results)))
+    if args.video:
+        print(f"drl.evaluate: video {args.video} ({played.video_frames} frames of env 0's {played.view} view, "
+              f"{played.video_size[0]}x{played.video_size[1]}, {played.fps} fps)")
+    track(cfg, run_dir, args, played, env_steps)
+    return 0
+
+
+def track(cfg, run_dir: Path, args: argparse.Namespace, played: Played, env_steps: int) -> None:
+    """With tracking on, the scores (and the video) go to a W&B run of job type ``eval``."""
+    from drl.tracking import WandbTracker
 
     if args.wandb:
         cfg.tracking.wandb = args.wandb
-    if cfg.tracking.wandb != "off":
-        tracker = WandbTracker(cfg, run_dir, job_type="eval")
-        frames = env_steps * env.frames_per_step
-        tracker.log_row({"event": "eval", "env_steps": env_steps, "frames": frames, "episodes": len(results),
-                         "epsilon": epsilon, **summary})
-        if recorder is not None:
-            tracker.log_video(Path(args.video), frames)
-        tracker.finish({"env_steps": env_steps})
-    return 0
+    if cfg.tracking.wandb == "off":
+        return
+    tracker = WandbTracker(cfg, run_dir, job_type="eval")
+    frames = env_steps * played.frames_per_step
+    tracker.log_row({"event": "eval", "env_steps": env_steps, "frames": frames, "episodes": len(played.results),
+                     "epsilon": played.epsilon, **played.summary})
+    if args.video:
+        tracker.log_video(Path(args.video), frames)
+    tracker.finish({"env_steps": env_steps})
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from drl import checkpoint, runtime
 from drl.agent import EnvSpec, make_agent
 from drl.config import Config, to_yaml
-from drl.errors import TrainingDiverged, UserError
+from drl.errors import TrainingDiverged, UserError, require
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer, build_replay
-from drl.tracking import WandbTracker
+from drl.tracking import TensorBoardTracker, WandbTracker
 from drl.vec_env import unpack_labels
 from envs import make_env
 
@@ -142,6 +142,7 @@ class Trainer:
             result = trainer.run()      # {"env_steps", "interrupted", "signal", "eval": the last evaluation row}
 
     ``run_dir`` must exist (``drl.learn`` and the CLI create it); ``resume_from`` is a loaded checkpoint payload.
+    ``add_eval_hook(fn)``: ``fn(row)`` sees each evaluation row as written; a true return stops the run there.
     """
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
@@ -166,8 +167,7 @@ class Trainer:
         except BaseException:
             self.env.close()
             raise
-        self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
-        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, tracker=self.tracker)
+        self._open_metrics(resumed=resume_from is not None)
 
     def _set_up_runtime(self, cfg: Config, run_dir: Path) -> None:
         """Device, precision, threads, seeds, counters and the acting generator (before any env or network)."""
@@ -178,6 +178,24 @@ class Trainer:
         runtime.seed_everything(cfg.seed)
         self.counters = Counters()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.eval_hooks: list = []      # add_eval_hook
+        self.stop_early = False         # set by an eval hook: the run ends after this step
+        if cfg.tracking.tensorboard:    # before any env starts: a missing package is one line, nothing to close
+            require("torch.utils.tensorboard", "tracking.tensorboard", "tensorboard", "tensorboard")
+
+    def _open_metrics(self, resumed: bool) -> None:
+        """metrics.jsonl and the trackers its rows go to: W&B (``self.tracker``) and TensorBoard."""
+        cfg = self.cfg
+        self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
+        self.tensorboard = TensorBoardTracker(self.run_dir, self.counters.env_steps if resumed else None) \
+            if cfg.tracking.tensorboard else None
+        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, trackers=[self.tracker, self.tensorboard])
+
+    def add_eval_hook(self, hook) -> None:
+        """``hook(row)`` is called with every evaluation row (as written to metrics.jsonl: ``env_steps``,
+        ``return_mean``, ...); when it returns true the run stops after that step, writes its checkpoint and
+        returns ``stopped_early=True`` (a sweep's pruner uses this)."""
+        self.eval_hooks.append(hook)
 
     def _check_replay_memory(self, frame_shape: tuple) -> None:
         """Refuse a replay buffer that does not fit in free memory, before allocating it."""
@@ -334,6 +352,8 @@ class Trainer:
                     train_stats.clear()
                     last_log_time, last_sps_steps, self.last_log_steps = now, c.env_steps, c.env_steps
                 last_eval, last_eval_step = self.evaluate_and_checkpoint(started, last_eval, last_eval_step)
+                if self.stop_early:
+                    break
                 if cfg.eval.stop_at is not None and last_eval.get("return_mean", -math.inf) >= cfg.eval.stop_at:
                     tqdm.write(f"drl: evaluation reached eval.stop_at={cfg.eval.stop_at:g} at step {c.env_steps:,}")
                     break
@@ -343,7 +363,8 @@ class Trainer:
                 last_eval = self.run_evaluation(time.perf_counter() - started)
             c.wall_time = time.perf_counter() - started
             self.save_checkpoint()
-        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
+        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval,
+                "stopped_early": self.stop_early}
 
     def evaluate_and_checkpoint(self, started: float, last_eval: dict, last_eval_step: int) -> tuple[dict, int]:
         """Evaluate and checkpoint where their intervals are crossed; returns the last evaluation and its step."""
@@ -399,11 +420,14 @@ class Trainer:
         if len(episodes) < self.cfg.eval.episodes:
             return {}  # interrupted
         summary = summarize(episodes)
-        self.metrics.write("eval", self.counters.env_steps, wall, episodes=len(episodes),
-                           eval_seconds=time.perf_counter() - t0, returns=[ep["return"] for ep in episodes],
-                           **summary)
+        row = self.metrics.write("eval", self.counters.env_steps, wall, episodes=len(episodes),
+                                 eval_seconds=time.perf_counter() - t0, returns=[ep["return"] for ep in episodes],
+                                 **summary)
         tqdm.write(f"[eval] step {self.counters.env_steps:,}: return {summary['return_mean']:.2f} "
                    f"± {summary['return_std']:.2f} (median {summary['return_median']:.1f}, n={len(episodes)})")
+        for hook in self.eval_hooks:
+            if hook(row):
+                self.stop_early = True
         return summary
 
     def _diverged(self, value: float, what: str = "loss") -> None:
@@ -428,9 +452,9 @@ class Trainer:
             return
         self._closed = True
         self.metrics.close()
-        if self.tracker is not None:
-            c = self.counters
-            self.tracker.finish({"env_steps": c.env_steps, "episodes": c.episodes, "wall_time": c.wall_time})
+        c = self.counters
+        for tracker in self.metrics.trackers:
+            tracker.finish({"env_steps": c.env_steps, "episodes": c.episodes, "wall_time": c.wall_time})
         for env in (self.env, self.eval_env):
             if env is not None:
                 env.close()

@@ -19,18 +19,19 @@ def _clean(value):
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, frame_skip: int, tracker=None):
+    def __init__(self, run_dir: Path, frame_skip: int, trackers=()):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.frame_skip = frame_skip
-        self.tracker = tracker  # drl.tracking.WandbTracker or None: every written row is forwarded to it
+        # every written row is forwarded to each tracker's log_row (drl.tracking: W&B, TensorBoard)
+        self.trackers = [t for t in trackers if t is not None]
         self.file = open(self.path, "a", buffering=1)
 
     def write(self, event: str, env_steps: int, wall_time: float, **values) -> dict:
         row = {"event": event, "env_steps": int(env_steps), "frames": int(env_steps * self.frame_skip),
                "wall_time": round(wall_time, 3), **{k: _clean(v) for k, v in values.items()}}
         self.file.write(json.dumps(row) + "\n")
-        if self.tracker is not None:
-            self.tracker.log_row(row)
+        for tracker in self.trackers:
+            tracker.log_row(row)
         return row
 
     def close(self) -> None:

@@ -15,6 +15,9 @@ W&B names (x axis ``env_frames``; ``env_steps`` is logged beside it):
 - eval rows:    ``eval/return_mean``, ``eval/return_std``, ``eval/return_median``, ``eval/return_min``,
   ``eval/return_max``, ``eval/length_mean``, ``eval/<measure>_mean``, ``eval/episodes``, ``eval/seconds``
 - ``eval/video`` (``drl.evaluate --video``); summary: last values plus ``final/...`` at the end of the run.
+
+``TensorBoardTracker`` (``tracking.tensorboard: true``) writes the same scalars to TensorBoard event files in
+``RUN_DIR/tensorboard/``, with the env steps as the step axis.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from drl.config import Config
-from drl.errors import first_line
+from drl.errors import first_line, require
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 CHECK_TIMEOUT = 3.0      # seconds for the "is the server there" probe in auto mode
@@ -249,3 +252,30 @@ class WandbTracker:
             run.finish(exit_code=1 if failed else 0)
         except Exception as exc:  # noqa: BLE001
             self._failed("finish", exc)
+
+
+class TensorBoardTracker:
+    """TensorBoard event files in ``RUN_DIR/tensorboard/``: the W&B scalars (``train/*``, ``eval/*``), each at its
+    row's ``env_steps``. ``resumed_at``: the env steps a resumed run starts from; events an earlier session wrote
+    after that step (rows a killed run wrote after its last checkpoint, written again now) are discarded."""
+
+    SUBDIR = "tensorboard"
+
+    def __init__(self, run_dir: Path, resumed_at: int | None = None):
+        tensorboard = require("torch.utils.tensorboard", "tracking.tensorboard", "tensorboard", "tensorboard")
+        self.log_dir = Path(run_dir) / self.SUBDIR
+        self.writer = tensorboard.SummaryWriter(str(self.log_dir),
+                                                purge_step=None if resumed_at is None else resumed_at + 1)
+
+    def log_row(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        step = int(row.get("env_steps", 0))
+        for name, value in wandb_names(row).items():
+            if name not in ("env_frames", "env_steps", "wall_time"):
+                self.writer.add_scalar(name, value, global_step=step)
+
+    def finish(self, summary: dict | None = None) -> None:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()

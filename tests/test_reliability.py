@@ -1,13 +1,17 @@
 """Reliability with real processes: signals (checkpoint, exit code, no orphaned workers), exact resume,
-determinism, numerical faults, safe checkpoints (weights_only, atomic under SIGKILL), Doom worker restarts."""
+determinism, numerical faults, safe checkpoints (safetensors + JSON, the earlier torch format with weights_only,
+atomic under SIGKILL), Doom worker restarts."""
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -223,10 +227,10 @@ def test_non_finite_q_values_stop_the_run(tmp_path):
                  "eval.num_envs=8", "tracking.wandb=off", "--run-dir", run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = run_dir / "checkpoints" / "latest.pt"
-    payload = torch.load(path, weights_only=True)
+    payload = checkpoint.load(path)
     head_bias = [k for k in payload["agent"]["online"] if k.endswith("bias")][-1]
     payload["agent"]["online"][head_bias].fill_(float("inf"))
-    torch.save(payload, path)
+    checkpoint.save(path, payload)
     proc = train("--resume", run_dir, "total_steps=1600")
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = proc.stderr.strip().splitlines()[-1]
@@ -253,6 +257,82 @@ def test_checkpoint_with_a_pickled_callable_is_refused(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "was refused" in lines[0] and "pickled Python objects" in lines[0], lines
     assert not marker.exists(), "loading must never run code from a checkpoint"
+
+
+def test_a_checkpoint_holds_tensors_in_safetensors_and_the_rest_in_json(catch_reference):
+    """No pickle record: the tensors are a plain safetensors file, everything else JSON."""
+    import json
+    import zipfile
+
+    from safetensors.torch import load as load_tensors
+
+    path = catch_reference / "checkpoints" / "latest.pt"
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["state.json", "tensors.safetensors"]
+        state = json.loads(archive.read("state.json"))
+        tensors = load_tensors(archive.read("tensors.safetensors"))
+    assert state["format"] == "drl-checkpoint" and state["payload"]["counters"]["env_steps"] == 10_000
+    payload = checkpoint.load(path)
+    for key, value in payload["agent"]["online"].items():
+        assert torch.equal(tensors[f"agent/online/{key}"], value), key
+    assert torch.equal(tensors["replay/frames"], payload["replay"]["frames"])
+    assert isinstance(payload["rng"]["python"], tuple), "tuples come back as tuples (random.setstate needs one)"
+    assert all(isinstance(k, int) for k in payload["agent"]["optimizer"]["state"]), "and int keys as ints"
+
+
+def test_checkpoint_round_trip_keeps_every_value_and_type(tmp_path):
+    shared = torch.arange(12.0)
+    payload = {"agent": {"w": torch.randn(3, 4).t(), "bf16": torch.ones(2, dtype=torch.bfloat16),
+                         "mask": torch.tensor([True, False]), "scalar": torch.tensor(7), "empty": torch.zeros(0, 3),
+                         "view_a": shared[:8], "view_b": shared[4:]},
+               "config": {"name": "catch"}, "opt": {0: {"step": torch.tensor(3.0)}, 1: {"lr": 1e-3}},
+               "rng": (3, tuple(range(5)), None), "big": 2**100 + 1, "floats": [float("nan"), float("inf"), 0.1],
+               "flags": [True, False, None, "text"], "__odd": {"__tensor__": "not a tensor"}}
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save(path, payload)
+    loaded = checkpoint.load(path)
+    for key, value in payload["agent"].items():
+        assert loaded["agent"][key].dtype == value.dtype and torch.equal(loaded["agent"][key], value), key
+    assert loaded["opt"][0]["step"] == 3.0 and loaded["opt"][1] == {"lr": 1e-3}
+    assert loaded["rng"] == (3, (0, 1, 2, 3, 4), None) and loaded["big"] == 2**100 + 1
+    assert loaded["floats"][0] != loaded["floats"][0] and loaded["floats"][1:] == [float("inf"), 0.1]
+    assert loaded["flags"] == [True, False, None, "text"] and loaded["__odd"] == {"__tensor__": "not a tensor"}
+
+
+def test_a_checkpoint_of_the_earlier_torch_format_still_loads_and_resumes_exactly(tmp_path):
+    first = train("catch", *CATCH, "total_steps=2200", "--run-dir", tmp_path / "new")
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    old = tmp_path / "old" / "checkpoints" / "latest.pt"
+    torch.save(checkpoint.load(old), old)                   # what drl.train wrote before safetensors
+    assert "state.json" not in zipfile.ZipFile(old).namelist()
+    for name in ("new", "old"):
+        proc = train("--resume", tmp_path / name, "total_steps=4000")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stable(tmp_path / "old") == stable(tmp_path / "new")
+    assert max(r["env_steps"] for r in rows(tmp_path / "old")) >= 4000
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda state: state["payload"]["agent"]["online"].update({next(iter(state["payload"]["agent"]["online"])):
+                                                               {"__tensor__": "missing"}}), "'missing'"),
+    (lambda state: state.update(version=99), "unknown checkpoint format"),
+])
+def test_a_crafted_json_record_is_refused_in_one_line(tmp_path, edit, needle):
+    run_dir = tmp_path / "run"
+    proc = train("catch", *CATCH, "total_steps=600", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = run_dir / "checkpoints" / "latest.pt"
+    with zipfile.ZipFile(path) as archive:
+        state, tensors = json.loads(archive.read("state.json")), archive.read("tensors.safetensors")
+    edit(state)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("state.json", json.dumps(state))
+        archive.writestr("tensors.safetensors", tensors)
+    proc = train("--resume", run_dir, "total_steps=1200")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreadable, truncated or corrupt" in lines[0] and needle in lines[0], lines
 
 
 _WRITER = """

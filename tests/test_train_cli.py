@@ -4,9 +4,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import torch
 import yaml
 
+from drl import checkpoint
 from drl.metrics import read_metrics
 
 SMALL = ["total_steps=400", "agent.learning_starts=200", "agent.batch_size=8", "replay.capacity=2000",
@@ -31,7 +31,7 @@ def test_atari_pong_run_writes_metrics_checkpoint_and_resumes(tmp_path):
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals[-1]["env_steps"] == 400 and -21 <= evals[-1]["return_mean"] <= 21
     assert any(r.get("train/loss") is not None for r in rows), "updates happened after learning_starts"
-    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["env_steps"] == 400
     updates_before = ckpt["agent"]["updates"]
 
@@ -42,7 +42,7 @@ def test_atari_pong_run_writes_metrics_checkpoint_and_resumes(tmp_path):
 
     proc = train("--resume", str(run_dir), "total_steps=800")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["env_steps"] == 800
     assert ckpt["agent"]["updates"] > updates_before
     rows2 = read_metrics(run_dir / "metrics.jsonl")
@@ -69,7 +69,7 @@ def test_doom_basic_drqn_run_writes_metrics_and_checkpoint(tmp_path):
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals and "kills_mean" in evals[-1] and evals[-1]["episodes"] == 2
     assert any(r.get("train/loss") is not None for r in rows)
-    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["env_steps"] == 480 and ckpt["config"]["agent"]["algo"] == "drqn"
     assert any(k.startswith("lstm.") for k in ckpt["agent"]["online"])
 
@@ -80,5 +80,5 @@ def test_flickering_pong_drqn_runs(tmp_path):
                  "replay.capacity=4000", "eval.interval=480", "eval.episodes=1", "eval.num_envs=1",
                  "eval.max_frames=400", "env.num_envs=2", "tracking.wandb=off", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ckpt = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["env_steps"] == 480 and ckpt["obs_shape"] == [1, 84, 84]

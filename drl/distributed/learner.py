@@ -28,9 +28,7 @@ from drl.distributed.collector import acting_weights
 from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
 from drl.loop import StopRequested, Trainer, linear, transitions_per_sample
-from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer, build_replay
-from drl.tracking import WandbTracker
 
 
 @dataclass
@@ -94,8 +92,7 @@ class Learner(Trainer):
                 self.replay.close()
             self.cluster.shutdown()
             raise
-        self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
-        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, tracker=self.tracker)
+        self._open_metrics(resumed=resume_from is not None)   # metrics.jsonl, W&B, TensorBoard (drl.loop.Trainer)
         self.incarnations = [info["incarnation"] for info in self.pool.infos]
         self.weights: list = []          # [ObjectRef] of the newest published weights
         self.version = -1                # learner updates at that publication
@@ -141,7 +138,7 @@ class Learner(Trainer):
         with StopRequested() as stop:
             self._stop = stop
             self.publish()
-            while c.env_steps < cfg.total_steps and not stop.requested:
+            while c.env_steps < cfg.total_steps and not stop.requested and not self.stop_early:
                 self.feed()
                 t0 = time.perf_counter()
                 arrivals = self.pool.poll(timeout=0.0 if self.owes_update() else 0.05)
@@ -163,7 +160,8 @@ class Learner(Trainer):
                 last_eval = self.run_evaluation(time.perf_counter() - started)
             c.wall_time = time.perf_counter() - started
             self.save_checkpoint()
-        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval}
+        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval,
+                "stopped_early": self.stop_early}
 
     def learning(self) -> bool:
         return self.counters.env_steps >= self.cfg.agent.learning_starts and len(self.replay) >= self.fill_needed

@@ -1,0 +1,229 @@
+"""``python -m drl.export RUN_DIR OUT_DIR [--episodes K] [--no-video] [--push REPO_ID]``: a trained agent as a
+folder ready for the Hugging Face Hub.
+
+OUT_DIR gets ``model.safetensors`` (the online Q-network's weights only; its metadata holds the observation shape
+and dtype, the number of actions and extra inputs, and the env steps trained), ``config.yaml`` (the run's config),
+``replay.mp4`` (one evaluation episode, the video ``drl.evaluate --video`` makes) and ``README.md``, a model card
+whose YAML front matter is what the Hub shows: ``library_name``, ``tags`` and a ``model-index`` with the mean
+reward ± std over the K episodes evaluated here. ``drl.load_agent(OUT_DIR)`` and ``python -m drl.evaluate OUT_DIR``
+load the folder. ``--push REPO_ID`` uploads it with huggingface_hub (``pip install -e ".[hub]"``) when you are
+logged in; otherwise one line says how to log in, before anything is evaluated or written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from drl import config
+from drl.cli import run_cli
+from drl.errors import UserError, first_line, require
+
+MODEL, CARD, CONFIG, VIDEO = "model.safetensors", "README.md", "config.yaml", "replay.mp4"
+FORMAT = "drl-model"
+LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or set HF_TOKEN"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m drl.export",
+                                     description="Export a trained run as a Hugging Face Hub model folder.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by drl.train")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (must be new or empty)")
+    parser.add_argument("--episodes", metavar="K", type=int, help="evaluation episodes (default: eval.episodes)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default RUN_DIR/checkpoints/latest.pt)")
+    parser.add_argument("--no-video", action="store_true", help="do not record replay.mp4")
+    parser.add_argument("--push", metavar="REPO_ID", help="upload the folder to this Hub model repo (user/name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing OUT_DIR")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the config's device)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------- the model file
+def is_export(folder: Path) -> bool:
+    return (Path(folder) / MODEL).is_file()
+
+
+def write_model(path: Path, payload: dict) -> None:
+    """The online network's weights of a checkpoint ``payload``, with what loading them needs as metadata."""
+    from safetensors.torch import save_file
+
+    online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
+    if not isinstance(online, dict):
+        raise UserError("this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
+                        "it cannot be exported")
+    metadata = {"format": FORMAT, "obs_shape": json.dumps(list(payload["obs_shape"])),
+                "obs_dtype": payload.get("obs_dtype", "uint8"), "num_actions": str(payload["num_actions"]),
+                "num_extras": str(payload.get("num_extras", 0)), "env_steps": str(payload["counters"]["env_steps"]),
+                "experiment": payload["config"].get("name", "")}
+    save_file({k: v.detach().cpu().contiguous() for k, v in online.items()}, str(path), metadata=metadata)
+
+
+def read_model(folder: Path, cfg: config.Config) -> dict:
+    """An exported folder's model as a payload ``drl.checkpoint.load_agent_state`` loads (``online_only``)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / MODEL
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            online = {key: f.get_tensor(key) for key in f.keys()}
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"its metadata says format {metadata.get('format')!r}, not {FORMAT!r}")
+        spec = {"obs_shape": json.loads(metadata["obs_shape"]), "obs_dtype": metadata["obs_dtype"],
+                "num_actions": int(metadata["num_actions"]), "num_extras": int(metadata["num_extras"])}
+        env_steps = int(metadata["env_steps"])
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise UserError(f"'{path}' is not a model written by drl.export ({first_line(exc, 120)}); export the run "
+                        "again") from None
+    return {"agent": {"online": online}, "online_only": True, "config": cfg.model_dump(),
+            "counters": {"env_steps": env_steps}, **spec}
+
+
+# ------------------------------------------------------------------------------------------------- the model card
+def env_id(cfg: config.Config) -> str:
+    """The environment's usual name: a Gymnasium id, ``PongNoFrameskip-v4`` for Atari (the protocol of the SB3 zoo
+    and CleanRL), ``doom-<scenario>``, else the env kind (``catch``, ``memory``)."""
+    env = cfg.env
+    if env.kind == "atari":
+        return "".join(part.capitalize() for part in env.game.split("_")) + "NoFrameskip-v4"
+    if env.kind == "doom":
+        return f"doom-{env.doom.scenario}"
+    return getattr(env, "id", None) or env.kind
+
+
+def card_metadata(cfg: config.Config, summary: dict) -> dict:
+    """The front matter the Hub reads: library, tags and the evaluation result as a ``model-index``."""
+    env, algo = env_id(cfg), cfg.agent.algo
+    return {
+        "library_name": "drl",
+        "tags": ["reinforcement-learning", "deep-reinforcement-learning", "drl", algo, env],
+        "model-index": [{
+            "name": f"{algo.upper()}-{env}",
+            "results": [{
+                "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
+                "dataset": {"name": env, "type": env},
+                "metrics": [{"type": "mean_reward", "name": "mean_reward", "verified": False,
+                             "value": f"{summary['return_mean']:.2f} +/- {summary['return_std']:.2f}"}],
+            }],
+        }],
+    }
+
+
+def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float, env_steps: int,
+               video: bool) -> str:
+    env, algo = env_id(cfg), cfg.agent.algo
+    front = yaml.safe_dump(card_metadata(cfg, summary), sort_keys=False)
+    a = cfg.agent
+    settings = [("experiment", cfg.name), ("algorithm", algo), ("encoder", cfg.network.encoder),
+                ("env steps trained", f"{env_steps:,}"), ("learning rate", f"{a.lr:g}"), ("gamma", f"{a.gamma:g}"),
+                ("n-step", a.n_step), ("batch size", a.batch_size), ("replay capacity", f"{cfg.replay.capacity:,}"),
+                ("prioritized replay", cfg.replay.prioritized), ("seed", cfg.seed)]
+    lines = [f"---\n{front}---", f"# {algo.upper()} agent playing {env}", "",
+             f"A value-based deep RL agent trained with drl (experiment `{cfg.name}`).", "",
+             "## Evaluation", "",
+             f"**mean_reward {summary['return_mean']:.2f} ± {summary['return_std']:.2f}** over {episodes} episodes "
+             f"(epsilon {epsilon:g}; median {summary['return_median']:g}, min {summary['return_min']:g}, "
+             f"max {summary['return_max']:g}). Scores are whole-episode, unclipped returns.", ""]
+    if video:
+        lines += [f"One evaluation episode: [`{VIDEO}`]({VIDEO})", ""]
+    lines += ["## Use", "", "```python", "import drl", "", 'agent = drl.load_agent("path/to/this/folder")   '
+              '# a folder downloaded from the Hub, or "zoo:NAME"',
+              "actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)",
+              "```", "", "```bash", f"python -m drl.evaluate path/to/this/folder --episodes {episodes} "
+              "--video play.mp4", "```", "", "## Training", "", "| setting | value |", "|---|---|",
+              *[f"| {k} | {v} |" for k, v in settings], "",
+              f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.", ""]
+    return "\n".join(lines)
+
+
+def read_card(path: Path) -> dict:
+    """The YAML front matter of a model card (``{}`` when it has none)."""
+    text = Path(path).read_text()
+    if not text.startswith("---\n"):
+        return {}
+    end = text.find("\n---", 4)
+    data = yaml.safe_load(text[4:end]) if end > 0 else None
+    return data if isinstance(data, dict) else {}
+
+
+def card_score(card: dict) -> tuple[str, str]:
+    """(env, "mean +/- std") from a card's model-index ("?" where missing)."""
+    try:
+        result = card["model-index"][0]["results"][0]
+        return str(result["dataset"]["name"]), str(result["metrics"][0]["value"])
+    except (KeyError, IndexError, TypeError):
+        return "?", "?"
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+def hub_token():
+    """(huggingface_hub, token) for ``--push``, or a one-line error saying how to log in."""
+    hub = require("huggingface_hub", "--push", "hub")
+    token = hub.get_token()
+    if not token:
+        raise UserError(f"--push needs a Hugging Face login; {LOGIN_HINT}, then export again")
+    return hub, token
+
+
+def push(hub, token: str, folder: Path, repo_id: str) -> str:
+    try:
+        api = hub.HfApi(token=token)
+        url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message="Upload drl agent")
+    except Exception as exc:  # noqa: BLE001 - network, permissions, bad repo id: one line
+        raise UserError(f"upload to {repo_id} failed ({first_line(exc, 160)}); the folder {folder} is complete, "
+                        "push it again later") from None
+    return str(url)
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise UserError(f"'{out}' exists and is not an empty folder; pass another OUT_DIR or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export(cfg: config.Config, payload: dict, out: Path, episodes: int, video: bool = True,
+           device: str | None = None):
+    """Write the folder: evaluate ``episodes`` episodes (recording one), then the model, config and model card."""
+    from drl.evaluate import play
+
+    played = play(cfg, payload, episodes, device=device, video=out / VIDEO if video else None, video_episodes=1)
+    write_model(out / MODEL, payload)
+    (out / CONFIG).write_text(config.to_yaml(cfg))
+    (out / CARD).write_text(model_card(cfg, played.summary, len(played.results), played.epsilon,
+                                       int(payload["counters"]["env_steps"]), video))
+    return played
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1 (got {args.episodes})")
+    hub, token = hub_token() if args.push else (None, None)   # before the evaluation: no login, nothing done
+    from drl.api import load_policy
+
+    _, cfg, payload = load_policy(args.run_dir, args.checkpoint)
+    out = Path(args.out_dir)
+    created = not out.exists()
+    prepare_out_dir(out, args.overwrite)
+    try:
+        played = export(cfg, payload, out, args.episodes or cfg.eval.episodes, not args.no_video, args.device)
+    except BaseException:
+        if created:   # a failed export leaves no half-written folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    files = ", ".join(f for f in (MODEL, CONFIG, CARD, VIDEO) if (out / f).is_file())
+    print(f"drl.export: {out}: {files}; mean_reward {played.summary['return_mean']:.2f} +/- "
+          f"{played.summary['return_std']:.2f} over {len(played.results)} episodes")
+    if args.push:
+        print(f"drl.export: pushed to {push(hub, token, out, args.push)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli("drl.export", main)
