@@ -156,7 +156,7 @@ class FakeState:
 
 
 def test_labeler_counts_visible_pixels_of_each_category():
-    labeler = FeatureLabeler(["health", "enemy", "ammo"])
+    labeler = FeatureLabeler(["health", "enemy_drawn", "ammo"])
     buf = np.zeros((4, 4))
     buf[0, :2], buf[1, 0], buf[3, 3] = 10, 20, 30
     seen = lambda *labels: labeler(FakeState(buf, list(labels)))  # noqa: E731
@@ -168,6 +168,23 @@ def test_labeler_counts_visible_pixels_of_each_category():
     assert seen(FakeLabel(30, "Poison", "Health")) == 0                  # health_gathering_supreme's poison
     with pytest.raises(ValueError, match="valid: enemy"):
         FeatureLabeler(["enemies"])
+
+
+def test_sight_line_against_walls_openings_and_the_field_of_view():
+    from envs.doom.labels import in_sight
+
+    # a wall from (5, -1) to (5, 1); a two-sided line from (5, 3) to (5, 5) whose opening spans z 20..60
+    walls = (np.array([[5, -1, 5, 1], [5, 3, 5, 5]], float), np.array([[np.inf, -np.inf], [20.0, 60.0]]))
+    player = (0.0, 0.0, 0.0, 0.0)   # at the origin at floor height 0, facing east; eye at z 41
+    targets = np.array([[10, 0, 0],     # behind the wall
+                        [3, 0, 0],      # in front of it
+                        [10, 8, 0],     # through the opening: the sight line crosses x=5 at y=4, z ~= 55
+                        [10, 8, 60],    # through the opening, but the line is too high there (z ~= 85)
+                        [-3, 0, 0],     # behind the player
+                        [1, 3, 0]],     # 72 degrees to the left: outside 90, inside 160
+                       float)
+    assert in_sight(player, targets, walls, 90.0).tolist() == [False, True, True, False, False, False]
+    assert in_sight(player, targets, walls, 160.0).tolist() == [False, True, True, False, False, True]
 
 
 def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
@@ -262,7 +279,7 @@ def test_unknown_feature_names_are_a_one_line_config_error():
 
 def test_the_head_is_off_in_every_experiment_but_the_features_one():
     on = {name: config.load(name).agent.aux.features for name in config.available_experiments()}
-    assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy"]}
+    assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy_drawn"]}
     cfg = config.load("doom-defend-the-center-features")
     base = config.load("doom-defend-the-center")
     assert cfg.agent.aux.weight == 1.0 and cfg.env == base.env and cfg.network == base.network

@@ -403,3 +403,112 @@ def test_deathmatch_reports_frags_deaths_and_game_minutes():
     assert out["frags_mean"] == 1.0 and out["deaths_mean"] == 2.0
     assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0   # totals, not means of ratios
     assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}])
+
+
+# ------------------------------------------------------------------------------------------ Arnold's deathmatch recipe
+
+def test_optional_groups_give_arnolds_53_combined_actions():
+    """``a*b*c*d``: each group pressed in one of its ways or not at all, all combinations but "nothing"; checked
+    against a naive enumeration of button sets."""
+    spec = "move_fb*move_lr*turn_lr*attack"
+    actions = ActionSet.from_spec(spec)
+    groups = [("MOVE_FORWARD", "MOVE_BACKWARD"), ("MOVE_LEFT", "MOVE_RIGHT"), ("TURN_LEFT", "TURN_RIGHT"), ("ATTACK",)]
+    naive = set()
+    for f in (None, *groups[0]):
+        for s in (None, *groups[1]):
+            for t in (None, *groups[2]):
+                for a in (None, *groups[3]):
+                    pressed = frozenset(b for b in (f, s, t, a) if b)
+                    if pressed:
+                        naive.add(pressed)
+    got = [frozenset(b for b, on in zip(actions.buttons, v) if on) for v in actions.vectors]
+    assert len(got) == len(set(got)) == len(naive) == 3 * 3 * 3 * 2 - 1
+    assert set(got) == naive
+    assert len(ActionSet.from_spec("turn_left;move_forward*attack").names) == 1 + 3   # mixes with ';'
+    with pytest.raises(ValueError, match="mixes"):
+        parse_actions("move_forward+attack*turn_lr")
+    with pytest.raises(ValueError, match="twice"):
+        parse_actions("attack;move_forward*attack")
+
+
+_RECIPE_PROBE = r"""
+import json
+import numpy as np
+from envs.doom import DoomGame, DoomSettings
+
+out = {}
+# Arnold's pickup terms from game-variable changes, on items given through the console (cheats on)
+g = DoomGame(DoomSettings("defend_the_center", game_variables=["health"],
+                          shaping=dict(weapon=1.0, ammo=10.0, armor=100.0)), seed=1)
+g.reset()
+g.game.send_game_command("sv_cheats 1")
+given = {}
+for cmd in ("give shotgun", "give shell", "give greenarmor"):
+    g.game.send_game_command(cmd)
+    given[cmd] = g.step(0).reward
+out["given"], out["given_events"] = given, dict(g.events)
+g.close()
+# random deathmatch play with every term on: counts per term
+shaping = dict(frag=1.0, death=-1.0, injured=-0.2, ammo_used=-0.04, medikit=0.2, armor=0.2, weapon=0.2, ammo=0.2)
+g = DoomGame(DoomSettings("deathmatch", buttons="move_fb*move_lr*turn_lr*attack", shaping=shaping), seed=5)
+rng, totals, shaped, native = np.random.default_rng(0), {}, 0.0, 0.0
+for _ in range(3):   # three 2-minute games
+    g.reset()
+    while True:
+        st = g.step(int(rng.integers(g.num_actions)))
+        shaped, native = shaped + st.reward, native + st.native_reward
+        if st.done:
+            break
+    for k, v in g.events.items():
+        totals[k] = totals.get(k, 0) + v
+out["events"], out["shaped"] = totals, shaped
+out["expected"] = sum(shaping[k if k != "suicide" else "frag"] * (v if k != "suicide" else -v)
+                      for k, v in totals.items())
+g.close()
+# Arnold's render: 400x225 with the crosshair, 60x108 observations, colour
+frames = {}
+for crosshair in (False, True):
+    g = DoomGame(DoomSettings("defend_the_center", resolution="RES_400X225", obs_height=60, obs_width=108,
+                              gray=False, crosshair=crosshair), seed=1)
+    frames[crosshair] = g.reset()[0]
+    g.close()
+out["shape"] = list(frames[True].shape)
+diff = np.abs(frames[True].astype(int) - frames[False].astype(int)).sum(0)
+out["diff_centre"], out["diff_elsewhere"] = int(diff[27:33, 51:57].sum()), int(diff.sum() - diff[27:33, 51:57].sum())
+print("JSON" + json.dumps(out))
+"""
+
+
+def test_arnolds_pickup_terms_render_and_crosshair_on_the_engine(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _RECIPE_PROBE], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1][4:])
+    # a shotgun: one weapon and its shells (one ammo type rose); shells alone; armor alone
+    assert res["given"] == {"give shotgun": 11.0, "give shell": 10.0, "give greenarmor": 100.0}
+    assert res["given_events"] == {"weapon": 1, "ammo": 2, "armor": 1}
+    # random play on cig map01 (no weapons lie there: the rocket launcher is given at the start)
+    events = res["events"]
+    for term in ("medikit", "ammo", "injured", "ammo_used", "death"):
+        assert events.get(term, 0) > 0, (term, events)
+    assert "weapon" not in events
+    assert res["shaped"] == pytest.approx(res["expected"])   # deathmatch has no native reward: shaping is all
+    assert res["shape"] == [3, 60, 108]
+    assert res["diff_centre"] > 0 and res["diff_elsewhere"] == 0   # the crosshair is drawn in the middle only
+
+
+def test_reset_on_respawn_starts_a_new_life_for_the_learner():
+    """A deathmatch death is ``terminated``; with ``reset_on_respawn`` it also sets ``reset`` (new LSTM state and
+    sequence) while the game, its episode and the report run on."""
+    seen = {}
+    for flag in (False, True):
+        s = DoomSettings("deathmatch", num_bots=7, buttons="attack;turn_lr", reset_on_respawn=flag)
+        with DoomVectorEnv(s, num_envs=1, device="cpu", seed=4) as env:
+            env.reset()
+            for _ in range(1000):   # firing rockets at close range kills the agent soon
+                st = env.step(torch.zeros(1, dtype=torch.long))
+                if st.terminated.any():
+                    seen[flag] = (bool(st.reset[0]), len(st.episodes))
+                    break
+    assert seen == {False: (False, 0), True: (True, 0)}

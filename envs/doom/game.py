@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from envs.doom import t_maze
-from envs.doom.labels import FeatureLabeler
+from envs.doom.labels import FeatureLabeler, horizontal_fov
 from envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
+
+_AMMO_TYPES = (2, 3, 5, 6)   # AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6 cells (Arnold's four)
+
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Rows: output pixels; columns: input pixels; entries: overlap fractions (rows sum to 1)."""
@@ -106,13 +110,21 @@ class DoomGame:
             g.set_episode_timeout(int(timeout))
         if settings.max_tics is not None and not 0 < g.get_episode_timeout() <= settings.max_tics:
             g.set_episode_timeout(int(settings.max_tics))   # 0: the scenario has no limit (defend_the_line)
+        if settings.crosshair:
+            g.set_render_crosshair(True)
         if settings.doom_skill is not None:
             g.set_doom_skill(int(settings.doom_skill))
         # game-feature labels (training targets): the labels buffer, which deathmatch's +viz_nocheat would hide
-        self._labeler = FeatureLabeler(settings.game_features) if settings.game_features else None
+        self._labeler = None
+        if settings.game_features:
+            w, h = (int(v) for v in settings.resolution[4:].split("X"))
+            self._labeler = FeatureLabeler(settings.game_features, fov=horizontal_fov(w, h))
         game_args = self.spec.game_args
         if self._labeler is not None:
             g.set_labels_buffer_enabled(True)
+            if self._labeler.needs_geometry:   # Arnold's enemy: objects and the map's walls, for line of sight
+                g.set_objects_info_enabled(True)
+                g.set_sectors_info_enabled(True)
             game_args = game_args.replace("+viz_nocheat 1", "")
         if game_args:
             g.add_game_args(game_args)
@@ -143,7 +155,10 @@ class DoomGame:
         if state is not None and state.screen_buffer is not None:
             self._last_frame = self._resize(state.screen_buffer)
             if self._labeler is not None:
-                self.labels = self._labeler(state)
+                pose = None
+                if self._labeler.needs_geometry:
+                    pose = tuple(self._var(v) for v in ("POSITION_X", "POSITION_Y", "POSITION_Z", "ANGLE"))
+                self.labels = self._labeler(state, pose)
         return self._last_frame
 
     def _tracked(self) -> dict[str, float]:
@@ -154,9 +169,15 @@ class DoomGame:
             out["frag"] = self._var("FRAGCOUNT")
         if s.pickup:
             out["pickup"] = self._var("ITEMCOUNT")
-        if s.health_gain or s.injured:
-            health = self._var("HEALTH")   # one read serves both terms
-            out["health_gain"] = out["injured"] = health
+        if s.health_gain or s.injured or s.medikit:
+            health = self._var("HEALTH")   # one read serves the three terms
+            out["health_gain"] = out["injured"] = out["medikit"] = health
+        if s.armor:
+            out["armor"] = self._var("ARMOR")
+        if s.weapon:
+            out["weapon"] = sum(self._var(f"WEAPON{i}") > 0 for i in range(1, 8))
+        if s.ammo:
+            out["ammo"] = tuple(self._var(f"AMMO{i}") for i in _AMMO_TYPES)
         if s.damage_taken:
             out["damage_taken"] = self._var("DAMAGE_TAKEN")
         if s.ammo_used:
@@ -182,8 +203,54 @@ class DoomGame:
             for _ in range(self.settings.num_bots):
                 g.send_game_command("addbot")
         self._native, self._length, self._deaths = 0.0, 0, 0
+        self.events: Counter[str] = Counter()   # how often each event-based shaping term fired this episode
         self._prev = self._tracked()
+        if self._labeler is not None:
+            self._labeler.new_episode()
         return self._grab().copy(), self._extras()
+
+    def _shaped(self, reward: float, respawned: bool, dead: bool) -> float:
+        """``reward`` plus this step's shaping terms, from the tracked game variables' changes (``DoomShaping``)."""
+        s = self._shaping
+        cur = self._tracked()
+        p = self._prev
+        if s.kill:
+            reward += s.kill * max(0.0, cur["kill"] - p["kill"])
+        if s.frag:
+            reward += s.frag * (cur["frag"] - p["frag"])
+            self.events["frag" if cur["frag"] >= p["frag"] else "suicide"] += int(abs(cur["frag"] - p["frag"]))
+        if s.pickup:
+            reward += s.pickup * max(0.0, cur["pickup"] - p["pickup"])
+        if s.health_gain and not respawned:
+            reward += s.health_gain * max(0.0, cur["health_gain"] - p["health_gain"])
+        if s.damage_taken:
+            reward += s.damage_taken * max(0.0, cur["damage_taken"] - p["damage_taken"])
+        if s.injured and not respawned and cur["injured"] < p["injured"]:
+            reward += s.injured
+            self.events["injured"] += 1
+        if s.ammo_used and not respawned and cur["ammo_used"] < p["ammo_used"]:
+            reward += s.ammo_used
+            self.events["ammo_used"] += 1
+        if not respawned:   # Arnold's pickups, from game-variable changes
+            if s.medikit and cur["medikit"] > p["medikit"]:
+                reward += s.medikit
+                self.events["medikit"] += 1
+            if s.armor and cur["armor"] > p["armor"]:
+                reward += s.armor
+                self.events["armor"] += 1
+            if s.weapon and cur["weapon"] > p["weapon"]:
+                reward += s.weapon * (cur["weapon"] - p["weapon"])
+                self.events["weapon"] += int(cur["weapon"] - p["weapon"])
+            if s.ammo:
+                rose = sum(now > before for now, before in zip(cur["ammo"], p["ammo"]))
+                reward += s.ammo * rose
+                self.events["ammo"] += rose
+        if s.death and dead:
+            reward += s.death
+            self.events["death"] += 1
+        reward += s.living
+        self._prev = cur
+        return reward
 
     def step(self, action: int) -> DoomStep:
         g, s = self.game, self._shaping
@@ -203,28 +270,7 @@ class DoomGame:
             self._deaths += 1
             g.respawn_player()
             respawned = True
-        reward = native
-        if s.active():
-            cur = self._tracked()
-            p = self._prev
-            if s.kill:
-                reward += s.kill * max(0.0, cur["kill"] - p["kill"])
-            if s.frag:
-                reward += s.frag * (cur["frag"] - p["frag"])
-            if s.pickup:
-                reward += s.pickup * max(0.0, cur["pickup"] - p["pickup"])
-            if s.health_gain and not respawned:
-                reward += s.health_gain * max(0.0, cur["health_gain"] - p["health_gain"])
-            if s.damage_taken:
-                reward += s.damage_taken * max(0.0, cur["damage_taken"] - p["damage_taken"])
-            if s.injured and not respawned and cur["injured"] < p["injured"]:
-                reward += s.injured
-            if s.ammo_used and not respawned and cur["ammo_used"] < p["ammo_used"]:
-                reward += s.ammo_used
-            if s.death and dead:
-                reward += s.death
-            reward += s.living
-            self._prev = cur
+        reward = self._shaped(native, respawned, dead) if s.active() else native
         extras = self._extras()
         if not finished:
             return DoomStep(self._grab().copy(), extras, reward, native, respawned, False, False)

@@ -102,11 +102,28 @@ def _one_line_list(names) -> str:
     return ", ".join(names)
 
 
+def _button_alternatives(part: str, action: str) -> tuple[str, ...]:
+    """One ``+`` / ``*`` operand -> the button aliases it stands for (a shorthand expands to its alternatives)."""
+    part = part.strip().lower()
+    if part in BUTTON_SHORTHANDS:
+        return BUTTON_SHORTHANDS[part]
+    if part in _ALL_BUTTON_NAMES:
+        return (part,)
+    close = difflib.get_close_matches(part, list(_ALL_BUTTON_NAMES) + list(BUTTON_SHORTHANDS), n=1)
+    raise ValueError(
+        f"unknown Doom button '{part}' in action '{action}'" + (f" (did you mean {close[0]}?)" if close else "")
+        + f"; valid: {_one_line_list(list(BUTTON_ALIASES) + list(BUTTON_SHORTHANDS))} "
+        "(or any binary vizdoom Button name in lower case)")
+
+
 def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
     """``"turn_lr+attack;move_forward"`` -> ``[("turn_left+attack", (aliases...)), ...]``.
 
     ``;`` separates actions, ``+`` joins buttons pressed together; shorthands (``turn_lr``, ``move_fb``,
-    ``move_lr``, ``look_ud``) expand combinatorially. Returns (name, button aliases) per action.
+    ``move_lr``, ``look_ud``) expand combinatorially. ``*`` joins *optional* groups, Arnold's combined actions:
+    each group is pressed in one of its ways or not at all, every combination but "nothing" is an action, so
+    ``move_fb*move_lr*turn_lr*attack`` gives 3·3·3·2 − 1 = 53 actions (move, strafe, turn and fire at once).
+    Returns (name, button aliases) per action.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"Doom action set must be a non-empty string like 'turn_left;turn_right;attack', got {spec!r}")
@@ -116,26 +133,22 @@ def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
         action = action.strip()
         if not action:
             raise ValueError(f"empty action in Doom action set {spec!r} (';;' or a trailing ';')")
-        alternatives = []
-        for part in action.split("+"):
-            part = part.strip().lower()
-            if part in BUTTON_SHORTHANDS:
-                alternatives.append(BUTTON_SHORTHANDS[part])
-            elif part in _ALL_BUTTON_NAMES:
-                alternatives.append((part,))
-            else:
-                close = difflib.get_close_matches(part, list(_ALL_BUTTON_NAMES) + list(BUTTON_SHORTHANDS), n=1)
-                raise ValueError(
-                    f"unknown Doom button '{part}' in action '{action}'"
-                    + (f" (did you mean {close[0]}?)" if close else "") + "; valid: "
-                    f"{_one_line_list(list(BUTTON_ALIASES) + list(BUTTON_SHORTHANDS))} "
-                    f"(or any binary vizdoom Button name in lower case)")
-        for combo in itertools.product(*alternatives):
+        if "*" in action and "+" in action:
+            raise ValueError(f"Doom action '{action}' mixes '+' and '*'; use one: '+' presses buttons together, "
+                             "'*' combines optional groups")
+        optional = "*" in action
+        groups = [_button_alternatives(part, action) for part in action.split("*" if optional else "+")]
+        if optional:
+            groups = [(None, *g) for g in groups]
+        for combo in itertools.product(*groups):
+            combo = tuple(c for c in combo if c is not None)
+            if not combo:
+                continue   # "press nothing" is not one of the combined actions (Arnold's count leaves it out)
             key = frozenset(_ALL_BUTTON_NAMES[c] for c in combo) - {None}
             if key in seen:
                 raise ValueError(f"Doom action set {spec!r} lists the button combination '{'+'.join(combo)}' twice")
             seen.add(key)
-            out.append(("+".join(combo), tuple(combo)))
+            out.append(("+".join(combo), combo))
     return out
 
 
@@ -181,10 +194,15 @@ class DoomShaping:
     """Reward-shaping weights added to the native reward for learning (all 0 = native reward only).
 
     Each weight multiplies a per-step change: ``kill`` per KILLCOUNT increase, ``frag`` per FRAGCOUNT change,
-    ``pickup`` per ITEMCOUNT increase, ``health_gain`` per health point gained (not on respawn),
+    ``pickup`` per ITEMCOUNT increase (single player only: ViZDoom does not count pickups in multiplayer, issue
+    #375), ``health_gain`` per health point gained (not on respawn),
     ``damage_taken`` per point of damage taken (use a negative weight to penalise), ``death`` once per death
     (negative to penalise), ``living`` every agent step; ``injured`` once per agent step in which health fell and
     ``ammo_used`` once per agent step in which the total ammo fell (Arnold's event-based terms; not on a respawn).
+    Arnold's pickup terms, read from game-variable changes (they work in deathmatch, where ITEMCOUNT does not):
+    ``medikit`` once per step in which health rose, ``armor`` once per step in which armor rose, ``weapon`` per
+    weapon newly owned (WEAPON1-7), ``ammo`` per ammo type (AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6
+    cells) that rose; none on the step of a respawn, whose reset inventory is not a pickup.
     """
     kill: float = 0.0
     frag: float = 0.0
@@ -195,6 +213,10 @@ class DoomShaping:
     living: float = 0.0
     injured: float = 0.0
     ammo_used: float = 0.0
+    medikit: float = 0.0
+    armor: float = 0.0
+    weapon: float = 0.0
+    ammo: float = 0.0
 
     def active(self) -> bool:
         return any(v != 0.0 for v in dataclasses.asdict(self).values())
@@ -221,6 +243,10 @@ class DoomSettings:
     doom_skill: int | None = None          # 1-5; None = scenario's
     max_tics: int | None = None            # a cap on the time limit (eval.max_frames); None = no cap
     game_features: tuple[str, ...] = ()    # per-frame label bits (envs/doom/labels.py), training targets only
+    crosshair: bool = False                # draw the crosshair (Arnold's deathmatch agents see it)
+    # Deathmatch: a death starts a new life for the learner (VecStep.reset on the death step: the LSTM state and
+    # the frame stack start from zeros, as Arnold resets his LSTM on respawn); the game runs on to its time limit.
+    reset_on_respawn: bool = False
 
     def __post_init__(self):
         self.scenario = str(self.scenario).strip().lower()

@@ -7,7 +7,9 @@ Semantics (see ``drl/vec_env.py`` for the contract):
 - ViZDoom renders no frame after the action that ends an episode, so ``final_obs`` repeats the last observation
   the agent saw (the previous step's ``obs``); ``final_extras`` are the game variables read after that action.
 - Deathmatch (bots): the agent respawns at once when killed; that step is ``terminated`` without ``reset``
-  (like an Atari life loss), the episode (and ``return``) runs on to the time limit.
+  (like an Atari life loss), the episode (and ``return``) runs on to the time limit. With
+  ``settings.reset_on_respawn`` that step also sets ``reset`` (a new life: recurrent state and frame stack start
+  from zeros, the replay starts a new sequence), while the game and its episode report run on.
 - Episode reports (``VecStep.episodes``): ``{"env", "return" (native whole-episode reward), "length" (agent
   steps)}`` plus the scenario measures: ``kills`` (KILLCOUNT), ``survival_tics`` (episode tics),
   ``success`` (1.0 if the episode ended neither by timeout nor by death), ``frags``/``deaths``/``minutes`` (deathmatch; minutes of game time).
@@ -19,7 +21,8 @@ Semantics (see ``drl/vec_env.py`` for the contract):
   observation seen; ``obs`` is the new game's first frame stack.
 
 Frame stacks are kept in the main process (newest frame last, zero-padded at episode start); workers write only
-the newest frame. Game variables are raw engine values (health 0-100+, ammo counts, ...), not normalised.
+the newest frame. Game variables (``extras``, ``final_extras``) are the engine's values (health 0-100+, ammo
+counts, ...) times ``settings.game_variable_scale`` (default 0.01, so health 100 reaches the agent as 1.0).
 With ``settings.game_features`` (training targets of the auxiliary head) ``labels`` are the bits of the features in
 view in the newest frame of ``obs`` (uint8 [N], ``envs/doom/labels.py``) and ``final_labels`` those of
 ``final_obs``'s newest frame (the last frame seen, so the previous step's ``labels``); None when off.
@@ -285,6 +288,7 @@ class DoomVectorEnv:
         terminated = np.zeros(n, bool)
         truncated = np.zeros(n, bool)
         reset = np.zeros(n, bool)
+        respawn_resets = self.settings.reset_on_respawn   # a deathmatch death (terminated, not done): a new life
         episodes = []
         for i in sorted(failed):
             truncated[i] = reset[i] = True
@@ -293,7 +297,7 @@ class DoomVectorEnv:
             if w in failed_workers:
                 continue
             for i, (r, _native, term, trunc, done, episode) in zip(self._slots[w], msg[1]):
-                reward[i], terminated[i], truncated[i], reset[i] = r, term, trunc, done
+                reward[i], terminated[i], truncated[i], reset[i] = r, term, trunc, done or (term and respawn_resets)
                 if episode is not None:
                     episodes.append({"env": i, **episode})
         episodes.sort(key=lambda ep: ep["env"])
