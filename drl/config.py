@@ -64,6 +64,8 @@ class DoomSettingsConfig(Section):
     num_bots: int = Field(7, ge=0)                   # deathmatch only: bots added at each episode start
     doom_skill: int | None = Field(None, ge=1, le=5)  # None: the scenario's
     games_per_worker: int | None = Field(None, ge=1)  # games per worker process; None: ceil(num_envs / cores)
+    crosshair: bool = False                          # draw the crosshair (Arnold's deathmatch agents see it)
+    reset_on_respawn: bool = False                   # deathmatch: a death starts a new life (zero LSTM state)
 
     @field_validator("game_variables", mode="before")
     @classmethod
@@ -219,6 +221,17 @@ class DistributedConfig(Section):
     num_cpus: int | None = Field(None, ge=1)         # local cluster's logical CPUs; None: enough for all collectors
 
 
+class InitFromConfig(Section):
+    """``init_from``: the run whose weights this run started from (``drl.train --init-from RUN_DIR``, see
+    ``drl/segments.py``). A record written by ``--init-from``, not an input: its env-step counter starts at 0."""
+    run_dir: str                                     # the parent run directory, as given to --init-from
+    source: Literal["checkpoint", "weights"]         # checkpoints/latest.pt (exact) or weights.safetensors (bf16)
+    env_steps: int = Field(ge=0)                     # the parent's own env steps when those weights were saved
+    chain_env_steps: int = Field(ge=0)               # env steps of the whole chain up to those weights (this run's
+                                                     #   rows add theirs: chain_env_steps in metrics.jsonl)
+    optimizer: bool = False                          # Adam's state came too (--init-optimizer)
+
+
 class Config(Section):
     name: str = "experiment"
     imports: list[str] = Field(default_factory=list)  # modules imported first: they register envs, agents, encoders
@@ -236,6 +249,7 @@ class Config(Section):
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    init_from: InitFromConfig | None = None          # the parent of a segment (written by drl.train --init-from)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -262,6 +276,8 @@ class Config(Section):
                              f"({self.replay.burn_in}); raise sequence_length or lower burn_in")
         if self.replay.sequence_overlap >= self.replay.sequence_length:
             raise ValueError("replay.sequence_overlap must be below replay.sequence_length")
+        if self.init_from is not None and self.init_from.chain_env_steps < self.init_from.env_steps:
+            raise ValueError("init_from.chain_env_steps must be at least init_from.env_steps")
         if self.agent.eps_end > self.agent.eps_start:
             raise ValueError("agent.eps_end must not exceed agent.eps_start")
         if self.replay.frames_on_device and self.distributed.collectors and self.distributed.replay == "actor":
@@ -359,6 +375,8 @@ def _describe(error: dict) -> str:
               "less_than_equal": "<= {le}"}
     if kind in bounds:
         return f"{key} must be {bounds[kind].format(**ctx)} (got {got!r}); set {key} within range"
+    if kind == "missing":
+        return f"{key} is required"
     if kind == "literal_error":
         return f"{key} must be one of {ctx.get('expected')} (got {got!r})"
     if kind == "value_error" and not key:
