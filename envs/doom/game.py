@@ -221,6 +221,7 @@ class DoomGame:
             self.events["frag" if cur["frag"] >= p["frag"] else "suicide"] += int(abs(cur["frag"] - p["frag"]))
         if s.pickup:
             reward += s.pickup * max(0.0, cur["pickup"] - p["pickup"])
+            self.events["pickup"] += int(max(0.0, cur["pickup"] - p["pickup"]))
         if s.health_gain and not respawned:
             reward += s.health_gain * max(0.0, cur["health_gain"] - p["health_gain"])
         if s.damage_taken:
