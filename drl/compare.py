@@ -1,10 +1,20 @@
-"""``python -m drl.compare RUN_DIR_OR_GROUP ... [--out DIR] [--metric return_mean] [--threshold X]``.
+"""``python -m drl.compare RUN_DIR_OR_GROUP ... [--chain SEG1 SEG2 ...] [--out DIR] [--metric return_mean]
+[--threshold X]``.
 
 Inputs are run directories (holding ``metrics.jsonl``), directories holding run directories (searched
 recursively) or glob prefixes (``runs/catch`` matches ``runs/catch*``). Runs are grouped by experiment name
 (``name`` in RUN_DIR/config.yaml); the runs of a group are its seeds, counted as distinct seed values (a repeated
 seed is named in a warning and in the labels; the statistics still use every run). With ``--wandb ENTITY/PROJECT``
 the runs come from the W&B server instead, and the inputs, if any, are group names.
+
+``--chain SEG1 SEG2 ...`` (repeatable: one chain per seed) reads the segments of one training, each started with
+``drl.train ... --init-from`` the one before (``drl/segments.py``), as ONE run of its group on the summed axis: a
+segment's rows after the step its successor started from are dropped, the rest are shifted by the steps (and
+frames) of the segments before it (and by ``init_from.chain_env_steps`` of the first, when that one is a segment
+too). A segment whose ``init_from.run_dir`` is not the segment listed before it is an error; run directories are
+matched by path, or by directory name when the chain was moved or trained on other machines. Chains are given
+explicitly rather than found from ``init_from`` links: the order and the cut points are then the user's choice,
+a parent with several children (seeds, branches) is no ambiguity, and a run is never merged without asking.
 
 Each environment (``env.kind`` plus the Atari game or Doom scenario, see ``env_name``) gets its own panel with its
 own y scale, and its own rows in the table (an ``env`` column when there are several). Outputs (in ``--out``,
@@ -45,7 +55,7 @@ GRID_POINTS = 200
 TRAIN_WINDOW = 20                         # training episodes per point of the smoothed training return
 UNKNOWN_ENV = "unknown env"
 DOOM_DEFAULT_SCENARIO = "health_gathering"  # what a Doom run without env.doom.scenario plays
-IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "device")
+IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "device", "init_from")
 
 
 @dataclass
@@ -99,6 +109,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, metavar="X", help="report env steps to first reach this score")
     parser.add_argument("--train-window", type=int, default=TRAIN_WINDOW, metavar="N",
                         help=f"training episodes per point of the training-return curves (default {TRAIN_WINDOW})")
+    parser.add_argument("--chain", nargs="+", action="append", default=[], metavar="SEG",
+                        help="the run directories of one training in segments (drl.train --init-from), in order: "
+                        "drawn as one run on the summed step axis; repeat --chain for each seed")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from the W&B server instead")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
@@ -151,7 +164,7 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
         event = row.get("event")
         if event == "eval":
             available |= {k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                          and k not in ("env_steps", "frames", "wall_time")}
+                          and k not in ("env_steps", "frames", "wall_time", "chain_env_steps")}
             value = row.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 _append_monotonic(run.evals, (int(row["env_steps"]), int(row.get("frames", row["env_steps"])),
@@ -194,6 +207,65 @@ def load_local(inputs: list[str], metric: str) -> list[Run]:
         hint = f"available: {', '.join(sorted(available))}" if available else "no run has evaluation rows yet"
         raise UserError(f"no run has eval metric '{metric}' ({hint}); pick one with --metric")
     return runs
+
+
+def _frames_per_step(run_dir: Path) -> int:
+    """Frames per env step of a run (frame skip): from its first row past step 0, else 1."""
+    for row in read_metrics(run_dir / "metrics.jsonl"):
+        steps, frames = row.get("env_steps"), row.get("frames")
+        if isinstance(steps, int) and isinstance(frames, int) and steps > 0:
+            return max(1, round(frames / steps))
+    return 1
+
+
+def _same_run(recorded, run_dir: Path) -> bool:
+    """Whether ``init_from.run_dir`` (as given to --init-from) names ``run_dir``: the same directory, or, for a chain
+    moved or trained on other machines, a directory of the same name."""
+    recorded = Path(str(recorded))
+    try:
+        if recorded.resolve() == run_dir.resolve():
+            return True
+    except OSError:
+        pass
+    return recorded.name == run_dir.resolve().name
+
+
+def load_chain(dirs: list[str], metric: str) -> Run:
+    """The segments of one training (``--chain``) as one run on the summed step axis (see the module docstring)."""
+    paths = [Path(d) for d in dirs]
+    for path in paths:
+        if not (path / "metrics.jsonl").is_file():
+            raise UserError(f"--chain: '{path}' is not a run directory (no metrics.jsonl); give the segments' run "
+                            "directories in the order they were trained")
+    segments = [load_local_run(path, metric)[0] for path in paths]
+    for k in range(1, len(paths)):
+        init = segments[k].config.get("init_from")
+        if not isinstance(init, dict):
+            raise UserError(f"--chain: {paths[k]} was not started from another run (no init_from in its "
+                            f"config.yaml); each segment after the first is started with drl.train ... --init-from "
+                            "THE_SEGMENT_BEFORE")
+        if not _same_run(init.get("run_dir"), paths[k - 1]):
+            raise UserError(f"--chain: {paths[k]} was started from {init.get('run_dir')} (init_from.run_dir in its "
+                            f"config.yaml), not from the segment listed before it, {paths[k - 1]}; list the segments "
+                            "in the order they were trained")
+    envs = list(dict.fromkeys(seg.env for seg in segments))
+    if len(envs) > 1:
+        raise UserError(f"--chain: the segments play different environments ({', '.join(envs)}); a chain is one "
+                        "training on one environment")
+    first = segments[0].config.get("init_from")
+    steps = int(first.get("chain_env_steps", 0)) if isinstance(first, dict) else 0   # steps before the first
+    frames = steps * _frames_per_step(paths[0])
+    chain = Run(group=segments[0].group, seed=segments[0].seed, source=" -> ".join(map(str, paths)),
+                config=segments[0].config)
+    for k, (seg, path) in enumerate(zip(segments, paths)):
+        fps = _frames_per_step(path)
+        cut = int(segments[k + 1].config["init_from"]["env_steps"]) if k + 1 < len(segments) else None
+        chain.evals += [(s + steps, f + frames, v) for s, f, v in seg.evals if cut is None or s <= cut]
+        chain.episodes += [(f + frames, r) for f, r in seg.episodes if cut is None or f <= cut * fps]
+        chain.sps += seg.sps
+        if cut is not None:
+            steps, frames = steps + cut, frames + cut * fps
+    return chain
 
 
 # ------------------------------------------------------------------------------------------------ W&B runs
@@ -549,13 +621,23 @@ def main(argv: list[str]) -> int:
         raise UserError("--threshold must be a finite number")
     if args.train_window < 1:
         raise UserError(f"--train-window must be at least 1 (got {args.train_window})")
+    if args.wandb and args.chain:
+        raise UserError("--chain reads local run directories; compare them without --wandb")
     if args.wandb:
         runs = load_wandb(args.wandb, args.inputs, metric)
-    elif not args.inputs:
-        raise UserError("give run directories, directories of runs or glob prefixes to compare "
-                        "(or --wandb ENTITY/PROJECT)")
+    elif not args.inputs and not args.chain:
+        raise UserError("give run directories, directories of runs or glob prefixes to compare, or --chain SEG1 "
+                        "SEG2 ... (or --wandb ENTITY/PROJECT)")
     else:
-        runs = load_local(args.inputs, metric)
+        runs = load_local(args.inputs, metric) if args.inputs else []
+        for dirs in args.chain:
+            chain = load_chain(dirs, metric)
+            if chain.evals:
+                runs.append(chain)
+            else:
+                _warn(f"chain {chain.source}: no evaluation rows with '{metric}'; skipped")
+        if not runs:
+            raise UserError(f"no segment of the chains has eval metric '{metric}'; pick one with --metric")
     groups = group_runs(runs)
     for group, members in groups.items():
         members.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.source))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from drl import checkpoint, runtime
+from drl import checkpoint, runtime, segments
 from drl.agent import EnvSpec, make_agent
 from drl.config import Config, to_yaml
 from drl.errors import TrainingDiverged, UserError, require
@@ -141,11 +141,14 @@ class Trainer:
         with Trainer(cfg, run_dir) as trainer:
             result = trainer.run()      # {"env_steps", "interrupted", "signal", "eval": the last evaluation row}
 
-    ``run_dir`` must exist (``drl.learn`` and the CLI create it); ``resume_from`` is a loaded checkpoint payload.
+    ``run_dir`` must exist (``drl.learn`` and the CLI create it); ``resume_from`` is a loaded checkpoint payload;
+    ``init_from`` a ``drl.segments.Parent`` (``load_parent``) whose weights a new run starts from (``cfg.init_from``
+    records it).
     ``add_eval_hook(fn)``: ``fn(row)`` sees each evaluation row as written; a true return stops the run there.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None,
+                 init_from: segments.Parent | None = None):
         self._set_up_runtime(cfg, run_dir)
         self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         self.eval_env = None
@@ -164,6 +167,8 @@ class Trainer:
             self.recent_returns: deque = deque(maxlen=20)
             if resume_from is not None:
                 self._restore(resume_from)
+            elif init_from is not None:
+                self.start_from(init_from)
         except BaseException:
             self.env.close()
             raise
@@ -189,7 +194,8 @@ class Trainer:
         self.tracker = None if cfg.tracking.wandb == "off" else WandbTracker(cfg, self.run_dir)
         self.tensorboard = TensorBoardTracker(self.run_dir, self.counters.env_steps if resumed else None) \
             if cfg.tracking.tensorboard else None
-        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, trackers=[self.tracker, self.tensorboard])
+        self.metrics = MetricsWriter(self.run_dir, self.env.frames_per_step, trackers=[self.tracker, self.tensorboard],
+                                     chain_offset=cfg.init_from.chain_env_steps if cfg.init_from is not None else None)
 
     def add_eval_hook(self, hook) -> None:
         """``hook(row)`` is called with every evaluation row (as written to metrics.jsonl: ``env_steps``,
@@ -257,10 +263,23 @@ class Trainer:
         return kwargs, sequences
 
     def save_checkpoint(self) -> Path:
+        """``checkpoints/latest.pt`` and, beside it, the small bf16 ``weights.safetensors`` of the online network (the
+        file a segment commits and the next one starts from: ``drl/segments.py``); both describe the same step."""
         path = self.run_dir / "checkpoints" / "latest.pt"
-        checkpoint.save(path, self.checkpoint_payload())
+        payload = self.checkpoint_payload()
+        checkpoint.save(path, payload)
+        online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
+        if isinstance(online, dict):
+            segments.save_weights(self.run_dir / segments.WEIGHTS, online, self.cfg, self.counters.env_steps,
+                                  self.obs_shape, self.spec.obs_dtype, self.env.num_actions, self.spec.num_extras,
+                                  self.env.frames_per_step)
         self.counters.checkpoints += 1
         return path
+
+    def start_from(self, parent: segments.Parent) -> None:
+        """A new run from another run's weights (``drl.train --init-from``): online and target networks (and the
+        optimizer with ``parent.optimizer``) from ``parent``; counters, replay and schedules stay this run's own."""
+        segments.start_from(self.agent, parent, self.cfg, self.obs_shape, self.env.num_actions, self.spec.num_extras)
 
     def _restore(self, payload: dict) -> None:
         fix = "resume with the config the run was started with"

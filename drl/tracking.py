@@ -118,7 +118,7 @@ def wandb_names(row: dict) -> dict:
     event = row.get("event")
     out = {}
     for key, value in row.items():
-        if key in ("event", "env_steps", "frames", "wall_time"):
+        if key in ("event", "env_steps", "frames", "wall_time", "chain_env_steps"):
             continue
         value = _scalar(value)
         if value is None:
@@ -135,6 +135,8 @@ def wandb_names(row: dict) -> dict:
         out[name] = value
     out["env_frames"] = int(row.get("frames", 0))
     out["env_steps"] = int(row.get("env_steps", 0))
+    if row.get("chain_env_steps") is not None:   # a segment (drl.train --init-from): steps of the whole chain
+        out["chain_env_steps"] = int(row["chain_env_steps"])
     if row.get("wall_time") is not None:
         out["wall_time"] = row["wall_time"]
     return out
@@ -272,7 +274,7 @@ class TensorBoardTracker:
             return
         step = int(row.get("env_steps", 0))
         for name, value in wandb_names(row).items():
-            if name not in ("env_frames", "env_steps", "wall_time"):
+            if name not in ("env_frames", "env_steps", "wall_time", "chain_env_steps"):
                 self.writer.add_scalar(name, value, global_step=step)
 
     def finish(self, summary: dict | None = None) -> None:

@@ -1,4 +1,5 @@
-"""``python -m drl.train EXPERIMENT [key=value ...]`` or ``python -m drl.train --resume RUN_DIR [key=value ...]``."""
+"""``python -m drl.train EXPERIMENT [key=value ...] [--init-from RUN_DIR [--init-optimizer]]`` or
+``python -m drl.train --resume RUN_DIR [key=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("experiment", nargs="?", help="experiment name or path to a YAML file")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. agent.lr=1e-4 env.num_envs=8")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    parser.add_argument("--init-from", metavar="RUN_DIR",
+                        help="start a new run from the weights of RUN_DIR (its checkpoint, else its weights.safetensors): "
+                        "online and target networks; fresh replay, counters and epsilon schedule (drl/segments.py)")
+    parser.add_argument("--init-optimizer", action="store_true",
+                        help="with --init-from: also take the optimizer state (needs RUN_DIR/checkpoints/latest.pt)")
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: OUTPUT_DIR/NAME-seedS-TIMESTAMP)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
     parser.add_argument("--seeds", metavar="S,S,...", help="run the experiment once per seed (one W&B group); "
@@ -35,6 +41,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.resume and args.experiment and "=" in args.experiment:
         args.overrides.insert(0, args.experiment)
         args.experiment = None
+    if args.resume and args.init_from:
+        raise UserError("--init-from starts a new run from another run's weights, --resume continues a run; give "
+                        "one of them")
+    if args.init_optimizer and not args.init_from:
+        raise UserError("--init-optimizer takes the optimizer state of the --init-from run; add --init-from RUN_DIR")
     if not args.resume and not args.experiment:
         parser.error("give an EXPERIMENT (one of: " + ", ".join(config.available_experiments()) + ") or --resume RUN_DIR")
     return args
@@ -84,7 +95,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.seeds is not None:
         return run_seeds(args)
-    old = None
+    old = parent = None
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").exists():
@@ -94,7 +105,17 @@ def main(argv: list[str]) -> int:
         payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
         checkpoint.check_experiment(payload, cfg.name, "resume the run directory that wrote it")
     else:
+        if any(o.split("=", 1)[0].strip().split(".")[0] == "init_from" and o.replace(" ", "") != "init_from=null"
+               for o in args.overrides):
+            raise UserError("init_from is written by --init-from, not set by an override: use --init-from RUN_DIR")
         cfg = config.load(args.experiment, args.overrides, imports=args.imports)
+        if cfg.init_from is not None and not args.init_from:   # e.g. a segment's config.yaml as the experiment
+            raise UserError(f"init_from is written by --init-from, not set in a config: use --init-from "
+                            f"{cfg.init_from.run_dir} (or init_from=null to start from scratch)")
+        if args.init_from:
+            from drl import segments  # heavy import (torch) after the config checks
+            parent = segments.load_parent(args.init_from, args.init_optimizer)
+            cfg.init_from = parent.record()
         if cfg.distributed.collectors:  # Ray is optional: without it, one line before anything is written
             from drl.distributed import require_ray
             require_ray(cfg.distributed.address)
@@ -103,7 +124,8 @@ def main(argv: list[str]) -> int:
     from drl.distributed import trainer_class  # Trainer, or the distributed Learner (distributed.collectors > 0)
     from drl.loop import replay_ratio, write_run_files  # heavy imports (torch) after the config checks
     try:  # set-up errors (device, env, memory, checkpoint contents) are one line; a new run dir is removed again
-        trainer = trainer_class(cfg)(cfg, run_dir, resume_from=payload)
+        trainer = trainer_class(cfg)(cfg, run_dir, resume_from=payload,
+                                     **({"init_from": parent} if parent is not None else {}))
     except BaseException as exc:
         if not args.resume:
             finish_run_dir(run_dir, old, run_dir)
@@ -118,6 +140,9 @@ def main(argv: list[str]) -> int:
         print(f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
               f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
               f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})")
+        if parent is not None:
+            print(f"drl: started from {parent.path} (its step {parent.env_steps:,}; {parent.chain_env_steps:,} env "
+                  f"steps along the chain){'; optimizer state too' if parent.optimizer is not None else ''}")
         result = trainer.run()
     finally:
         trainer.close()
@@ -149,6 +174,8 @@ def run_seeds(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     cfg = config.load(args.experiment, args.overrides, imports=args.imports)  # config errors once, before any run
     extra = (["--overwrite"] if args.overwrite else []) + [f"--import={m}" for m in args.imports]
+    if args.init_from:   # every seed starts from the same parent
+        extra += ["--init-from", args.init_from, *(["--init-optimizer"] if args.init_optimizer else [])]
     if args.debug:
         extra.append("--debug")
     parallel = min(args.parallel, len(seeds))

@@ -55,7 +55,7 @@ class Learner(Trainer):
             result = learner.run()   # {"env_steps", "interrupted", "signal", "eval"}
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None, init_from=None):
         require_ray(cfg.distributed.address)
         dist = cfg.distributed
         if dist.prioritized:
@@ -85,6 +85,8 @@ class Learner(Trainer):
             self.restarts = 0
             if resume_from is not None:
                 self._restore(resume_from)
+            elif init_from is not None:   # a drl.segments.Parent (drl.train --init-from)
+                self.start_from(init_from)
         except BaseException:
             if self.pool is not None:
                 self.pool.close()
