@@ -1,7 +1,10 @@
 """Shared pieces of the subprocess tests."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,3 +19,20 @@ def offline_env(tmp_path: Path) -> dict:
     env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
                WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))
     return env
+
+
+def cli(module: str, *args, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m module args...`` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+
+
+def run_engine_probe(script: str, cwd: Path, timeout: float = 300) -> dict:
+    """Run ``script`` (Python source that ends by printing ``JSON`` + a JSON object) in a subprocess with the
+    repository on the path, and return the object. ViZDoom games run there, never in the pytest process (several
+    games in one process have hung for users)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1][4:])

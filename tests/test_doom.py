@@ -5,11 +5,8 @@ in one process have hung for users): scenario loading runs in one subprocess, ve
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 import torch
 
 from drl.processes import alive, pids, stat_fields
+from tests.helpers import run_engine_probe
 from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +105,7 @@ print("JSON" + json.dumps(out))
 
 
 def test_every_scenario_loads_with_its_defaults(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _SCENARIO_PROBE], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1]
-    res = json.loads(line[4:])
+    res = run_engine_probe(_SCENARIO_PROBE, tmp_path, timeout=120)
     assert set(SCENARIOS) | {"defend_the_center_rgb"} == set(res)
     for name in SCENARIOS:
         r, s = res[name], DoomSettings(name)
@@ -480,11 +473,7 @@ print("JSON" + json.dumps(out))
 
 
 def test_arnolds_pickup_terms_render_and_crosshair_on_the_engine(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _RECIPE_PROBE], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1][4:])
+    res = run_engine_probe(_RECIPE_PROBE, tmp_path)
     # a shotgun: one weapon and its shells (one ammo type rose); shells alone; armor alone
     assert res["given"] == {"give shotgun": 11.0, "give shell": 10.0, "give greenarmor": 100.0}
     assert res["given_events"] == {"weapon": 1, "ammo": 2, "armor": 1}

@@ -6,17 +6,10 @@ Games run in one subprocess (several games in one pytest process have hung for u
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from envs.doom import t_maze
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_engine_probe
 
 _PROBE = r"""
 import json, sys
@@ -102,12 +95,7 @@ print("JSON" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=tmp_path_factory.mktemp("tmaze"), env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")][-1]
-    return json.loads(line[4:])
+    return run_engine_probe(_PROBE, tmp_path_factory.mktemp("tmaze"))
 
 
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))

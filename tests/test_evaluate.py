@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -13,14 +11,13 @@ import pytest
 from drl.errors import UserError
 from drl.evaluate import main as evaluate_main
 from drl.wandb_records import find_run_files, read_run
-from tests.helpers import FAST_CATCH as _FAST, ROOT, offline_env
+from tests.helpers import FAST_CATCH as _FAST, cli as run_module, offline_env
 
 FAST_CATCH = ["total_steps=2000", *_FAST]
 
 
 def cli(module: str, *args, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=180)
+    return run_module(module, *args, env=env, timeout=180)
 
 
 @pytest.fixture(scope="module")

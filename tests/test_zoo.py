@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import imageio.v2 as imageio
 import pytest
@@ -14,14 +13,13 @@ import drl
 from drl import zoo
 from drl.errors import UserError
 from drl.export import card_score, read_card
-from tests.helpers import FAST_CATCH, ROOT
+from tests.helpers import FAST_CATCH, cli as run_module
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 
 
 def cli(module: str, *args, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
+    return run_module(module, *args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
