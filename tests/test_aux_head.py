@@ -277,9 +277,10 @@ def test_unknown_feature_names_are_a_one_line_config_error():
     assert config.load("doom-basic", ["agent.aux.features=enemy,ammo"]).agent.aux.features == ["enemy", "ammo"]
 
 
-def test_the_head_is_off_in_every_experiment_but_the_features_one():
+def test_the_head_is_off_in_every_experiment_but_the_features_one_and_deathmatch():
     on = {name: config.load(name).agent.aux.features for name in config.available_experiments()}
-    assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy_drawn"]}
+    assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy_drawn"],
+                                                        "doom-deathmatch": ["target", "enemy"]}   # Arnold's
     cfg = config.load("doom-defend-the-center-features")
     base = config.load("doom-defend-the-center")
     assert cfg.agent.aux.weight == 1.0 and cfg.env == base.env and cfg.network == base.network
