@@ -250,7 +250,8 @@ def test_catch_is_solved_on_a_running_cluster_with_the_replay_in_its_own_actor(t
         assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
         train_rows = rows(run_dir, "train")
         assert train_rows[-1]["updates"] > 0 and {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
-        assert all(r["replay_actor_share"] >= 0 for r in train_rows) and train_rows[-1]["replay_actor_share"] > 0
+        # single log windows can read 0 (5 of 29 in one run under load): the actor must have stored in some window
+        assert all(r["replay_actor_share"] >= 0 for r in train_rows) and max(r["replay_actor_share"] for r in train_rows) > 0
         assert config.load_run_config(run_dir).distributed.replay == "actor"
     finally:
         os.killpg(head.pid, signal.SIGTERM)     # --block: stopping it stops the node's processes
