@@ -194,8 +194,7 @@ class DoomGame:
                 self._cue_rng = np.random.default_rng(int(seed))
             self.cue = int(self._cue_rng.integers(len(t_maze.CUES)))
             g.set_doom_map(t_maze.CUES[self.cue][0])
-            self._started = True
-        if self._started or seed is not None:
+        if self._started or seed is not None or self._maze is not None:   # a new map needs a new episode
             g.new_episode()
         self._started = True
         if self.spec.bots:
