@@ -2,5 +2,5 @@
 (``"module:Class"``), so validating a config imports no torch; ``drl.agent.make_agent`` builds one."""
 from drl.registry import register_agent
 
-register_agent("dqn", "agents.dqn:DQN")
-register_agent("drqn", "agents.drqn:DRQN")
+register_agent("dqn", "drl.agents.dqn:DQN")
+register_agent("drqn", "drl.agents.drqn:DRQN")

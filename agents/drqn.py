@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agents.dqn import DQN, double_q_target, epsilon_greedy, game_feature_loss
+from drl.agents.dqn import DQN, double_q_target, epsilon_greedy, game_feature_loss
 from drl.networks import train_mode
 from drl.replay import SequenceBatch
 

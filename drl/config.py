@@ -6,6 +6,7 @@ that names the key and the fix. The CLIs print it and exit with code 2.
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from drl import registry
 from drl.errors import UserError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# the named experiments: the repository's experiments/ folder, installed as the package data of drl.experiments
+EXPERIMENTS_DIR = Path(str(importlib.resources.files("drl.experiments")))
 
 
 class ConfigError(UserError):
@@ -123,7 +125,7 @@ class AuxConfig(Section):
         if isinstance(value, str):  # "enemy,health" on the command line
             value = [v for v in value.replace(";", ",").replace("+", ",").split(",") if v.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            from envs.doom.labels import check_features
+            from drl.envs.doom.labels import check_features
             try:
                 return check_features(v.strip().lower() for v in value)
             except ValueError as exc:
@@ -320,8 +322,8 @@ DEFAULT_ENV_KIND = "atari"
 
 def load_builtins() -> None:
     """Register the built-in env kinds, agents and encoders (lazily: nothing heavy is imported)."""
-    import agents  # noqa: F401
-    import envs  # noqa: F401
+    import drl.agents  # noqa: F401
+    import drl.envs  # noqa: F401
 
 
 def env_config_class(kind: str) -> type[EnvSection]:

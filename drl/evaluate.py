@@ -153,7 +153,7 @@ def play(cfg, payload: dict, episodes: int, epsilon: float | None = None, num_en
     from drl import runtime
     from drl.agent import EnvSpec, make_agent
     from drl.loop import evaluate, summarize
-    from envs import make_env, supports_screens
+    from drl.envs import make_env, supports_screens
 
     epsilon = cfg.eval.epsilon if epsilon is None else epsilon
     num_envs = min(num_envs or cfg.eval.num_envs, episodes)

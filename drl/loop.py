@@ -24,7 +24,7 @@ from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer, build_replay
 from drl.tracking import TensorBoardTracker, WandbTracker
 from drl.vec_env import unpack_labels
-from envs import make_env
+from drl.envs import make_env
 
 
 @dataclass

@@ -7,7 +7,7 @@ Conventions (N = number of envs stepping together):
   each kind in its own dtype. It keeps only the newest frame of each step and rebuilds stacks at sample time; a
   stack that would reach before an episode start is zero-padded (this is what ALE's own stack does at reset).
 - ``extras`` are float32 ``[N, K]`` per-step inputs beside obs (Doom game variables), or ``None`` when ``K == 0``.
-- ``labels`` (only from envs built with ``labels=`` names, i.e. ``agent.aux.features``): uint8 ``[N]``, bit ``i`` set
+- ``labels`` (only from drl.envs built with ``labels=`` names, i.e. ``agent.aux.features``): uint8 ``[N]``, bit ``i`` set
   when game feature ``i`` is in view in the newest frame of obs. Training targets of an auxiliary head, never an
   input of the agent; ``None`` otherwise.
 - Autoreset happens in the same step: on a step where ``reset[i]`` is true, ``obs[i]`` is already the first

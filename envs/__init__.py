@@ -8,11 +8,11 @@ from drl import config as _config
 from drl.errors import UserError
 from drl.registry import ENV_KINDS, register_env, resolve
 
-register_env("atari", _config.AtariEnvConfig, "envs.atari:make_atari_env")
-register_env("doom", _config.DoomEnvConfig, "envs.doom:make_doom_env")
-register_env("gym", _config.GymEnvConfig, "envs.gym:make_gym_env")
-register_env("catch", _config.CatchEnvConfig, "envs.torch_native:make_catch_env")
-register_env("memory", _config.MemoryEnvConfig, "envs.torch_native:make_memory_env")
+register_env("atari", _config.AtariEnvConfig, "drl.envs.atari:make_atari_env")
+register_env("doom", _config.DoomEnvConfig, "drl.envs.doom:make_doom_env")
+register_env("gym", _config.GymEnvConfig, "drl.envs.gym:make_gym_env")
+register_env("catch", _config.CatchEnvConfig, "drl.envs.torch_native:make_catch_env")
+register_env("memory", _config.MemoryEnvConfig, "drl.envs.torch_native:make_memory_env")
 
 
 def make_env(cfg: _config.EnvSection, device, seed: int, num_envs: int | None = None, evaluation: bool = False,

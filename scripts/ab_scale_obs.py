@@ -3,7 +3,7 @@ before 2026-11-28 against today's ``scale_obs`` (straight to bf16 inside autocas
 updates, median times and paired ratios. Run on an idle machine: ``python scripts/ab_scale_obs.py``."""
 import time, statistics, numpy as np, torch
 import drl.networks as nets, agents.dqn as dqn_mod
-from agents.dqn import DQN
+from drl.agents.dqn import DQN
 from drl import config
 from drl.agent import EnvSpec
 from drl.replay import TransitionBatch

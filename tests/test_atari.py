@@ -6,7 +6,7 @@ import torch
 from ale_py.vector_env import AtariVectorEnv
 
 from drl.replay import ReplayBuffer
-from envs.atari import AtariVecEnv
+from drl.envs.atari import AtariVecEnv
 from tests.test_replay import check_batch_against_reference
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import agents.dqn
-import agents.drqn
-from agents.dqn import DQN
-from agents.drqn import DRQN
+import drl.agents.dqn
+import drl.agents.drqn
+from drl.agents.dqn import DQN
+from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
 from drl.errors import UserError
@@ -18,7 +18,7 @@ from drl.loop import evaluate, summarize
 from drl.networks import QNetwork, doom_encoder, train_mode
 from drl.replay import ReplayBuffer, SequenceBatch, TransitionBatch
 from drl.vec_env import VecStep, unpack_labels
-from envs.doom.labels import FeatureLabeler
+from drl.envs.doom.labels import FeatureLabeler
 from tests.test_replay import NaiveStream
 
 CPU = torch.device("cpu")
@@ -171,7 +171,7 @@ def test_labeler_counts_visible_pixels_of_each_category():
 
 
 def test_sight_line_against_walls_openings_and_the_field_of_view():
-    from envs.doom.labels import in_sight
+    from drl.envs.doom.labels import in_sight
 
     # a wall from (5, -1) to (5, 1); a two-sided line from (5, 3) to (5, 5) whose opening spans z 20..60
     walls = (np.array([[5, -1, 5, 1], [5, 3, 5, 5]], float), np.array([[np.inf, -np.inf], [20.0, 60.0]]))
@@ -188,7 +188,7 @@ def test_sight_line_against_walls_openings_and_the_field_of_view():
 
 
 def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
-    from envs.doom import DoomSettings, DoomVectorEnv
+    from drl.envs.doom import DoomSettings, DoomVectorEnv
 
     # basic: one monster, always in view at the start; no health items. 60 tics = episodes of <= 15 steps.
     s = DoomSettings("basic", timeout=60, game_features=("health", "enemy"))
@@ -210,7 +210,7 @@ def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
 
 
 def test_deathmatch_gives_labels_although_it_runs_with_viz_nocheat():
-    from envs.doom import DoomSettings, DoomVectorEnv
+    from drl.envs.doom import DoomSettings, DoomVectorEnv
 
     s = DoomSettings("deathmatch", num_bots=1, timeout=40, game_features=("enemy", "health", "ammo"))
     with DoomVectorEnv(s, num_envs=1, seed=1) as env:
@@ -287,7 +287,7 @@ def test_the_head_is_off_in_every_experiment_but_the_features_one_and_deathmatch
 
 
 def test_kinds_without_labels_refuse_the_head():
-    from envs import make_env
+    from drl.envs import make_env
 
     cfg = config.load("catch", ["agent.aux.features=[enemy]"])
     with pytest.raises(UserError, match="does not produce"):
@@ -335,14 +335,14 @@ def test_dropout_is_on_in_the_loss_only_and_targets_come_from_eval_mode(algo, mo
     g = torch.Generator().manual_seed(3)
     batch = transition_batch(32, g) if algo == "dqn" else sequence_batch(4, 8, g)
     seen = []
-    real = agents.dqn.double_q_target
+    real = drl.agents.dqn.double_q_target
 
     def spy(q_choice, q_target, *args):
         seen.append((q_choice.clone(), q_target.clone()))
         return real(q_choice, q_target, *args)
 
-    monkeypatch.setattr(agents.dqn, "double_q_target", spy)
-    monkeypatch.setattr(agents.drqn, "double_q_target", spy)
+    monkeypatch.setattr(drl.agents.dqn, "double_q_target", spy)
+    monkeypatch.setattr(drl.agents.drqn, "double_q_target", spy)
     losses = [float(agent.loss(batch)[0].detach()) for _ in range(2)]
     assert losses[0] != losses[1], "dropout acts in the loss's forward"
     assert all(torch.equal(a, b) for a, b in zip(*seen)), "Double DQN's choice and the target use eval mode"

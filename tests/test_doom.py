@@ -16,7 +16,7 @@ import torch
 
 from drl.processes import alive, pids, stat_fields
 from tests.helpers import run_engine_probe
-from envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
+from drl.envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_settings_validation():
 _SCENARIO_PROBE = r"""
 import json, sys
 import numpy as np
-from envs.doom import SCENARIOS, DoomGame, DoomSettings
+from drl.envs.doom import SCENARIOS, DoomGame, DoomSettings
 out = {}
 rgb_raw = {"gray": False, "obs_height": 45, "obs_width": 70, "game_variable_scale": 1.0}
 variants = [(name, {}) for name in SCENARIOS] + [("defend_the_center", rgb_raw)]
@@ -206,7 +206,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         victim_engine_ids = list(env._pool.engine_ids[0])
         assert victim_engine_ids and all(os.path.exists(f"/dev/shm/ViZDoomSM{x}") for x in victim_engine_ids)
         os.kill(victim, signal.SIGKILL)
-        with caplog.at_level("WARNING", logger="envs.doom"):
+        with caplog.at_level("WARNING", logger="drl.envs.doom"):
             st = env.step(torch.zeros(2, dtype=torch.long))
         # noticed as a death (pipe EOF when receiving, or a closed pipe when sending on a loaded machine), not by
         # waiting out step_timeout; logged as a warning
@@ -234,7 +234,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         os.kill(hung, signal.SIGSTOP)
         env.step_timeout = 1.0
         caplog.clear()
-        with caplog.at_level("WARNING", logger="envs.doom"):
+        with caplog.at_level("WARNING", logger="drl.envs.doom"):
             st = env.step(torch.zeros(2, dtype=torch.long))
         env.step_timeout = 10.0
         assert env.worker_restarts == 2 and "did not answer" in caplog.records[-1].getMessage()
@@ -259,7 +259,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
 
 @pytest.mark.parametrize("shape, out", [((120, 160), (60, 80)), ((120, 160, 3), (30, 40)), ((96, 128), (6, 8))])
 def test_block_resize_equals_naive_rounded_block_mean(shape, out):
-    from envs.doom.game import _AreaResize
+    from drl.envs.doom.game import _AreaResize
 
     img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     got = _AreaResize(shape[0], shape[1], *out)(img)
@@ -312,7 +312,7 @@ def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none
     """eval.max_frames reaches Doom (make_doom_env's ``max_frames``, in tics): defend_the_line has no time limit of
     its own, so without the cap an evaluation of a good agent could run forever; with it, episodes end truncated."""
     from drl import config
-    from envs.doom import make_doom_env
+    from drl.envs.doom import make_doom_env
 
     cfg = config.load("doom-defend-the-line", ["env.num_envs=1"]).env
     env = make_doom_env(cfg, num_envs=1, device=torch.device("cpu"), seed=3, evaluation=True, max_frames=40)
@@ -427,7 +427,7 @@ def test_optional_groups_give_arnolds_53_combined_actions():
 _RECIPE_PROBE = r"""
 import json
 import numpy as np
-from envs.doom import DoomGame, DoomSettings
+from drl.envs.doom import DoomGame, DoomSettings
 
 out = {}
 # Arnold's pickup terms from game-variable changes, on items given through the console (cheats on)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from envs.doom import t_maze
+from drl.envs.doom import t_maze
 from tests.helpers import run_engine_probe
 
 _PROBE = r"""
 import json, sys
 import numpy as np
-from envs.doom import DoomGame, DoomSettings
+from drl.envs.doom import DoomGame, DoomSettings
 
 out = {}
 for variant in ("t_maze", "t_maze_long"):
@@ -102,7 +102,7 @@ def probe(tmp_path_factory):
 def test_committed_wad_is_what_the_generator_writes(variant, tmp_path):
     written = t_maze.write_wad(variant, tmp_path / f"{variant}.wad")
     assert written.read_bytes() == t_maze.wad_path(variant).read_bytes(), \
-        "rerun `python -m envs.doom.t_maze` and commit the WADs"
+        "rerun `python -m drl.envs.doom.t_maze` and commit the WADs"
 
 
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))

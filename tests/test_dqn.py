@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import DQN, epsilon_greedy
+from drl.agents.dqn import DQN, epsilon_greedy
 from drl import config
 from drl.agent import EnvSpec
 from drl.replay import TransitionBatch
@@ -222,7 +222,7 @@ def test_acting_precision_on_a_cpu(act_bf16):
 
 
 def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
-    from agents.drqn import DRQN
+    from drl.agents.drqn import DRQN
 
     cfg = config.load("doom-basic")
     torch.manual_seed(0)

@@ -77,8 +77,8 @@ def test_videos_play_in_real_time_where_the_world_has_a_clock():
     import torch
 
     from drl.evaluate import default_fps
-    from envs.atari import AtariVecEnv
-    from envs.torch_native import CatchEnv
+    from drl.envs.atari import AtariVecEnv
+    from drl.envs.torch_native import CatchEnv
 
     atari = AtariVecEnv("pong", 1, torch.device("cpu"), frame_skip=4, num_threads=1)
     try:

@@ -105,7 +105,7 @@ def test_the_loaded_folder_acts_like_the_run(exported):
     assert from_export.spec == from_run.spec
     generator = torch.Generator().manual_seed(0)
     obs = torch.randint(0, 256, (256, *from_run.spec.obs_shape), dtype=torch.uint8, generator=generator)
-    from envs.torch_native import CatchEnv
+    from drl.envs.torch_native import CatchEnv
     env = CatchEnv(64, seed=3)
     step = env.reset(seed=3)
     real = [step.obs]

@@ -89,7 +89,7 @@ def test_gym_env_streams_equal_single_gymnasium_envs():
     obs, rewards, flags, final_obs at the same-step autoreset, and the episode reports."""
     import gymnasium as gym
 
-    from envs.gym import GymVecEnv
+    from drl.envs.gym import GymVecEnv
 
     n, rng = 3, np.random.default_rng(0)
     vec = GymVecEnv("CartPole-v1", n, torch.device("cpu"), seed=5, frame_stack=2)
@@ -124,7 +124,7 @@ def test_gym_screens_are_each_envs_own_render():
     frames a plain ``gymnasium.make(render_mode="rgb_array")`` env shows after the same seeds and actions."""
     import gymnasium as gym
 
-    from envs.gym import GymVecEnv
+    from drl.envs.gym import GymVecEnv
 
     n, rng = 2, np.random.default_rng(1)
     for mode in ("sync", "async"):
@@ -151,7 +151,7 @@ def test_gym_screens_are_each_envs_own_render():
 
 
 def test_gym_async_vectorization_equals_sync():
-    from envs.gym import GymVecEnv
+    from drl.envs.gym import GymVecEnv
 
     envs = [GymVecEnv("CartPole-v1", 2, torch.device("cpu"), seed=1, vectorization=mode) for mode in ("sync", "async")]
     steps = [env.reset(seed=1) for env in envs]
@@ -169,7 +169,7 @@ def test_gym_async_vectorization_equals_sync():
 
 
 def test_gym_observation_kinds_and_unsupported_spaces():
-    from envs.gym import GymVecEnv
+    from drl.envs.gym import GymVecEnv
 
     minatar = GymVecEnv("MinAtar/Breakout-v1", 2, torch.device("cpu"), seed=0)   # bool [10, 10, 4] images
     step = minatar.reset(seed=0)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.drqn import DRQN
+from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
 from drl.networks import QNetwork, lstm_unroll
 from drl.replay import ReplayBuffer
-from envs.torch_native import MemoryEnv
+from drl.envs.torch_native import MemoryEnv
 from tests.test_replay import NaiveStream, naive_target
 
 HIDDEN = 3

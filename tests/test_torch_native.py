@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from drl.vec_env import VecStep
-from envs.torch_native import CatchEnv, MemoryEnv
+from drl.envs.torch_native import CatchEnv, MemoryEnv
 
 
 def _rand_actions(gen: torch.Generator, n: int, k: int) -> torch.Tensor:

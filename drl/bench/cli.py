@@ -108,6 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--worlds", default=None, metavar="W,W",
                    help="distributed section only: the worlds to measure (default all: "
                         "pong,pong-replay-actor,catch,doom)")
+    p.add_argument("--runs", type=Path, default=Path("docs/runs"), metavar="DIR",
+                   help="committed run directories whose steps to 18 the Pong projection uses (default docs/runs, "
+                        "the repository's, when run from a checkout)")
     p.add_argument("--task", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec) and print it
     args = p.parse_args(argv)
     q = args.quick
@@ -234,7 +237,7 @@ def main(argv: list[str]) -> int:
     memory["bench parent"] = self_peak_mb()
     result["memory"] = memory
 
-    result["time_to_18"] = time_to_score(result["pong"])
+    result["time_to_18"] = time_to_score(result["pong"], args.runs)
     result["targets"] = targets(result)
     result["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["meta"]["duration_s"] = time.time() - started

@@ -8,12 +8,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from drl import processes
 
 RESULT_TAG = "DRL_BENCH_RESULT "
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _CHILD_PEAK_MB = [0.0]
 
@@ -95,7 +93,7 @@ class Runner:
         t0 = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, "-m", "drl.bench", "--task", json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=self.timeout, env=env, cwd=REPO_ROOT)
+                                  capture_output=True, text=True, timeout=self.timeout, env=env)
         except subprocess.TimeoutExpired:
             return self._fail(label, f"timed out after {self.timeout:.0f} s")
         for line in reversed(proc.stdout.splitlines()):

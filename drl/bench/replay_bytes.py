@@ -26,7 +26,7 @@ def _atari_frames(env_cfg) -> tuple[tuple[int, int, int], int]:
 
 def _doom_frames(env_cfg) -> tuple[tuple[int, int, int], int]:
     """(frame shape, extras per step) of a Doom env, from its settings."""
-    from envs.doom.settings import settings_from_config
+    from drl.envs.doom.settings import settings_from_config
 
     settings = settings_from_config(env_cfg)
     return (settings.frame_channels, settings.obs_height, settings.obs_width), len(settings.game_variable_names())

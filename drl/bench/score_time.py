@@ -5,7 +5,8 @@ The score is the same for both: the first 10 consecutive *training* episodes ave
 what SB3's zoo publishes). Steps to it come from training logs: drl's from the committed runs under ``docs/runs``
 whose learning settings (env, network, agent, replay) are those of today's ``atari-pong`` experiment, whatever their
 directory is called, so the figure follows the default when it changes; SB3's from the zoo's published DQN Pong
-training log."""
+training log. The runs' folder is an argument (``python -m drl.bench --runs DIR``; the repository's is docs/runs):
+nothing here reads the checkout."""
 from __future__ import annotations
 
 import math
@@ -22,13 +23,12 @@ BUDGET = 400_000    # agent steps: a run that ends earlier without the score (st
 # averaging >= 18 end at 4,085,339 emulator frames (119.5 min of its own wall-clock, on its GPU machine).
 SB3_ZOO_FRAMES_TO_18 = 4_085_339
 SB3_ZOO_SOURCE = "DLR-RM/rl-trained-agents dqn/PongNoFrameskip-v4_1/0.monitor.csv (SB3 zoo DQN Pong training log)"
-RUNS = Path(__file__).resolve().parents[2] / "docs" / "runs"
 
 
 LEARNING_SECTIONS = ("env", "network", "agent", "replay")   # what decides the curve; seed, name, compute do not
 
 
-def runs_of_default(runs: Path = RUNS, experiment: str = "atari-pong") -> list[Path]:
+def runs_of_default(runs: Path, experiment: str = "atari-pong") -> list[Path]:
     """The run directories under ``runs`` trained with ``experiment``'s current learning settings."""
     from drl.config import ConfigError, load, load_run_config
 
@@ -46,7 +46,7 @@ def runs_of_default(runs: Path = RUNS, experiment: str = "atari-pong") -> list[P
     return found
 
 
-def drl_runs(runs: Path = RUNS) -> dict[str, float | None]:
+def drl_runs(runs: Path) -> dict[str, float | None]:
     """{run directory name: env steps to the score or None} for the committed runs of the default ``atari-pong``.
     None means "not within BUDGET agent steps"; a run that ended before BUDGET without the score is not counted,
     because it says nothing about whether that seed gets there."""
@@ -64,7 +64,7 @@ def drl_runs(runs: Path = RUNS) -> dict[str, float | None]:
     return out
 
 
-def time_to_score(pong: dict, runs: Path = RUNS) -> dict:
+def time_to_score(pong: dict, runs: Path) -> dict:
     """Per device: minutes to the score for both sides and their ratio (SB3 minutes / drl minutes)."""
     seeds = drl_runs(runs)
     reached = [s for s in seeds.values() if s is not None]

@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 import torch
 
-from agents.dqn import epsilon_greedy
+from drl.agents.dqn import epsilon_greedy
 from drl.distributed.chunk import Chunk, sequence_priorities, td_priorities
 
 
@@ -64,7 +64,7 @@ class Collector:
     def _setup(self, cfg_data: dict, index: int, count: int) -> None:
         from drl import config, runtime
         from drl.agent import EnvSpec, make_agent
-        from envs import make_env
+        from drl.envs import make_env
 
         cfg = config.validate(cfg_data)   # imports the config's user modules here too
         dist = cfg.distributed

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.doom import t_maze
-from envs.doom.labels import FeatureLabeler, horizontal_fov
-from envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
+from drl.envs.doom import t_maze
+from drl.envs.doom.labels import FeatureLabeler, horizontal_fov
+from drl.envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
 
 _AMMO_TYPES = (2, 3, 5, 6)   # AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6 cells (Arnold's four)
 

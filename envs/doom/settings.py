@@ -8,7 +8,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from envs.doom.labels import check_features
+from drl.envs.doom.labels import check_features
 
 # --------------------------------------------------------------------------------------------------- names
 

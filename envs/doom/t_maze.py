@@ -7,7 +7,7 @@ end of the correct arm gives +1 and ends the episode; the wrong arm ends it with
 area, never in view from the maze, so after the teleport no frame says which cue was shown: an agent that sees only
 its last few frames (a 4-frame stack) is at chance, 0.5, by construction.
 
-The geometry lives here once; ``write_wad`` builds the WAD from it (``python -m envs.doom.t_maze`` rewrites the
+The geometry lives here once; ``write_wad`` builds the WAD from it (``python -m drl.envs.doom.t_maze`` rewrites the
 committed ones) and ``TMazeRules`` turns the player's position into the episode's outcome. A WAD holds two maps of
 identical geometry, MAP01 (red cue) and MAP02 (blue cue); the env picks one per episode. UDMF text, no nodes lump:
 ViZDoom builds the nodes when it loads the map.

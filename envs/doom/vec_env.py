@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.doom.settings import DoomSettings, settings_from_config
-from envs.doom.workers import SharedLayout, WorkerPool, worker_context, worker_main
+from drl.envs.doom.settings import DoomSettings, settings_from_config
+from drl.envs.doom.workers import SharedLayout, WorkerPool, worker_context, worker_main
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

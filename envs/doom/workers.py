@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from drl import processes
-from envs.doom.game import DoomGame
-from envs.doom.settings import DoomSettings
+from drl.envs.doom.game import DoomGame
+from drl.envs.doom.settings import DoomSettings
 
 
 @dataclass(frozen=True)
