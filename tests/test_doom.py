@@ -501,3 +501,20 @@ def test_reset_on_respawn_starts_a_new_life_for_the_learner():
                     seen[flag] = (bool(st.reset[0]), len(st.episodes))
                     break
     assert seen == {False: (False, 0), True: (True, 0)}
+
+
+def test_games_starting_at_once_in_one_working_directory_all_start(tmp_path):
+    """The engine makes ./_vizdoom/ at init; before drl made it first, processes starting together in one directory
+    raced on it and one could die (SIGSEGV). Six engines start at once in a fresh directory and all must run."""
+    import subprocess
+    import sys
+
+    script = ("from drl.envs.doom import DoomGame, DoomSettings\n"
+              "g = DoomGame(DoomSettings(scenario='basic'), seed=0); g.reset(); g.step(0); g.close(); print('ok')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outcomes = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    failed = [(rc, err[-300:]) for rc, out, err in outcomes if rc != 0 or "ok" not in out]
+    assert not failed, failed
+    assert (tmp_path / "_vizdoom").is_dir()

@@ -133,6 +133,9 @@ class DoomGame:
         cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
         os.makedirs(cfg_dir, exist_ok=True)
         g.set_doom_config_path(os.path.join(cfg_dir, "_vizdoom.ini"))
+        # the engine creates ./_vizdoom/ at init unless it exists: two games starting at once in one working
+        # directory race on it and one dies ("Failed to create ./_vizdoom/ directory: File exists", SIGSEGV)
+        os.makedirs("_vizdoom", exist_ok=True)
         g.init()
         self.game = g
         h, w = g.get_screen_height(), g.get_screen_width()
