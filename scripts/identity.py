@@ -91,7 +91,7 @@ def train(site: Path, name: str, out: Path) -> tuple[str, int, dict]:
                            str(run_dir)], cwd=site, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"identity: {name} failed in {tree}:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"identity: {name} failed with the code in {site}:\n{proc.stderr[-2000:]}")
     return run_digest(run_dir / "metrics.jsonl", exact)
 
 
