@@ -392,10 +392,10 @@ def test_deathmatch_reports_frags_deaths_and_game_minutes():
         env.close()
     eps = [{"return": 0.0, "frags": 3.0, "deaths": 1.0, "minutes": 2.0},
            {"return": 0.0, "frags": -1.0, "deaths": 3.0, "minutes": 2.0}]
-    out = summarize(eps)
+    out = summarize(eps, env)   # Doom's summarize_episodes (drl.vec_env contract), env closed or not
     assert out["frags_mean"] == 1.0 and out["deaths_mean"] == 2.0
     assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0   # totals, not means of ratios
-    assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}])
+    assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}], env)
 
 
 # ------------------------------------------------------------------------------------------ Arnold's deathmatch recipe
