@@ -291,7 +291,7 @@ def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_i
             if g == 3:
                 os.kill(worker_pids(env)[1], signal.SIGKILL)
                 st = env.step(torch.zeros(5, dtype=torch.long))
-                assert env.worker_restarts == 1 and env.episodes_dropped == 2
+                assert env.fault_counters() == {"worker_restarts": 1, "episodes_dropped": 2}   # the train rows'
                 assert st.reset[3:].all() and all(ep["env"] < 3 for ep in st.episodes)  # 0-2 may end naturally
                 assert st.truncated[3:].all() and not st.terminated[3:].any() and (st.reward[3:] == 0).all()
                 st = env.step(torch.zeros(5, dtype=torch.long))
