@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from drl import runtime
-from drl.agent import EnvSpec
+from drl.agent import EnvSpec, epsilon_greedy
 from drl.config import Config
 from drl.errors import UserError
 from drl.networks import QNetwork, scale_obs, train_mode
@@ -30,21 +29,6 @@ def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, re
     chooser = q_next_online if double else q_next_target
     best = chooser.argmax(dim=-1, keepdim=True)
     return returns + discounts * q_next_target.gather(-1, best).squeeze(-1)
-
-
-def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float, num_envs: int, num_actions: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon.
-
-    ``q`` may be a callable, called only if some env acts greedily: as in SB3, no forward pass is spent on a step
-    where every env explores. The random draws are the same either way."""
-    random_actions = torch.randint(0, num_actions, (num_envs,), generator=generator, device=generator.device)
-    explore = torch.rand(num_envs, generator=generator, device=generator.device) < epsilon
-    if callable(q):
-        if epsilon >= 1.0 or bool(explore.all()):
-            return random_actions
-        q = q()
-    return torch.where(explore, random_actions, q.argmax(dim=1))
 
 
 def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor | None, weight: float,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from drl.agents.dqn import DQN, double_q_target, epsilon_greedy, game_feature_loss
+from drl.agent import epsilon_greedy
+from drl.agents.dqn import DQN, double_q_target, game_feature_loss
 from drl.networks import train_mode
 from drl.replay import SequenceBatch
 

@@ -7,7 +7,7 @@ built as ``cls(cfg, spec, device, bf16, generator)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 
@@ -60,8 +60,21 @@ class Agent(Protocol):
 
 def make_agent(cfg, spec: EnvSpec, device: torch.device, bf16: bool, generator: torch.Generator) -> Agent:
     """The agent named by ``cfg.agent.algo`` (a registered name)."""
-    from drl.config import load_builtins
     from drl.registry import AGENTS
 
-    load_builtins()
     return AGENTS.get(cfg.agent.algo)(cfg, spec, device, bf16, generator)
+
+
+def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float, num_envs: int, num_actions: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon.
+
+    ``q`` may be a callable, called only if some env acts greedily: as in SB3, no forward pass is spent on a step
+    where every env explores. The random draws are the same either way."""
+    random_actions = torch.randint(0, num_actions, (num_envs,), generator=generator, device=generator.device)
+    explore = torch.rand(num_envs, generator=generator, device=generator.device) < epsilon
+    if callable(q):
+        if epsilon >= 1.0 or bool(explore.all()):
+            return random_actions
+        q = q()
+    return torch.where(explore, random_actions, q.argmax(dim=1))

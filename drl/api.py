@@ -80,7 +80,7 @@ def resolve_source(source: str | Path) -> Path:
 def load_policy(source: str | Path, checkpoint_path: str | Path | None = None) -> tuple[Path, Config, dict]:
     """(folder, config, payload) of a run directory (its checkpoint, default ``checkpoints/latest.pt``), a folder
     written by ``drl.export`` (its ``model.safetensors``) or ``zoo:NAME``; bad input is a one-line ``UserError``."""
-    from drl import checkpoint, export
+    from drl import checkpoint, exported
     from drl.errors import UserError
 
     folder = resolve_source(source)
@@ -88,8 +88,8 @@ def load_policy(source: str | Path, checkpoint_path: str | Path | None = None) -
         raise UserError(f"'{folder}' is not a run directory or an exported model (expected {folder}/config.yaml); "
                         "pass a directory written by drl.train or drl.export")
     cfg = _config.load_run_config(folder)
-    if checkpoint_path is None and export.is_export(folder):
-        return folder, cfg, export.read_model(folder, cfg)
+    if checkpoint_path is None and exported.is_export(folder):
+        return folder, cfg, exported.read_model(folder, cfg)
     payload = checkpoint.load(Path(checkpoint_path) if checkpoint_path else folder / "checkpoints" / "latest.pt")
     checkpoint.check_experiment(payload, cfg.name, "pass that run's directory or a checkpoint of this run")
     return folder, cfg, payload

@@ -37,72 +37,6 @@ class EnvSection(Section):
     reward_scale: float = Field(1.0, gt=0.0)         # learning rewards only (after clipping/shaping)
 
 
-class AtariEnvConfig(EnvSection):
-    kind: Literal["atari"] = "atari"
-    game: str = "pong"                               # Atari ROM name (lower case), e.g. pong, breakout
-    frame_skip: int = Field(4, ge=1, le=16)          # emulator frames per agent step (max-pooled over the last 2)
-    frame_stack: int = Field(4, ge=1, le=16)         # frames per observation
-    sticky_actions: float = Field(0.0, ge=0.0, le=1.0)  # 0.25 = Machado et al. protocol
-    noop_max: int = Field(30, ge=0)                  # up to this many no-op frames at each reset
-    life_loss_terminal: bool = True                  # learning only; reported scores are whole games
-    clip_rewards: bool = True                        # learning only (sign of the reward); scores are unclipped
-    max_episode_frames: int = Field(108_000, ge=1)   # time limit in emulator frames, a truncation (bootstrapped)
-    flicker: float = Field(0.0, ge=0.0, le=1.0)      # probability a frame is fully blanked (partial observability)
-    num_threads: int = Field(0, ge=0)                # ALE worker threads, 0 = one per core
-
-
-class DoomSettingsConfig(Section):
-    """``env.doom``: the ViZDoom game (checked against the engine's scenarios and buttons when the env starts)."""
-    scenario: str = "health_gathering"               # basic, defend_the_center, deathmatch, ... (envs/doom)
-    resolution: str = "RES_160X120"                  # render size (a vizdoom ScreenResolution name)
-    obs_height: int = Field(60, ge=1)                # observation size after the block-mean downscale
-    obs_width: int = Field(80, ge=1)
-    gray: bool = True                                # 1 gray channel, or 3 (RGB)
-    buttons: str | None = None                       # action set, e.g. "turn_lr+attack;move_forward"; None: scenario's
-    game_variables: list[str] | None = None          # extra inputs, e.g. [health, ammo]; None: scenario's; []: none
-    game_variable_scale: float = Field(0.01, gt=0)   # the agent sees game variables x this (health 100 -> 1.0)
-    shaping: dict[str, float] = Field(default_factory=dict)  # learning-reward terms, e.g. {frag: 1, death: -1}
-    timeout: int | None = Field(None, ge=1)          # episode limit in tics; None: the scenario's
-    num_bots: int = Field(7, ge=0)                   # deathmatch only: bots added at each episode start
-    doom_skill: int | None = Field(None, ge=1, le=5)  # None: the scenario's
-    games_per_worker: int | None = Field(None, ge=1)  # games per worker process; None: ceil(num_envs / cores)
-    crosshair: bool = False                          # draw the crosshair (Arnold's deathmatch agents see it)
-    reset_on_respawn: bool = False                   # deathmatch: a death starts a new life (zero LSTM state)
-
-    @field_validator("game_variables", mode="before")
-    @classmethod
-    def _split_names(cls, value):  # "health,ammo" on the command line
-        return [v for v in str(value).replace(";", ",").replace("+", ",").split(",") if v.strip()] \
-            if isinstance(value, str) else value
-
-
-class DoomEnvConfig(EnvSection):
-    kind: Literal["doom"] = "doom"
-    frame_skip: int = Field(4, ge=1, le=16)          # tics per agent step (the action is repeated)
-    frame_stack: int = Field(1, ge=1, le=16)         # frames per observation (1 for DRQN, 4 for feed-forward DQN)
-    doom: DoomSettingsConfig = Field(default_factory=DoomSettingsConfig)
-
-
-class GymEnvConfig(EnvSection):
-    """Any Gymnasium environment with a Discrete action space, stepped by Gymnasium's own vector API."""
-    kind: Literal["gym"] = "gym"
-    id: str                                          # a registered id, e.g. CartPole-v1, MinAtar/Breakout-v1
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to gymnasium.make
-    vectorization: Literal["sync", "async"] = "sync"  # async: one subprocess per env
-    frame_stack: int = Field(1, ge=1, le=16)         # observations stacked along the first axis
-    max_episode_steps: int | None = Field(None, ge=1)  # time limit (a truncation); None: the env's own
-
-
-class CatchEnvConfig(EnvSection):
-    kind: Literal["catch"] = "catch"
-    size: int = Field(10, ge=3, le=84)               # board height in pixels (the width is 5)
-
-
-class MemoryEnvConfig(EnvSection):
-    kind: Literal["memory"] = "memory"
-    size: int = Field(10, ge=3, le=84)               # corridor length (steps per episode)
-
-
 class NetworkConfig(Section):
     encoder: str = "nature"                          # a registered encoder: nature, doom, small (images), mlp (vectors)
     hidden: int = Field(512, ge=1)                   # units of the Q head's hidden layer
@@ -116,20 +50,16 @@ class NetworkConfig(Section):
 class AuxConfig(Section):
     """``agent.aux``: the game-feature head (Lample & Chaplot 2017) beside the Q head, trained with a binary
     cross-entropy on per-frame labels the env computes (Doom; never an input of the agent)."""
-    features: list[str] = Field(default_factory=list)  # e.g. [enemy]; names: envs/doom/labels.py; [] = no head
+    features: list[str] = Field(default_factory=list)  # e.g. [enemy]; names: the env kind's (doom: envs/doom/labels.py)
     weight: float = Field(1.0, ge=0.0)               # loss = Q loss + weight * BCE (Arnold: 1)
 
     @field_validator("features", mode="before")
     @classmethod
-    def _known_features(cls, value):
+    def _feature_names(cls, value):  # the env kind checks them (Config._features_the_env_labels)
         if isinstance(value, str):  # "enemy,health" on the command line
             value = [v for v in value.replace(";", ",").replace("+", ",").split(",") if v.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            from drl.envs.doom.labels import check_features
-            try:
-                return check_features(v.strip().lower() for v in value)
-            except ValueError as exc:
-                raise ConfigError(f"agent.aux.features: {exc}") from None
+            return [v.strip().lower() for v in value]
         return value
 
 
@@ -243,7 +173,7 @@ class Config(Section):
     output_dir: str = "runs"
     log_interval: int = Field(5_000, ge=1)           # agent steps between train metric rows
     checkpoint_interval: int = Field(100_000, ge=1)  # agent steps between checkpoints
-    env: SerializeAsAny[EnvSection] = Field(default_factory=AtariEnvConfig)  # the section of env.kind
+    env: SerializeAsAny[EnvSection] = Field(default_factory=lambda: env_config_class(DEFAULT_ENV_KIND)())  # env.kind's
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
@@ -262,8 +192,17 @@ class Config(Section):
         return value
 
     @model_validator(mode="after")
+    def _features_the_env_labels(self) -> "Config":
+        check = registry.ENV_KINDS.get(self.env.kind).check_features
+        if self.agent.aux.features and check is not None:   # a kind without labels refuses them in make_env
+            try:
+                registry.resolve(check)(self.agent.aux.features)
+            except ValueError as exc:
+                raise ConfigError(f"agent.aux.features: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _registered_names(self) -> "Config":
-        load_builtins()
         registry.AGENTS.check(self.agent.algo)
         registry.ENCODERS.check(self.network.encoder)
         return self
@@ -320,15 +259,11 @@ def load_experiment_data(path: Path) -> dict:
 DEFAULT_ENV_KIND = "atari"
 
 
-def load_builtins() -> None:
-    """Register the built-in env kinds, agents and encoders (lazily: nothing heavy is imported)."""
-    import drl.agents  # noqa: F401
-    import drl.envs  # noqa: F401
-
-
 def env_config_class(kind: str) -> type[EnvSection]:
-    load_builtins()
-    return registry.ENV_KINDS.get(kind).config
+    """The section class registered for env kind ``kind`` (imported on first use)."""
+    entry = registry.ENV_KINDS.get(kind)
+    entry.config = registry.resolve(entry.config)   # built-ins register it lazily as "module:Class"
+    return entry.config
 
 
 def _section_model(model: type[BaseModel], name: str, value) -> type[BaseModel] | None:
@@ -396,7 +331,6 @@ def validate(data: dict) -> Config:
     if isinstance(data.get("env"), dict) and not isinstance(data["env"].get("kind", DEFAULT_ENV_KIND), str):
         raise ConfigError(f"env.kind must be a name, got {data['env']['kind']!r}")
     if isinstance(data.get("env"), dict):
-        load_builtins()
         registry.ENV_KINDS.check(data["env"].get("kind", DEFAULT_ENV_KIND))
     _check_keys(data)
     try:
@@ -483,7 +417,6 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
     env = data.get("env")
     if isinstance(env, dict) and isinstance(env.get("kind", DEFAULT_ENV_KIND), str):
         registry.import_modules(data.get("imports") or [])
-        load_builtins()
         if env.get("kind", DEFAULT_ENV_KIND) in registry.ENV_KINDS:
             fields = env_config_class(env.get("kind", DEFAULT_ENV_KIND)).model_fields
             data["env"] = {k: v for k, v in env.items() if k in fields or k not in _LEGACY_ENV_KEYS}

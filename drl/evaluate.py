@@ -153,7 +153,7 @@ def play(cfg, payload: dict, episodes: int, epsilon: float | None = None, num_en
     from drl import runtime
     from drl.agent import EnvSpec, make_agent
     from drl.loop import evaluate, summarize
-    from drl.envs import make_env, supports_screens
+    from drl.vec_env import make_env, supports_screens
 
     epsilon = cfg.eval.epsilon if epsilon is None else epsilon
     num_envs = min(num_envs or cfg.eval.num_envs, episodes)
@@ -182,7 +182,7 @@ def play(cfg, payload: dict, episodes: int, epsilon: float | None = None, num_en
         if recorder is not None:
             recorder.close()
         env.close()
-    played = Played(results, summarize(results), epsilon, env.frames_per_step, fps, view)
+    played = Played(results, summarize(results, env), epsilon, env.frames_per_step, fps, view)
     if recorder is not None:
         played.video_frames, played.video_size = recorder.frames, recorder.size
     return played

@@ -12,7 +12,6 @@ logged in; otherwise one line says how to log in, before anything is evaluated o
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import yaml
 from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
+from drl.exported import CARD, CONFIG, MODEL, VIDEO, write_model
 
-MODEL, CARD, CONFIG, VIDEO = "model.safetensors", "README.md", "config.yaml", "replay.mp4"
-FORMAT = "drl-model"
 LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or set HF_TOKEN"
 
 
@@ -40,47 +38,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the config's device)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------------------------- the model file
-def is_export(folder: Path) -> bool:
-    return (Path(folder) / MODEL).is_file()
-
-
-def write_model(path: Path, payload: dict) -> None:
-    """The online network's weights of a checkpoint ``payload``, with what loading them needs as metadata."""
-    from safetensors.torch import save_file
-
-    online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
-    if not isinstance(online, dict):
-        raise UserError("this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
-                        "it cannot be exported")
-    metadata = {"format": FORMAT, "obs_shape": json.dumps(list(payload["obs_shape"])),
-                "obs_dtype": payload.get("obs_dtype", "uint8"), "num_actions": str(payload["num_actions"]),
-                "num_extras": str(payload.get("num_extras", 0)), "env_steps": str(payload["counters"]["env_steps"]),
-                "experiment": payload["config"].get("name", "")}
-    save_file({k: v.detach().cpu().contiguous() for k, v in online.items()}, str(path), metadata=metadata)
-
-
-def read_model(folder: Path, cfg: config.Config) -> dict:
-    """An exported folder's model as a payload ``drl.checkpoint.load_agent_state`` loads (``online_only``)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(folder) / MODEL
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            online = {key: f.get_tensor(key) for key in f.keys()}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"its metadata says format {metadata.get('format')!r}, not {FORMAT!r}")
-        spec = {"obs_shape": json.loads(metadata["obs_shape"]), "obs_dtype": metadata["obs_dtype"],
-                "num_actions": int(metadata["num_actions"]), "num_extras": int(metadata["num_extras"])}
-        env_steps = int(metadata["env_steps"])
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        raise UserError(f"'{path}' is not a model written by drl.export ({first_line(exc, 120)}); export the run "
-                        "again") from None
-    return {"agent": {"online": online}, "online_only": True, "config": cfg.model_dump(),
-            "counters": {"env_steps": env_steps}, **spec}
 
 
 # ------------------------------------------------------------------------------------------------- the model card
@@ -138,25 +95,6 @@ def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float,
               *[f"| {k} | {v} |" for k, v in settings], "",
               f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.", ""]
     return "\n".join(lines)
-
-
-def read_card(path: Path) -> dict:
-    """The YAML front matter of a model card (``{}`` when it has none)."""
-    text = Path(path).read_text()
-    if not text.startswith("---\n"):
-        return {}
-    end = text.find("\n---", 4)
-    data = yaml.safe_load(text[4:end]) if end > 0 else None
-    return data if isinstance(data, dict) else {}
-
-
-def card_score(card: dict) -> tuple[str, str]:
-    """(env, "mean +/- std") from a card's model-index ("?" where missing)."""
-    try:
-        result = card["model-index"][0]["results"][0]
-        return str(result["dataset"]["name"]), str(result["metrics"][0]["value"])
-    except (KeyError, IndexError, TypeError):
-        return "?", "?"
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

@@ -23,8 +23,7 @@ from drl.errors import TrainingDiverged, UserError, require
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer, build_replay
 from drl.tracking import TensorBoardTracker, WandbTracker
-from drl.vec_env import unpack_labels
-from drl.envs import make_env
+from drl.vec_env import episode_summary, fault_counters, make_env, unpack_labels
 
 
 @dataclass
@@ -91,9 +90,9 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
     return results
 
 
-def summarize(episodes: list[dict]) -> dict:
-    """Mean of every episode measure (``<measure>_mean``; return also median, std, min, max); with frags and deaths
-    (deathmatch) also ``kd`` and ``frags_per_minute``, from the totals over all the episodes."""
+def summarize(episodes: list[dict], env=None) -> dict:
+    """Mean of every episode measure (``<measure>_mean``; return also median, std, min, max), then the measures
+    over all the episodes that ``env`` adds (``drl.vec_env.episode_summary``: Doom's ``kd``, ``frags_per_minute``)."""
     out = {}
     for key in episodes[0]:
         if key == "env":
@@ -105,12 +104,7 @@ def summarize(episodes: list[dict]) -> dict:
             out["return_median"] = float(np.median(values))
             out["return_std"] = float(values.std())
             out["return_min"], out["return_max"] = float(values.min()), float(values.max())
-    totals = {key: sum(ep[key] for ep in episodes) for key in ("frags", "deaths", "minutes") if key in episodes[0]}
-    if "frags" in totals and "deaths" in totals:   # over all the episodes, as Lample & Chaplot report them
-        out["kd"] = totals["frags"] / max(totals["deaths"], 1)
-    if "frags" in totals and totals.get("minutes"):
-        out["frags_per_minute"] = totals["frags"] / totals["minutes"]
-    return out
+    return {**out, **episode_summary(env, episodes)}
 
 
 class StopRequested:
@@ -361,8 +355,7 @@ class Trainer:
                     sps = (c.env_steps - last_sps_steps) / (now - last_log_time)
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
                     means = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
-                    faults = {k: getattr(self.env, k) for k in ("worker_restarts", "episodes_dropped")
-                              if hasattr(self.env, k)}  # Doom workers replaced after a crash or hang
+                    faults = fault_counters(self.env)  # e.g. Doom workers replaced after a crash or hang
                     self.metrics.write("train", c.env_steps, now - started, epsilon=epsilon, sps=sps,
                                        episodes=c.episodes, recent_return=recent, updates=self.agent.updates,
                                        **means, **faults)
@@ -438,7 +431,7 @@ class Trainer:
             self.agent.generator = train_generator
         if len(episodes) < self.cfg.eval.episodes:
             return {}  # interrupted
-        summary = summarize(episodes)
+        summary = summarize(episodes, self.eval_env)
         row = self.metrics.write("eval", self.counters.env_steps, wall, episodes=len(episodes),
                                  eval_seconds=time.perf_counter() - t0, returns=[ep["return"] for ep in episodes],
                                  **summary)

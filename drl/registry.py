@@ -1,4 +1,4 @@
-"""Registries: environment kinds, agents and encoders by name. The built-ins register themselves here too.
+"""Registries: environment kinds, agents and encoders by name. The built-ins are registered here too (at the end).
 
 An entry is the object itself or a lazy ``"module:attribute"`` string, imported on first use, so naming and
 validating a config never imports torch, ale-py or vizdoom. A user's module registers its own entries and is loaded
@@ -74,9 +74,13 @@ def resolve(ref: Any) -> Any:
 class EnvKind:
     """An environment kind: its config section (a pydantic model with ``kind: Literal[name]``) and a factory
     ``make(cfg, *, num_envs, device, seed, evaluation, max_frames) -> VectorEnv`` (``drl.vec_env`` contract);
-    ``max_frames`` is the episode limit in emulator frames for evaluation (None: the section's own)."""
+    ``max_frames`` is the episode limit in emulator frames for evaluation (None: the section's own). A kind that
+    labels game features (``VecStep.labels``) gives ``check_features(names) -> names``, which refuses an
+    ``agent.aux.features`` name it cannot label with a one-line ``ValueError``; None for kinds without labels.
+    Each member may be a lazy ``"module:attribute"``."""
     config: Any
     make: Callable | str
+    check_features: Callable | str | None = None
 
 
 ENV_KINDS = Registry("environment kind", "env.kind")
@@ -84,10 +88,12 @@ AGENTS = Registry("agent", "agent.algo")
 ENCODERS = Registry("encoder", "network.encoder")
 
 
-def register_env(kind: str, config, make: Callable | str, *, replace: bool = False) -> None:
+def register_env(kind: str, config, make: Callable | str, *, check_features: Callable | str | None = None,
+                 replace: bool = False) -> None:
     """Add an environment kind: ``config`` is its section's pydantic model (subclass ``drl.config.EnvSection``
-    with ``kind: Literal["<kind>"]``), ``make`` builds the vector env from it (see ``EnvKind``)."""
-    ENV_KINDS.register(kind, EnvKind(config, make), replace=replace)
+    with ``kind: Literal["<kind>"]``), ``make`` builds the vector env from it, ``check_features`` checks the
+    game-feature names it can label (see ``EnvKind``)."""
+    ENV_KINDS.register(kind, EnvKind(config, make, check_features), replace=replace)
 
 
 def register_agent(name: str, cls: Any = None, *, replace: bool = False):
@@ -123,7 +129,16 @@ def import_modules(modules: list[str]) -> None:
                             f"{first_line(exc)}; fix the module (--debug shows the traceback)") from exc
 
 
-# built-in encoders (drl/networks.py); env kinds register in envs/__init__.py, agents in agents/__init__.py
+# The built-ins: the one place that names them, as lazy strings (registering imports nothing). Each env kind's
+# config section sits in a light module of its own beside its factory's, so validating a config imports no torch.
+register_env("atari", "drl.envs.atari_config:AtariEnvConfig", "drl.envs.atari:make_atari_env")
+register_env("doom", "drl.envs.doom.config:DoomEnvConfig", "drl.envs.doom:make_doom_env",
+             check_features="drl.envs.doom.labels:check_features")
+register_env("gym", "drl.envs.gym_config:GymEnvConfig", "drl.envs.gym:make_gym_env")
+register_env("catch", "drl.envs.torch_native_config:CatchEnvConfig", "drl.envs.torch_native:make_catch_env")
+register_env("memory", "drl.envs.torch_native_config:MemoryEnvConfig", "drl.envs.torch_native:make_memory_env")
+register_agent("dqn", "drl.agents.dqn:DQN")
+register_agent("drqn", "drl.agents.drqn:DRQN")
 ENCODERS.register("nature", "drl.networks:nature_encoder")
 ENCODERS.register("doom", "drl.networks:doom_encoder")
 ENCODERS.register("small", "drl.networks:small_encoder")

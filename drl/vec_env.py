@@ -24,11 +24,15 @@ Conventions (N = number of envs stepping together):
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
+
+from drl.errors import UserError
+from drl.registry import ENV_KINDS, resolve
 
 
 @dataclass
@@ -78,6 +82,23 @@ class VectorEnv(Protocol):
     def step_async(self, actions: torch.Tensor) -> None: ...   # start a step ...
     def step_wait(self) -> VecStep: ...                        # ... and finish it
     def close(self) -> None: ...
+    # optional, read through ``fault_counters`` and ``episode_summary`` below:
+    # ``fault_counters() -> dict[str, int]``: counters of faults survived so far (Doom: ``worker_restarts``,
+    #     ``episodes_dropped``), reported in the train rows;
+    # ``summarize_episodes(episodes) -> dict``: measures over a list of finished episodes (``VecStep.episodes``)
+    #     beyond the per-measure means, reported in the eval rows (Doom: ``kd``, ``frags_per_minute``).
+
+
+def fault_counters(env) -> dict[str, int]:
+    """``env.fault_counters()``, or {} for an env without it (one that never loses a game)."""
+    counters = getattr(env, "fault_counters", None)
+    return {} if counters is None else counters()
+
+
+def episode_summary(env, episodes: list[dict]) -> dict:
+    """``env.summarize_episodes(episodes)``, or {} for an env without it (or no env)."""
+    summarize = getattr(env, "summarize_episodes", None)
+    return {} if summarize is None else summarize(episodes)
 
 
 class AsyncStepping:
@@ -101,3 +122,40 @@ class SyncStepping:
         if actions is None:
             raise RuntimeError("step_wait() without step_async()")
         return self.step(actions)
+
+
+def make_env(cfg, device, seed: int, num_envs: int | None = None, evaluation: bool = False,
+             max_frames: int | None = None, labels: tuple[str, ...] | list[str] = (), screens: bool = False):
+    """A vector env of ``cfg.num_envs`` (or ``num_envs``) envs on ``device``, for any registered kind (``cfg`` is its
+    ``env`` section). ``evaluation=True`` turns off learning-only signals (e.g. Atari's life loss as terminal);
+    ``max_frames`` caps episodes (emulator frames). ``labels`` (``agent.aux.features``) asks for per-step
+    game-feature bits (``VecStep.labels``); it is passed only when not empty, to kinds whose factory takes a
+    ``labels`` argument (Doom). ``screens=True`` (videos) asks for the game's own colour screens
+    (``VecStep.screen``) from kinds whose factory takes ``screens`` (Atari, Gym); see ``supports_screens``."""
+    make = _factory(cfg.kind)
+    extra = {}
+    if labels:
+        if "labels" not in inspect.signature(make).parameters:
+            labelling = [k for k in ENV_KINDS.names() if ENV_KINDS.get(k).check_features is not None]
+            raise UserError(f"agent.aux.features needs game-feature labels, which env.kind '{cfg.kind}' does not "
+                            f"produce ({' and '.join(labelling)} {'does' if len(labelling) == 1 else 'do'}); "
+                            "set agent.aux.features=[]")
+        extra["labels"] = tuple(labels)
+    if screens:
+        if not supports_screens(cfg.kind):
+            raise UserError(f"env.kind '{cfg.kind}' cannot record the game's own screen; record the agent's view "
+                            "instead (--video-view agent)")
+        extra["screens"] = True
+    return make(cfg, num_envs=num_envs or cfg.num_envs, device=device, seed=seed, evaluation=evaluation,
+                max_frames=max_frames, **extra)
+
+
+def supports_screens(kind: str) -> bool:
+    """Whether env kind ``kind`` can give the game's own colour screens for videos (its factory takes ``screens``)."""
+    return "screens" in inspect.signature(_factory(kind)).parameters
+
+
+def _factory(kind: str):
+    entry = ENV_KINDS.get(kind)
+    entry.make = resolve(entry.make)  # registered lazily as "module:function"
+    return entry.make

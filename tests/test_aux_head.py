@@ -287,7 +287,7 @@ def test_the_head_is_off_in_every_experiment_but_the_features_one_and_deathmatch
 
 
 def test_kinds_without_labels_refuse_the_head():
-    from drl.envs import make_env
+    from drl.vec_env import make_env
 
     cfg = config.load("catch", ["agent.aux.features=[enemy]"])
     with pytest.raises(UserError, match="does not produce"):

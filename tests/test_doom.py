@@ -291,7 +291,7 @@ def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_i
             if g == 3:
                 os.kill(worker_pids(env)[1], signal.SIGKILL)
                 st = env.step(torch.zeros(5, dtype=torch.long))
-                assert env.worker_restarts == 1 and env.episodes_dropped == 2
+                assert env.fault_counters() == {"worker_restarts": 1, "episodes_dropped": 2}   # the train rows'
                 assert st.reset[3:].all() and all(ep["env"] < 3 for ep in st.episodes)  # 0-2 may end naturally
                 assert st.truncated[3:].all() and not st.terminated[3:].any() and (st.reward[3:] == 0).all()
                 st = env.step(torch.zeros(5, dtype=torch.long))
@@ -392,10 +392,10 @@ def test_deathmatch_reports_frags_deaths_and_game_minutes():
         env.close()
     eps = [{"return": 0.0, "frags": 3.0, "deaths": 1.0, "minutes": 2.0},
            {"return": 0.0, "frags": -1.0, "deaths": 3.0, "minutes": 2.0}]
-    out = summarize(eps)
+    out = summarize(eps, env)   # Doom's summarize_episodes (drl.vec_env contract), env closed or not
     assert out["frags_mean"] == 1.0 and out["deaths_mean"] == 2.0
     assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0   # totals, not means of ratios
-    assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}])
+    assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}], env)
 
 
 # ------------------------------------------------------------------------------------------ Arnold's deathmatch recipe

@@ -13,7 +13,7 @@ import yaml
 
 import drl
 from drl import checkpoint
-from drl.export import read_card
+from drl.exported import read_card
 from tests.helpers import FAST_CATCH, ROOT
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}

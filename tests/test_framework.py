@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Literal
 
 import numpy as np
 import pytest
 import torch
 
 import drl
-from drl import config
+from drl import config, registry
 from drl.errors import UserError
+from drl.loop import summarize
 from drl.registry import Registry
+from drl.vec_env import fault_counters
 from tests.helpers import ROOT
 
 
@@ -46,9 +49,12 @@ def test_unknown_registered_names_are_one_line_errors(override, message):
 
 # ---------------------------------------------------------------- typed env sections
 def test_each_env_kind_has_its_own_section():
-    assert type(config.load("atari-pong").env) is config.AtariEnvConfig
+    from drl.envs.atari_config import AtariEnvConfig
+    from drl.envs.doom.config import DoomSettingsConfig
+
+    assert type(config.load("atari-pong").env) is AtariEnvConfig
     doom = config.load("doom-deathmatch")
-    assert type(doom.env.doom) is config.DoomSettingsConfig and doom.env.doom.shaping["frag"] == 1.0
+    assert type(doom.env.doom) is DoomSettingsConfig and doom.env.doom.shaping["frag"] == 1.0
     with pytest.raises(config.ConfigError, match=r"unknown config key 'env.game' for env.kind 'doom'"):
         config.load("doom-basic", ["env.game=pong"])        # an Atari key in a Doom run: an error, not ignored
     with pytest.raises(config.ConfigError, match=r"env.doom.num_bots has the wrong type"):
@@ -81,6 +87,40 @@ def test_empty_experiment_file_and_bad_imports_are_errors(tmp_path):
         config.load(str(empty))
     with pytest.raises(UserError, match="cannot import 'no_such_module_xyz'"):
         config.load("catch", imports=["no_such_module_xyz"])
+
+
+class TaggedConfig(config.EnvSection):
+    kind: Literal["tagged"] = "tagged"
+
+
+def only_red(names: list[str]) -> list[str]:
+    if set(names) - {"red"}:
+        raise ValueError(f"unknown colour '{sorted(set(names) - {'red'})[0]}'; valid: red")
+    return names
+
+
+def test_the_env_kind_checks_the_game_features_it_labels(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.ENV_KINDS._entries, "tagged", registry.EnvKind(TaggedConfig, "math:sqrt", only_red))
+    path = tmp_path / "tagged.yaml"
+    path.write_text("env: {kind: tagged}\n")
+    with pytest.raises(config.ConfigError, match=r"^agent.aux.features: unknown colour 'blue'; valid: red$"):
+        config.load(str(path), ["agent.aux.features=[red,blue]"])
+    assert config.load(str(path), ["agent.aux.features=Red"]).agent.aux.features == ["red"]
+    assert config.load("catch", ["agent.aux.features=[blue]"]).agent.aux.features == ["blue"]  # make_env refuses
+
+
+def test_an_env_adds_its_own_measures_to_summaries_and_train_rows():
+    class Scored:
+        def summarize_episodes(self, episodes):
+            return {"best": max(ep["return"] for ep in episodes)}
+
+        def fault_counters(self):
+            return {"lost": 2}
+
+    episodes = [{"env": 0, "return": 1.0}, {"env": 1, "return": 3.0}]
+    assert summarize(episodes, Scored()) == {**summarize(episodes), "best": 3.0}
+    assert list(summarize(episodes)) == ["return_mean", "return_median", "return_std", "return_min", "return_max"]
+    assert fault_counters(Scored()) == {"lost": 2} and fault_counters(object()) == {}
 
 
 # ---------------------------------------------------------------- Gymnasium environments

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from drl import config
-from drl.envs import make_env
+from drl.vec_env import make_env
 
 EXPERIMENTS = {"catch": ("catch", []), "atari": ("atari-pong", ["env.max_episode_frames=200"]),
                "doom": ("doom-basic", []), "gym": ("cartpole", ["env.vectorization=async"])}

@@ -12,7 +12,7 @@ import torch
 import drl
 from drl import zoo
 from drl.errors import UserError
-from drl.export import card_score, read_card
+from drl.exported import card_score, read_card
 from tests.helpers import FAST_CATCH, cli as run_module
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}

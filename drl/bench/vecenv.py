@@ -11,7 +11,7 @@ def task_vecenv(spec: dict) -> dict:
     import torch
 
     from drl import config
-    from drl.envs import make_env
+    from drl.vec_env import make_env
 
     kind, device = spec["kind"], torch.device(spec["device"])
     experiment = {"atari": "atari-pong", "doom": "doom-health-gathering", "catch": "catch"}[kind]

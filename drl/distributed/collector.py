@@ -15,8 +15,9 @@ import uuid
 import numpy as np
 import torch
 
-from drl.agents.dqn import epsilon_greedy
+from drl.agent import epsilon_greedy
 from drl.distributed.chunk import Chunk, sequence_priorities, td_priorities
+from drl.vec_env import fault_counters, make_env
 
 
 def apex_epsilon(index: int, count: int, base: float = 0.4, alpha: float = 7.0) -> float:
@@ -64,7 +65,6 @@ class Collector:
     def _setup(self, cfg_data: dict, index: int, count: int) -> None:
         from drl import config, runtime
         from drl.agent import EnvSpec, make_agent
-        from drl.envs import make_env
 
         cfg = config.validate(cfg_data)   # imports the config's user modules here too
         dist = cfg.distributed
@@ -195,7 +195,7 @@ class Collector:
             torch.stack([torch.zeros_like(cols["reset"][0]) if d is None else d for d in cols["dropped"]]),
             state_rows=torch.tensor(state_rows, dtype=torch.long).view(-1, 2) if states else None,
             states=torch.cat(states) if states else None, episodes=episodes,
-            faults={k: getattr(self.env, k) for k in ("worker_restarts", "episodes_dropped") if hasattr(self.env, k)})
+            faults=fault_counters(self.env))
         if cols["q"][0] is not None and all(q is not None for q in cols["q"]):
             chunk.priorities = self._priorities(chunk, torch.stack(cols["q"]))
         return chunk

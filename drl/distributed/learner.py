@@ -278,11 +278,10 @@ class Learner(Trainer):
         c = self.counters
         recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
         means = {f"train/{k}": float(np.mean(v)) for k, v in self.train_stats.items()}
-        faults = {}
-        for name in ("worker_restarts", "episodes_dropped"):
-            values = [f[name] for f in self.window.faults if f and name in f]
-            if values:
-                faults[name] = int(sum(values))
+        faults = {}   # the env's fault counters (drl.vec_env.fault_counters), summed over the window's chunks
+        for counters in self.window.faults:
+            for name, value in (counters or {}).items():
+                faults[name] = int(faults.get(name, 0) + value)
         row = self.window.row(now, c.env_steps, self.agent.updates,
                               self.cfg.agent.batch_size * transitions_per_sample(self.cfg, self.agent.sampler))
         if isinstance(self.replay, RemoteReplay):   # the replay actor's time storing chunks

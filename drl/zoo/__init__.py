@@ -22,7 +22,7 @@ def root() -> Path:
 
 def names() -> list[str]:
     """The agents in the zoo: sub-folders holding an exported model."""
-    from drl.export import is_export
+    from drl.exported import is_export
 
     folder = root()
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_export(p)) if folder.is_dir() else []
@@ -41,7 +41,7 @@ def resolve(name: str) -> Path:
 
 def entries() -> list[dict]:
     """name, env and score (mean_reward from the model card) of every zoo agent."""
-    from drl.export import CARD, card_score, read_card
+    from drl.exported import CARD, card_score, read_card
 
     out = []
     for name in names():

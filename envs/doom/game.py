@@ -301,3 +301,16 @@ class DoomGame:
         if getattr(self, "game", None) is not None:
             self.game.close()
             self.game = None
+
+
+def summarize_episodes(episodes: list[dict]) -> dict:
+    """Deathmatch measures over all the episodes, from the totals as Lample & Chaplot report them: ``kd`` (frags
+    per death) and ``frags_per_minute`` (of game time); {} for episodes without frags (``DoomVectorEnv``'s
+    ``summarize_episodes``, see ``drl/vec_env.py``)."""
+    out = {}
+    totals = {key: sum(ep[key] for ep in episodes) for key in ("frags", "deaths", "minutes") if key in episodes[0]}
+    if "frags" in totals and "deaths" in totals:
+        out["kd"] = totals["frags"] / max(totals["deaths"], 1)
+    if "frags" in totals and totals.get("minutes"):
+        out["frags_per_minute"] = totals["frags"] / totals["minutes"]
+    return out

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from drl.envs.doom.game import summarize_episodes
 from drl.envs.doom.settings import DoomSettings, settings_from_config
 from drl.envs.doom.workers import SharedLayout, WorkerPool, worker_context, worker_main
 
@@ -338,6 +339,12 @@ class DoomVectorEnv:
             dropped=torch.from_numpy(np.isin(np.arange(n), sorted(failed))).to(dev) if failed else None,
             labels=labels.to(dev) if has_labels else None,
             final_labels=final_labels.to(dev) if (any_reset and has_labels) else None)
+
+    def fault_counters(self) -> dict[str, int]:
+        """Workers replaced so far and the running episodes lost with them (the module doc's worker failure)."""
+        return {"worker_restarts": self.worker_restarts, "episodes_dropped": self.episodes_dropped}
+
+    summarize_episodes = staticmethod(summarize_episodes)   # kd, frags_per_minute over evaluation episodes
 
     def _check_open(self) -> None:
         if self._pool.closed:
