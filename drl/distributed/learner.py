@@ -134,7 +134,7 @@ class Learner:
                 if core.schedule.log_due(core.last_log_steps):
                     self.log(time.perf_counter(), started, last_eval)
                 last_eval, last_eval_step = core.run_periodic_tasks(started, last_eval, last_eval_step)
-                if core.stop_early:   # an eval hook asked to stop
+                if core.stop_due(last_eval):
                     break
             bar.close()
             self.pool.close()   # the collectors stop here; evaluation and the checkpoint need none of them
@@ -198,12 +198,19 @@ class Learner:
             apply_to_replay(self.replay, ops, ray.get(refs))
         seconds = (time.perf_counter() - t0) / len(arrivals)
         for chunk in infos:
-            c.env_steps += chunk.env_steps
-            if self.learning() and self.cfg.distributed.pace == "ratio":
-                c.pending_updates += chunk.env_steps / self.cfg.agent.train_freq
+            self._count(chunk.env_steps)
             self.window.add_chunk(chunk, self.agent.updates, seconds)
             for ep in chunk.episodes:
                 self.core.record_episode(ep, wall, collector=chunk.collector)
+        self.core.sync_target_if_due()   # by trained env steps: none of the steps whose updates are still owed
+
+    def _count(self, env_steps: int) -> None:
+        """Count a stored chunk's steps. Under ``pace: ratio`` those from ``agent.learning_starts`` on (once the
+        replay holds enough to learn) owe an update per ``agent.train_freq``, as a single-process run's do."""
+        cfg, c = self.cfg, self.counters
+        before, c.env_steps = c.env_steps, c.env_steps + env_steps
+        if cfg.distributed.pace == "ratio" and len(self.replay) >= self.core.fill_needed:
+            c.pending_updates += max(0, c.env_steps - max(before, cfg.agent.learning_starts)) / cfg.agent.train_freq
 
     def _restarted(self, chunk: ChunkInfo) -> None:
         """Ray restarted this chunk's collector (its envs' streams end in the replay: their next steps are new
@@ -222,11 +229,7 @@ class Learner:
         self.core.learn_step()
         if cfg.distributed.pace == "ratio":
             c.pending_updates -= 1
-        # the target is copied every target_update_interval agent steps' worth of updates (train_freq steps each)
-        every = max(1, round(cfg.agent.target_update_interval / cfg.agent.train_freq))
-        if self.agent.updates // every > c.target_syncs:
-            c.target_syncs = self.agent.updates // every
-            self.agent.sync_target()
+        self.core.sync_target_if_due()   # at the trained env steps where a single-process run syncs
         if self.agent.updates - self.version >= cfg.distributed.weights_interval:
             self.publish()
         self.window.update_seconds += time.perf_counter() - t0
