@@ -24,7 +24,6 @@ def task_distributed(spec: dict) -> dict:
     import numpy as np
 
     from drl import config
-    from drl.distributed.collector import acting_weights
     from drl.distributed.learner import Learner
     from drl.loop import transitions_per_sample
 
@@ -71,7 +70,7 @@ def task_distributed(spec: dict) -> dict:
             learner.run()
             elapsed = time.perf_counter() - m["t0"]
             actor_seconds = getattr(learner.replay, "seconds", 0.0) - m["actor0"]   # replay actor storing chunks
-            weights_mb = sum(v.numel() * v.element_size() for v in acting_weights(learner.agent).values()) / 2**20
+            weights_mb = sum(v.numel() * v.element_size() for v in learner.agent.acting_weights().values()) / 2**20
         finally:
             learner.close()
     steps = sum(m["steps"])

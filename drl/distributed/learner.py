@@ -22,7 +22,6 @@ from drl.checkpoint import CheckpointError
 from drl.config import Config
 from drl.distributed.chunk import ChunkInfo, apply_to_replay
 from drl.distributed.cluster import Cluster, CollectorPool, require_ray
-from drl.distributed.collector import acting_weights
 from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
 from drl.learner_core import LearnerCore, Runtime, replay_arguments, set_up_runtime
@@ -237,7 +236,7 @@ class Learner:
     def publish(self) -> None:
         """Put the acting weights in the object store; collectors fetch them with their next call."""
         import ray
-        self.weights = [ray.put(acting_weights(self.agent))]
+        self.weights = [ray.put(self.agent.acting_weights())]
         self.version = self.agent.updates
         self.published += 1
 
