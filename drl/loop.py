@@ -144,13 +144,13 @@ class Trainer:
             self.acting_state = None            # the agent's state while acting (an LSTM's; None if feed-forward)
             self.core = LearnerCore(cfg, run_dir, rt, self.spec, self.agent, self.replay, self.env.frames_per_step,
                                     self._env_payload, resume_from, init_from)
+            self.counters = self.core.counters
             if resume_from is not None:
                 self._restore_envs(resume_from)
         except BaseException:
             self.env.close()
             raise
         self.core.open_metrics(resumed=resume_from is not None)
-        self.counters = self.core.counters
 
     def add_eval_hook(self, hook) -> None:
         """``hook(row)`` sees every evaluation row; a true return stops the run (``LearnerCore.add_eval_hook``)."""
