@@ -173,15 +173,8 @@ class Learner:
         first. The plan runs here on the fetched chunks, or in the replay actor, to which only references go."""
         c, t0 = self.counters, time.perf_counter()
         infos = [info for info, _ in arrivals]
-        rounds: list[list[int]] = []
-        seen: dict[int, int] = {}
-        for k, info in enumerate(infos):
-            r = seen[info.collector] = seen.get(info.collector, -1) + 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(k)
         ops: list[tuple] = []
-        for group in rounds:
+        for group in _rounds(infos):
             for k in group:
                 if infos[k].incarnation != self.incarnations[infos[k].collector]:
                     ops.append(("end", self.streams[infos[k].collector]))
@@ -279,6 +272,18 @@ class Learner:
             if isinstance(self.replay, RemoteReplay):
                 self.replay.close()
             self.cluster.shutdown()
+
+
+def _rounds(infos: list[ChunkInfo]) -> list[list[int]]:
+    """The chunks' indices in rounds, each holding at most one chunk per collector, in the order they came."""
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for k, info in enumerate(infos):
+        r = seen[info.collector] = seen.get(info.collector, -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(k)
+    return rounds
 
 
 class _Window:
