@@ -104,6 +104,17 @@ class DQN:
         return epsilon_greedy(lambda: self.q_values(self.online, obs, extras, acting=True), epsilon, obs.shape[0],
                               self.num_actions, self.generator), state
 
+    @torch.no_grad()
+    def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
+        """float32 Q ``[N, A]`` of the online network; ``state`` stays None (feed-forward)."""
+        return self.q_values(self.online, obs, extras), state
+
+    def acting_weights(self) -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}
+
+    def load_acting_weights(self, weights: dict) -> None:
+        self.online.load_state_dict(weights)
+
     def loss(self, batch: TransitionBatch):
         """Loss (scalar), TD errors ``[B]`` and stats. Each forward opens its own autocast region; ``update``
         holds one around the whole loss, so the online weights are cast to bf16 once per update."""

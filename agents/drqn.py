@@ -47,6 +47,14 @@ class DRQN(DQN):
         q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state, acting=True)
         return epsilon_greedy(q[0], epsilon, obs.shape[0], self.num_actions, self.generator), state
 
+    @torch.no_grad()
+    def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
+        """float32 Q ``[N, A]`` of one step of the online network's unroll, and the LSTM state after it."""
+        if state is None:
+            state = self.initial_state(obs.shape[0])
+        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
+        return q[0], state
+
     def loss(self, batch: SequenceBatch):
         """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and
         no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""

@@ -49,6 +49,17 @@ class Agent(Protocol):
         """One gradient step. Returns scalar stats for logging and ``"td_error"`` (the batch's TD errors, for
         prioritized replay: ``[B]`` for transitions, ``[T, B]`` for sequences)."""
 
+    def action_values(self, obs: torch.Tensor, state: Any,
+                      extras: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """float32 Q ``[N, A]`` of obs (the online network's, at the training precision) and the state after
+        seeing obs. A collector acts epsilon-greedily on them and computes its initial priorities from them."""
+
+    def acting_weights(self) -> dict:
+        """CPU copies of the weights acting needs (a distributed learner publishes them to its collectors)."""
+
+    def load_acting_weights(self, weights: dict) -> None:
+        """Load what ``acting_weights`` returned (a collector's agent, between chunks)."""
+
     def predict_features(self, obs: torch.Tensor, extras: torch.Tensor | None = None) -> torch.Tensor | None:
         """bool ``[N, F]``: the game features (``agent.aux.features``) an auxiliary head says are in view in obs;
         None for agents without one. Evaluation reports its accuracy against the env's labels."""

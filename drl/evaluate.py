@@ -2,7 +2,7 @@
 
 Loads RUN_DIR/config.yaml and a checkpoint (default RUN_DIR/checkpoints/latest.pt), or the model of a folder
 written by ``drl.export`` (RUN_DIR may also be ``zoo:NAME``, an agent shipped with drl; ``--list-zoo`` lists
-them), plays whole evaluation episodes with the training code's own ``drl.loop.evaluate``, prints a score table
+them), plays whole evaluation episodes with the training code's own ``drl.evaluation.evaluate``, prints a score table
 and, with ``--video``, writes an mp4 of env 0's episodes (its share of the N episodes), upscaled with
 nearest-neighbour so small worlds are visible. The video shows the game's own colour screen where the env kind can
 give it (Atari, Gym; ``--video-view game``, the default there) or the agent's input, its newest frame
@@ -55,7 +55,7 @@ def default_fps(env) -> int:
 
 
 class VideoRecorder:
-    """``on_step`` callback for ``drl.loop.evaluate``: writes env 0's frames until it has finished ``episodes``.
+    """``on_step`` callback for ``drl.evaluation.evaluate``: writes env 0's frames until it has finished ``episodes``.
 
     Per episode that is its first frame, the frame after every step and the terminal frame, so ``length + 1``
     frames (``length`` where the env cannot give the terminal screen). ``view="agent"``: the newest frame of the
@@ -152,7 +152,7 @@ def play(cfg, payload: dict, episodes: int, epsilon: float | None = None, num_en
 
     from drl import runtime
     from drl.agent import EnvSpec, make_agent
-    from drl.loop import evaluate, summarize
+    from drl.evaluation import evaluate, summarize
     from drl.vec_env import make_env, supports_screens
 
     epsilon = cfg.eval.epsilon if epsilon is None else epsilon

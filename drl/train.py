@@ -135,7 +135,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"could not set up the run: {type(exc).__name__}: {first} (rerun with --debug for the "
                         "traceback)") from exc
     finish_run_dir(None, old, run_dir)
-    write_run_files(cfg, run_dir)  # after the set-up, so a failed resume leaves config.yaml as it was
+    # after the set-up, so a failed resume leaves config.yaml as it was; the run's own config (a distributed
+    # learner trains on a copy with prioritized replay)
+    write_run_files(trainer.cfg, run_dir)
     try:
         print(f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
               f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "

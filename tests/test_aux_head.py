@@ -14,7 +14,7 @@ from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
 from drl.errors import UserError
-from drl.loop import evaluate, summarize
+from drl.evaluation import evaluate, summarize
 from drl.networks import QNetwork, doom_encoder, train_mode
 from drl.replay import ReplayBuffer, SequenceBatch, TransitionBatch
 from drl.vec_env import VecStep, unpack_labels

@@ -5,12 +5,14 @@ flags, sequence starts and their LSTM states), initial priorities are the n-step
 ``distributed.collectors`` without Ray installed is a one-line error. On a local Ray cluster (skipped without Ray;
 a few tens of seconds each on 2 cores): catch solved with 2 collectors, the memory task solved with DRQN sequences
 sent through Ray, a collector that cannot start (one line), a killed collector restarted while training goes on,
-SIGINT (exit 130, checkpoint, no Ray process left) and --resume.
+SIGINT (exit 130, checkpoint, no Ray process left) and --resume, and eval.stop_at ending a run (with target
+syncs counted in env steps, as in a single-process run).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import shutil
@@ -218,6 +220,24 @@ def test_catch_is_solved_with_two_collectors(tmp_path):
     assert any(r["weight_lag_mean"] is not None for r in train_rows) and last["updates"] > 0
     assert {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
     assert config.load_run_config(run_dir).replay.prioritized   # Ape-X: prioritized replay
+
+
+@needs_ray
+def test_eval_stop_at_ends_a_distributed_run_and_target_syncs_count_env_steps(tmp_path):
+    """Catch's returns are -1 or +1, so ``eval.stop_at=-1`` ends the run at its first evaluation. The target was
+    synced once per ``target_update_interval`` trained env steps, as in a single-process run (not once per
+    ``target_update_interval / train_freq`` updates)."""
+    run_dir = tmp_path / "run"
+    proc = train("catch", *FAST, "eval.stop_at=-1", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = rows(run_dir, "eval")
+    cfg = config.load_run_config(run_dir)
+    assert len(evals) == 1 and cfg.eval.interval <= evals[0]["env_steps"] < cfg.total_steps, evals
+    assert "evaluation reached eval.stop_at=-1" in proc.stdout
+    counters = checkpoint.load(run_dir / "checkpoints" / "latest.pt")["counters"]
+    assert counters["env_steps"] == evals[0]["env_steps"]
+    trained = counters["env_steps"] - math.floor(counters["pending_updates"]) * cfg.agent.train_freq
+    assert counters["target_syncs"] == trained // cfg.agent.target_update_interval > 0
 
 
 @needs_ray

@@ -375,7 +375,7 @@ def test_health_gain_and_injured_together_against_the_health_variable():
 def test_deathmatch_reports_frags_deaths_and_game_minutes():
     """A bot deathmatch cut to 40 tics: its report carries frags, deaths and the game time in minutes, and the eval
     summary turns totals into K/D and frags per minute."""
-    from drl.loop import summarize
+    from drl.evaluation import summarize
 
     env = DoomVectorEnv(DoomSettings("deathmatch", num_bots=1, timeout=40), num_envs=1, device="cpu", seed=2)
     try:

@@ -237,3 +237,29 @@ def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
     assert torch.equal(q_act, q_fp32.float()) and all(torch.equal(a, b) for a, b in zip(state_act, state_fp32))
     q_train = agent.unroll(agent.online, obs[None], extras[None], state)[0]
     assert not torch.equal(q_train, q_act)   # the loss's unroll runs under bf16 autocast
+
+
+@pytest.mark.parametrize("algo", ["dqn", "drqn"])
+def test_action_values_are_what_greedy_acting_chooses_from_and_acting_weights_carry_them(algo):
+    """What a collector uses (``drl.agent.Agent``): greedy ``act`` picks the argmax of ``action_values`` and both
+    leave the same state; ``acting_weights`` loaded into a fresh agent gives the same values."""
+    from drl.agent import make_agent as build
+
+    cfg = config.load("memory" if algo == "drqn" else "catch", ["compute.bf16=off"])
+    spec = EnvSpec((1, 4, 3), torch.uint8, num_actions=3)
+
+    def agent(seed: int):
+        torch.manual_seed(seed)
+        return build(cfg, spec, torch.device("cpu"), False, torch.Generator().manual_seed(0))
+
+    learner, collector = agent(0), agent(1)
+    obs = torch.randint(0, 256, (5, 1, 4, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    state = learner.initial_state(5)
+    q, after = learner.action_values(obs, state)
+    actions, acted = learner.act(obs, state, epsilon=0.0)
+    assert q.shape == (5, 3) and q.dtype == torch.float32 and torch.equal(actions, q.argmax(1))
+    assert (after is None and acted is None) if algo == "dqn" else all(torch.equal(a, b) for a, b in zip(after, acted))
+    assert not torch.equal(collector.action_values(obs, state)[0], q)
+    collector.load_acting_weights(learner.acting_weights())
+    assert torch.equal(collector.action_values(obs, state)[0], q)
+    assert all(v.device.type == "cpu" for v in learner.acting_weights().values())

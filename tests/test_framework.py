@@ -12,7 +12,7 @@ import torch
 import drl
 from drl import config, registry
 from drl.errors import UserError
-from drl.loop import summarize
+from drl.evaluation import summarize
 from drl.registry import Registry
 from drl.vec_env import fault_counters
 from tests.helpers import ROOT

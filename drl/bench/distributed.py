@@ -24,7 +24,6 @@ def task_distributed(spec: dict) -> dict:
     import numpy as np
 
     from drl import config
-    from drl.distributed.collector import acting_weights
     from drl.distributed.learner import Learner
     from drl.loop import transitions_per_sample
 
@@ -36,8 +35,8 @@ def task_distributed(spec: dict) -> dict:
         "total_steps=1000000000", f"agent.learning_starts={spec['learning_starts']}", "log_interval=1000000000"])
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
         learner = Learner(cfg, run_dir)
-        learner.run_evaluation = lambda wall: {}
-        learner.save_checkpoint = lambda: None
+        learner.core.run_evaluation = lambda wall: {}
+        learner.core.save_checkpoint = lambda: None
         m = {"t0": None, "steps": [0] * n, "insert": 0.0, "update": 0.0, "updates": 0, "bytes": 0, "lags": [],
              "collecting": 0.0, "update_cpu": 0.0}
         insert, update = learner.insert, learner.update
@@ -54,7 +53,7 @@ def task_distributed(spec: dict) -> dict:
                     if chunk.version >= 0:
                         m["lags"].append(learner.agent.updates - chunk.version)
                 if time.perf_counter() - m["t0"] >= seconds:
-                    learner._stop.requested = True
+                    learner.core.stop.requested = True
 
         def timed_update():
             t0, cpu0 = time.perf_counter(), time.thread_time()
@@ -71,7 +70,7 @@ def task_distributed(spec: dict) -> dict:
             learner.run()
             elapsed = time.perf_counter() - m["t0"]
             actor_seconds = getattr(learner.replay, "seconds", 0.0) - m["actor0"]   # replay actor storing chunks
-            weights_mb = sum(v.numel() * v.element_size() for v in acting_weights(learner.agent).values()) / 2**20
+            weights_mb = sum(v.numel() * v.element_size() for v in learner.agent.acting_weights().values()) / 2**20
         finally:
             learner.close()
     steps = sum(m["steps"])
@@ -88,7 +87,7 @@ def task_distributed(spec: dict) -> dict:
             "weight_lag_mean": float(np.mean(m["lags"])) if m["lags"] else None,
             "bytes_per_step": m["bytes"] / max(steps, 1),
             "collector_bytes_per_s": m["bytes"] / elapsed / n, "weights_mb": weights_mb,
-            "envs_per_collector": learner.env.num_envs // n, "algo": cfg.agent.algo}
+            "envs_per_collector": learner.num_streams // n, "algo": cfg.agent.algo}
 
 
 def task_insert(spec: dict) -> dict:

@@ -74,8 +74,8 @@ def quiet_trainer(experiment: str, overrides: list[str], run_dir: str):
     cfg = config.load(experiment, ["tracking.wandb=off", "eval.interval=1000000000",
                                    "checkpoint_interval=1000000000", *overrides])
     trainer = Trainer(cfg, run_dir)
-    trainer.run_evaluation = lambda wall: {}      # run() evaluates at its end: not part of training speed
-    trainer.save_checkpoint = lambda: None
+    trainer.core.run_evaluation = lambda wall: {}      # run() evaluates at its end: not part of training speed
+    trainer.core.save_checkpoint = lambda: None
     return trainer
 
 

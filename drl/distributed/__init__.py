@@ -5,7 +5,7 @@
   steps (with the acting LSTM state where sequences start) and initial priorities computed on them;
 - ``learner``: the prioritized replay (one stream per collector env), updates on the training device, weights
   published through the object store every ``distributed.weights_interval`` updates, metrics, evaluation and
-  checkpoints as in ``drl.loop`` (whose ``Trainer`` it extends);
+  checkpoints by the same ``drl.learner_core.LearnerCore`` that ``drl.loop.Trainer`` owns;
 - ``chunk``: what crosses the network and how it is stored; ``cluster``: Ray itself (optional: ``pip install
   -e ".[ray]"``), the local or joined cluster and the actor pool.
 """

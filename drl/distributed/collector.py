@@ -25,19 +25,6 @@ def apex_epsilon(index: int, count: int, base: float = 0.4, alpha: float = 7.0) 
     return base if count == 1 else base ** (1 + alpha * index / (count - 1))
 
 
-def acting_weights(agent) -> dict:
-    """CPU copies of what acting needs: the online network's parameters (DQN family), else the agent's state."""
-    source = agent.online.state_dict() if hasattr(agent, "online") else agent.state_dict()
-    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v for k, v in source.items()}
-
-
-def load_acting_weights(agent, weights: dict) -> None:
-    if hasattr(agent, "online"):
-        agent.online.load_state_dict(weights)
-    else:
-        agent.load_state_dict(weights)
-
-
 def _restarted_by_ray() -> bool:
     """This actor process replaces one that died (False outside Ray, e.g. in tests)."""
     try:
@@ -94,7 +81,6 @@ class Collector:
         self.stride = cfg.replay.sequence_length - cfg.replay.sequence_overlap
         self.episode_step = np.zeros(E, dtype=np.int64)   # mirrors the replay's, to know where sequences start
         self.priorities = cfg.replay.prioritized or dist.prioritized
-        self.q_acting = hasattr(self.agent, "q_values") and hasattr(self.agent, "online")  # DQN family
 
     def info(self) -> dict:
         if self.error is not None:
@@ -111,23 +97,15 @@ class Collector:
     # ------------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
     def _act(self, obs, extras, epsilon: float):
-        """Actions, the next state and Q ``[E, A]`` (None when not computed: random acting or a foreign agent).
+        """Actions, the next state and Q ``[E, A]`` (None when not computed: random acting, or no priorities).
 
-        For the DQN family this is ``agent.act`` with the Q values kept, for the priorities."""
+        With priorities, epsilon-greedy on ``agent.action_values``, whose Q values the priorities come from."""
         agent = self.agent
-        if epsilon >= 1.0 or not (self.priorities and self.q_acting):
+        if epsilon >= 1.0 or not self.priorities:
             actions, state = agent.act(obs, self.state, epsilon, extras)
             return actions, state, None
-        q, state = self._q(obs, extras, self.state)
-        return epsilon_greedy(q, epsilon, obs.shape[0], agent.num_actions, agent.generator), state, q
-
-    def _q(self, obs, extras, state):
-        agent = self.agent
-        if getattr(agent, "recurrent", False):
-            q, state = agent.unroll(agent.online, obs[None], None if extras is None else extras[None],
-                                    state if state is not None else agent.initial_state(obs.shape[0]))
-            return q[0], state
-        return agent.q_values(agent.online, obs, extras), state
+        q, state = agent.action_values(obs, self.state, extras)
+        return epsilon_greedy(q, epsilon, obs.shape[0], self.spec.num_actions, agent.generator), state, q
 
     def collect(self, weights: list, version: int, explore: bool = False) -> Chunk:
         """Step T vector steps (``explore``: uniformly random actions, the learner's warm-up) and return them."""
@@ -136,7 +114,7 @@ class Collector:
         t0 = time.perf_counter()
         if weights and version != self.version:
             import ray
-            load_acting_weights(self.agent, ray.get(weights[0]))
+            self.agent.load_acting_weights(ray.get(weights[0]))
             self.version = version
         cfg, c = self.cfg, self.channels
         epsilon = 1.0 if explore else self.epsilon
@@ -205,7 +183,7 @@ class Collector:
         """Initial priorities ``[T, E]`` from the Q values seen while acting (plus one forward pass for the
         observation after the chunk, without advancing the acting state)."""
         cfg = self.cfg
-        q_next, _ = self._q(self.step.obs, self.step.extras, self.state)
+        q_next, _ = self.agent.action_values(self.step.obs, self.state, self.step.extras)
         td = td_priorities(torch.cat([q, q_next[None]]), chunk.actions, chunk.rewards, chunk.terminated,
                            chunk.truncated, chunk.reset, cfg.agent.n_step, cfg.agent.gamma)
         if self.sequences:

@@ -2,16 +2,14 @@
 device, weights published through the Ray object store, and the usual metrics, evaluation and checkpoints. The
 replay lives in this process or, with ``distributed.replay: actor``, in its own actor (``replay_server``).
 
-``Learner`` is a ``drl.loop.Trainer`` without an env of its own: it reuses the Trainer's evaluation, checkpoint
-writing and restoring, divergence check and closing, and replaces ``run``. The collectors' N x E envs are one
-replay stream each (collector i owns streams ``i*E .. i*E+E-1``).
+``Learner`` owns a ``drl.learner_core.LearnerCore``, as the single-process ``drl.loop.Trainer`` does: the same
+learn step, target sync, logging, evaluation, checkpoints and ``eval.stop_at``; its loop stores chunks where the
+Trainer steps envs. The collectors' N x E envs are one replay stream each (collector i owns streams
+``i*E .. i*E+E-1``).
 """
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,123 +22,103 @@ from drl.checkpoint import CheckpointError
 from drl.config import Config
 from drl.distributed.chunk import ChunkInfo, apply_to_replay
 from drl.distributed.cluster import Cluster, CollectorPool, require_ray
-from drl.distributed.collector import acting_weights
 from drl.distributed.replay_server import RemoteReplay
 from drl.errors import UserError
-from drl.loop import StopRequested, Trainer, linear, transitions_per_sample
+from drl.learner_core import LearnerCore, Runtime, replay_arguments, set_up_runtime
+from drl.loop import StopRequested, transitions_per_sample
 from drl.replay import ReplayBuffer, build_replay
 
 
-@dataclass
-class Streams:
-    """The collectors' envs as the learner sees them: one vector env of N x E streams that it never steps (what
-    the Trainer's helpers read off ``self.env``)."""
-    num_envs: int
-    num_actions: int
-    frame_stack: int
-    num_extras: int
-    frames_per_step: int
-
-    def reset(self, seed: int | None = None) -> None:
-        return None   # a resumed run's collectors start fresh episodes by themselves
-
-    def close(self) -> None:
-        pass
-
-
-class Learner(Trainer):
+class Learner:
     """A distributed training run (``distributed.collectors > 0``); used like ``Trainer``::
 
         with Learner(cfg, run_dir) as learner:
             result = learner.run()   # {"env_steps", "interrupted", "signal", "eval"}
+
+    ``cfg`` is not changed: the learner trains on a copy (``self.cfg``, prioritized replay with
+    ``distributed.prioritized``), which is the config to write to config.yaml.
     """
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None, init_from=None):
         require_ray(cfg.distributed.address)
+        cfg = self.cfg = cfg.model_copy(deep=True)
         dist = cfg.distributed
         if dist.prioritized:
-            cfg.replay.prioritized = True   # Ape-X / R2D2 (written to config.yaml as such)
-        self._set_up_runtime(cfg, run_dir)
-        self.eval_env = None
+            cfg.replay.prioritized = True   # Ape-X / R2D2
+        rt = set_up_runtime(cfg)
+        self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
         self.cluster = Cluster(dist, runtime.cpu_count())
-        self.pool = None
+        self.pool = self.replay = None
         try:  # a failure below must not leave actors or a local cluster behind
-            self.pool = CollectorPool(cfg, self.run_dir)
-            info = self.pool.infos[0]
-            E = info["num_envs"]
-            self.env = Streams(dist.collectors * E, info["num_actions"], info["frame_stack"], info["num_extras"],
-                               info["frames_per_step"])
-            self.spec = EnvSpec(tuple(info["obs_shape"]), getattr(torch, info["obs_dtype"]), info["num_actions"],
-                                info["num_extras"])
-            self.obs_shape = self.spec.obs_shape
-            self.streams = [np.arange(i * E, (i + 1) * E) for i in range(dist.collectors)]
-            self.chunk_env_steps = E * info["chunk_vector_steps"]   # agent steps per chunk (all collectors alike)
-            self.agent = make_agent(cfg, self.spec, self.device, self.bf16, self.generator)
-            self.replay = self._make_replay(info["chunk_vector_steps"])
-            self.fill_needed = min(cfg.agent.learning_starts, cfg.replay.capacity) or cfg.agent.batch_size
-            self.step = self.acting_state = None
-            self.last_log_steps = 0
-            self.train_stats: dict[str, list[float]] = {}
-            self.recent_returns: deque = deque(maxlen=20)
-            self.restarts = 0
-            if resume_from is not None:
-                self._restore(resume_from)
-            elif init_from is not None:   # a drl.segments.Parent (drl.train --init-from)
-                self.start_from(init_from)
+            self.pool = CollectorPool(cfg, Path(run_dir))
+            self._set_up(rt, Path(run_dir), resume_from, init_from)
         except BaseException:
             if self.pool is not None:
                 self.pool.close()
-            if isinstance(getattr(self, "replay", None), RemoteReplay):
+            if isinstance(self.replay, RemoteReplay):
                 self.replay.close()
             self.cluster.shutdown()
             raise
-        self._open_metrics(resumed=resume_from is not None)   # metrics.jsonl, W&B, TensorBoard (drl.loop.Trainer)
+        self.core.open_metrics(resumed=resume_from is not None)
+        self.counters = self.core.counters
         self.incarnations = [info["incarnation"] for info in self.pool.infos]
         self.weights: list = []          # [ObjectRef] of the newest published weights
         self.version = -1                # learner updates at that publication
         self.published = 0
 
-    def _make_replay(self, chunk_vector_steps: int) -> ReplayBuffer | RemoteReplay:
-        cfg, env = self.cfg, self.env
-        kwargs, sequences = self.replay_arguments()
-        per_stream = cfg.replay.capacity // env.num_envs
+    def _set_up(self, rt: Runtime, run_dir: Path, resume_from: dict | None, init_from) -> None:
+        """Agent, replay (one stream per collector env) and the core, from what the collectors report."""
+        cfg, info = self.cfg, self.pool.infos[0]
+        E = info["num_envs"]
+        self.num_streams = cfg.distributed.collectors * E
+        self.spec = EnvSpec(tuple(info["obs_shape"]), getattr(torch, info["obs_dtype"]), info["num_actions"],
+                            info["num_extras"])
+        self.streams = [np.arange(i * E, (i + 1) * E) for i in range(cfg.distributed.collectors)]
+        self.chunk_env_steps = E * info["chunk_vector_steps"]   # agent steps per chunk (all collectors alike)
+        self.agent = make_agent(cfg, self.spec, rt.device, rt.bf16, rt.generator)
+        self.replay = self._make_replay(info["chunk_vector_steps"], info["frame_stack"])
+        self.restarts = 0
+        if resume_from is not None:
+            saved = resume_from.get("replay")
+            if saved is not None and saved["frames"].shape[0] != self.num_streams:
+                raise CheckpointError(f"the checkpoint's replay holds {saved['frames'].shape[0]} env streams, this "
+                                      f"run has {self.num_streams} (collectors x envs); resume with the config the "
+                                      "run was started with")
+            self.restarts = resume_from.get("distributed", {}).get("collector_restarts", 0)
+        self.core = LearnerCore(cfg, run_dir, rt, self.spec, self.agent, self.replay, info["frames_per_step"],
+                                self._checkpoint_extras, resume_from, init_from)
+
+    def _make_replay(self, chunk_vector_steps: int, frame_stack: int) -> ReplayBuffer | RemoteReplay:
+        cfg, streams = self.cfg, self.num_streams
+        kwargs, sequences = replay_arguments(cfg, self.spec, self.agent.sampler, self.device, streams, frame_stack)
+        per_stream = cfg.replay.capacity // streams
         if per_stream < 4 * chunk_vector_steps:
             raise UserError(f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
-                            f"{env.num_envs} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
+                            f"{streams} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
                             "replay.capacity or lower distributed.chunk_steps or distributed.collectors")
         if cfg.distributed.replay == "actor":
             return RemoteReplay(kwargs, sequences)
         return build_replay(kwargs, sequences)
 
-    # ------------------------------------------------------------------ checkpoints (Trainer's, plus these)
-    def checkpoint_payload(self) -> dict:
-        payload = super().checkpoint_payload()
-        payload["distributed"] = {"collectors": self.cfg.distributed.collectors, "streams": self.env.num_envs,
-                                  "collector_restarts": self.restarts}
-        return payload
+    def _checkpoint_extras(self) -> dict:
+        return {"distributed": {"collectors": self.cfg.distributed.collectors, "streams": self.num_streams,
+                                "collector_restarts": self.restarts}}
 
-    def _restore(self, payload: dict) -> None:
-        saved = payload.get("replay")
-        if saved is not None and saved["frames"].shape[0] != self.env.num_envs:
-            raise CheckpointError(f"the checkpoint's replay holds {saved['frames'].shape[0]} env streams, this run "
-                                  f"has {self.env.num_envs} (collectors x envs); resume with the config the run was "
-                                  "started with")
-        super()._restore(payload)
-        self.restarts = payload.get("distributed", {}).get("collector_restarts", 0)
+    def add_eval_hook(self, hook) -> None:
+        """``hook(row)`` sees every evaluation row; a true return stops the run (``LearnerCore.add_eval_hook``)."""
+        self.core.add_eval_hook(hook)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
-        cfg, c, dist = self.cfg, self.counters, self.cfg.distributed
+        core, cfg, c, dist = self.core, self.cfg, self.counters, self.cfg.distributed
         started = time.perf_counter() - c.wall_time
         last_eval, last_eval_step = {}, -1
         self.window = _Window(dist.collectors, c.env_steps, self.agent.updates)
-        bar = tqdm(total=cfg.total_steps, initial=c.env_steps, unit="step", dynamic_ncols=True, smoothing=0.05,
-                   mininterval=1.0, desc=f"{cfg.name} ({dist.collectors} collectors)")
-        self._bar = bar
+        bar = core.open_progress_bar(f"{cfg.name} ({dist.collectors} collectors)")
         with StopRequested() as stop:
-            self._stop = stop
+            core.stop = stop
             self.publish()
-            while c.env_steps < cfg.total_steps and not stop.requested and not self.stop_early:
+            while c.env_steps < cfg.total_steps and not stop.requested:
                 self.feed()
                 t0 = time.perf_counter()
                 arrivals = self.pool.poll(timeout=0.0 if self.owes_update() else 0.05)
@@ -152,21 +130,17 @@ class Learner(Trainer):
                     self.replay.poll()
                 if self.owes_update():
                     self.update()
-                now = time.perf_counter()
-                if c.env_steps - self.last_log_steps >= cfg.log_interval:
-                    self.log(now, started, bar, last_eval)
-                last_eval, last_eval_step = self.evaluate_and_checkpoint(started, last_eval, last_eval_step)
+                if core.schedule.log_due(core.last_log_steps):
+                    self.log(time.perf_counter(), started, last_eval)
+                last_eval, last_eval_step = core.run_periodic_tasks(started, last_eval, last_eval_step)
+                if core.stop_due(last_eval):
+                    break
             bar.close()
             self.pool.close()   # the collectors stop here; evaluation and the checkpoint need none of them
-            if not stop.requested and last_eval_step != c.env_steps:
-                last_eval = self.run_evaluation(time.perf_counter() - started)
-            c.wall_time = time.perf_counter() - started
-            self.save_checkpoint()
-        return {"env_steps": c.env_steps, "interrupted": stop.requested, "signal": stop.signum, "eval": last_eval,
-                "stopped_early": self.stop_early}
+            return core.finish(started, last_eval, last_eval_step)
 
     def learning(self) -> bool:
-        return self.counters.env_steps >= self.cfg.agent.learning_starts and len(self.replay) >= self.fill_needed
+        return self.counters.env_steps >= self.cfg.agent.learning_starts and len(self.replay) >= self.core.fill_needed
 
     def owes_update(self) -> bool:
         """free: update whenever replay is ready (Ape-X); ratio: one update per agent.train_freq steps inserted."""
@@ -199,15 +173,8 @@ class Learner(Trainer):
         first. The plan runs here on the fetched chunks, or in the replay actor, to which only references go."""
         c, t0 = self.counters, time.perf_counter()
         infos = [info for info, _ in arrivals]
-        rounds: list[list[int]] = []
-        seen: dict[int, int] = {}
-        for k, info in enumerate(infos):
-            r = seen[info.collector] = seen.get(info.collector, -1) + 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(k)
         ops: list[tuple] = []
-        for group in rounds:
+        for group in _rounds(infos):
             for k in group:
                 if infos[k].incarnation != self.incarnations[infos[k].collector]:
                     ops.append(("end", self.streams[infos[k].collector]))
@@ -223,15 +190,19 @@ class Learner(Trainer):
             apply_to_replay(self.replay, ops, ray.get(refs))
         seconds = (time.perf_counter() - t0) / len(arrivals)
         for chunk in infos:
-            c.env_steps += chunk.env_steps
-            if self.learning() and self.cfg.distributed.pace == "ratio":
-                c.pending_updates += chunk.env_steps / self.cfg.agent.train_freq
+            self._count(chunk.env_steps)
             self.window.add_chunk(chunk, self.agent.updates, seconds)
             for ep in chunk.episodes:
-                c.episodes += 1
-                self.recent_returns.append(ep["return"])
-                self.metrics.write("episode", c.env_steps, wall, collector=chunk.collector,
-                                   **{k: v for k, v in ep.items() if k != "env"})
+                self.core.record_episode(ep, wall, collector=chunk.collector)
+        self.core.sync_target_if_due()   # by trained env steps: none of the steps whose updates are still owed
+
+    def _count(self, env_steps: int) -> None:
+        """Count a stored chunk's steps. Under ``pace: ratio`` those from ``agent.learning_starts`` on (once the
+        replay holds enough to learn) owe an update per ``agent.train_freq``, as a single-process run's do."""
+        cfg, c = self.cfg, self.counters
+        before, c.env_steps = c.env_steps, c.env_steps + env_steps
+        if cfg.distributed.pace == "ratio" and len(self.replay) >= self.core.fill_needed:
+            c.pending_updates += max(0, c.env_steps - max(before, cfg.agent.learning_starts)) / cfg.agent.train_freq
 
     def _restarted(self, chunk: ChunkInfo) -> None:
         """Ray restarted this chunk's collector (its envs' streams end in the replay: their next steps are new
@@ -247,22 +218,10 @@ class Learner(Trainer):
     def update(self) -> None:
         """One gradient update; then the target sync and the weight publication when they are due."""
         cfg, c, t0 = self.cfg, self.counters, time.perf_counter()
-        beta = linear(cfg.replay.beta_start, 1.0, cfg.total_steps, c.env_steps)
-        batch = self.replay.sample_for(self.agent.sampler, cfg.agent.batch_size, beta=beta, device=self.device)
-        stats = self.agent.update(batch)
-        self.replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
-        for key, value in stats.items():
-            self.train_stats.setdefault(key, []).append(float(value))
-        for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
-            if key in self.train_stats and not math.isfinite(self.train_stats[key][-1]):
-                self._diverged(self.train_stats[key][-1], key)
+        self.core.learn_step()
         if cfg.distributed.pace == "ratio":
             c.pending_updates -= 1
-        # the target is copied every target_update_interval agent steps' worth of updates (train_freq steps each)
-        every = max(1, round(cfg.agent.target_update_interval / cfg.agent.train_freq))
-        if self.agent.updates // every > c.target_syncs:
-            c.target_syncs = self.agent.updates // every
-            self.agent.sync_target()
+        self.core.sync_target_if_due()   # at the trained env steps where a single-process run syncs
         if self.agent.updates - self.version >= cfg.distributed.weights_interval:
             self.publish()
         self.window.update_seconds += time.perf_counter() - t0
@@ -270,15 +229,13 @@ class Learner(Trainer):
     def publish(self) -> None:
         """Put the acting weights in the object store; collectors fetch them with their next call."""
         import ray
-        self.weights = [ray.put(acting_weights(self.agent))]
+        self.weights = [ray.put(self.agent.acting_weights())]
         self.version = self.agent.updates
         self.published += 1
 
-    def log(self, now: float, started: float, bar, last_eval: dict) -> None:
+    def log(self, now: float, started: float, last_eval: dict) -> None:
         c = self.counters
-        recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
-        means = {f"train/{k}": float(np.mean(v)) for k, v in self.train_stats.items()}
-        faults = {}   # the env's fault counters (drl.vec_env.fault_counters), summed over the window's chunks
+        faults: dict[str, int] = {}   # the env's fault counters (drl.vec_env.fault_counters), summed over chunks
         for counters in self.window.faults:
             for name, value in (counters or {}).items():
                 faults[name] = int(faults.get(name, 0) + value)
@@ -288,26 +245,44 @@ class Learner(Trainer):
             row["replay_actor_share"] = (self.replay.seconds - self.window.actor_seconds) / max(now - self.window.t0,
                                                                                                 1e-9)
             self.window.actor_seconds = self.replay.seconds
-        self.metrics.write("train", c.env_steps, now - started, episodes=c.episodes, recent_return=recent,
-                           updates=self.agent.updates, collector_restarts=self.restarts,
-                           collectors_alive=sum(self.pool.alive), weights_published=self.published, **row,
-                           **means, **faults)
-        bar.set_postfix(sps=f"{row['sps']:.0f}", ups=f"{row['updates_per_s']:.1f}",
-                        ret="-" if recent is None else f"{recent:.1f}", eval=last_eval.get("return_mean", "-"))
-        self.train_stats.clear()
-        self.last_log_steps = c.env_steps
+        recent = self.core.write_train_row(now - started, faults, collector_restarts=self.restarts,
+                                           collectors_alive=sum(self.pool.alive), weights_published=self.published,
+                                           **row)
+        self.core.bar.set_postfix(sps=f"{row['sps']:.0f}", ups=f"{row['updates_per_s']:.1f}",
+                                  ret="-" if recent is None else f"{recent:.1f}",
+                                  eval=last_eval.get("return_mean", "-"))
         self.window = _Window(self.cfg.distributed.collectors, c.env_steps, self.agent.updates, now, self.window)
 
+    def __enter__(self) -> "Learner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Flush metrics, finish tracking, stop the collectors, the replay actor and a cluster started here."""
         if getattr(self, "_closed", False):
             return
+        self._closed = True
         try:
-            super().close()
+            self.core.close()
         finally:
             self.pool.close()
             if isinstance(self.replay, RemoteReplay):
                 self.replay.close()
             self.cluster.shutdown()
+
+
+def _rounds(infos: list[ChunkInfo]) -> list[list[int]]:
+    """The chunks' indices in rounds, each holding at most one chunk per collector, in the order they came."""
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for k, info in enumerate(infos):
+        r = seen[info.collector] = seen.get(info.collector, -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(k)
+    return rounds
 
 
 class _Window:
