@@ -146,7 +146,7 @@ class SequenceSampler:
         state = self.start_state[torch.from_numpy(env), torch.from_numpy(k)]  # [B, 2, hidden]
         weights = (prioritizer.weights(prob, int(np.minimum(self.start_count, K).sum()), beta)
                    if prioritizer is not None else np.ones(B, dtype=np.float32))
-        to = lambda t: to_device(t, device)  # noqa: E731
+        to = lambda t: to_device(t, torch.device(device))  # noqa: E731
         tm = lambda t: to(t.transpose(0, 1).contiguous())  # noqa: E731  time-major
         batch = SequenceBatch(
             obs=tm(obs), actions=tm(actions[:, S - 1:].long()), returns=tm(returns), bootstrap=tm(position + steps),

@@ -123,7 +123,7 @@ class TransitionSampler:
         next_obs = stack_frames(gather_rows(frames, rows.to(fd), nxt.to(fd)), first[rows, nxt], S)
         weights = (prioritizer.weights(prob, len(storage), beta) if prioritizer is not None
                    else np.ones(B, dtype=np.float32))
-        to = lambda t: to_device(t, device)  # noqa: E731
+        to = lambda t: to_device(t, torch.device(device))  # noqa: E731
         batch = TransitionBatch(
             obs=to(obs), actions=to(actions[:, S - 1].long()), returns=to(returns), next_obs=to(next_obs),
             discounts=to(discounts), weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
