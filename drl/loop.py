@@ -246,7 +246,7 @@ class Trainer:
         return payload
 
     def replay_arguments(self) -> tuple[dict, dict | None]:
-        """``ReplayBuffer`` keyword arguments and ``enable_sequences``'s (None for transitions), from the config and
+        """``ReplayBuffer`` keyword arguments and its ``sequences`` (None for transitions), from the config and
         the env; checks first that the replay fits in free memory."""
         cfg, env = self.cfg, self.env
         frame_shape = (self.obs_shape[0] // env.frame_stack, *self.obs_shape[1:])
