@@ -201,8 +201,9 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
             state = (hc[0], hc[1])
         created = replay.add(StepRecord(
             chunk.frames[t], chunk.first[t], chunk.actions[t], chunk.rewards[t], chunk.terminated[t],
-            chunk.truncated[t], chunk.reset[t], final, opt(chunk.extras, t), final_extras, opt(chunk.labels, t),
-            final_labels, opt(chunk.dropped, t), state), envs=streams)
+            chunk.truncated[t], chunk.reset[t], final_frame=final, extras=opt(chunk.extras, t),
+            final_extras=final_extras, labels=opt(chunk.labels, t), final_labels=final_labels,
+            dropped=opt(chunk.dropped, t), lstm_state=state), envs=streams)
         if chunk.priorities is None:
             continue
         p = chunk.priorities[t].numpy()

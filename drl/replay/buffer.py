@@ -57,7 +57,8 @@ class StepRecord:
         the last ``channels`` channels of a stacked obs."""
         final = None if step.final_obs is None else step.final_obs[:, -channels:]
         return cls(obs[:, -channels:], first, actions, step.reward, step.terminated, step.truncated, step.reset,
-                   final, extras, step.final_extras, labels, step.final_labels, step.dropped, lstm_state)
+                   final_frame=final, extras=extras, final_extras=step.final_extras, labels=labels,
+                   final_labels=step.final_labels, dropped=step.dropped, lstm_state=lstm_state)
 
 
 class ReplayBuffer:
