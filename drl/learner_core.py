@@ -50,7 +50,7 @@ def set_up_runtime(cfg: Config) -> Runtime:
 
 def replay_arguments(cfg: Config, spec: EnvSpec, sampler: str, device: torch.device, num_envs: int,
                      frame_stack: int) -> tuple[dict, dict | None]:
-    """``ReplayBuffer`` keyword arguments and ``enable_sequences``'s (None for transitions) for ``num_envs`` env
+    """``ReplayBuffer`` keyword arguments and its ``sequences`` (None for transitions) for ``num_envs`` env
     streams; checks first that the replay fits in free memory."""
     frame_shape = (spec.obs_shape[0] // frame_stack, *spec.obs_shape[1:])
     _check_replay_memory(cfg, spec, sampler, device, num_envs, frame_shape, frame_stack)

@@ -16,7 +16,7 @@ from drl.agent import EnvSpec
 from drl.errors import UserError
 from drl.evaluation import evaluate, summarize
 from drl.networks import QNetwork, doom_encoder, train_mode
-from drl.replay import ReplayBuffer, SequenceBatch, TransitionBatch
+from drl.replay import ReplayBuffer, SequenceBatch, StepRecord, TransitionBatch
 from drl.vec_env import VecStep, unpack_labels
 from drl.envs.doom.labels import FeatureLabeler
 from tests.test_replay import NaiveStream
@@ -37,9 +37,9 @@ def fill_labeled(replay, stream, steps, rng):
         obs = stream.obs()
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
-        replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
-                   acting_state=(torch.zeros(1, stream.E, 2), torch.zeros(1, stream.E, 2)),
-                   labels=label_of(obs[:, -1:]), final_labels=label_of(final[:, -1:]))
+        replay.add(StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
+                              lstm_state=(torch.zeros(1, stream.E, 2), torch.zeros(1, stream.E, 2)),
+                              labels=label_of(obs[:, -1:]), final_labels=label_of(final[:, -1:])))
         first = reset
 
 
@@ -57,10 +57,10 @@ def test_transition_labels_are_those_of_the_sampled_obs(stack):
 def test_sequence_labels_follow_their_positions_and_are_zero_after_the_episode_end():
     rng = np.random.default_rng(5)
     stream = NaiveStream(3, 1, rng, p_term=0.05, p_trunc=0.04, p_life=0.0)
-    replay = ReplayBuffer(100_000, 3, (1, 3, 3), 1, n_step=2, labels=True, seed=2)
-    replay.enable_sequences(8, 2, 4, 2)
+    replay = ReplayBuffer(100_000, 3, (1, 3, 3), 1, n_step=2, labels=True, seed=2,
+                          sequences=dict(length=8, burn_in=2, overlap=4, state_size=2))
     fill_labeled(replay, stream, 400, rng)
-    batch = replay.sample_sequences(64)
+    batch = replay.sample(64)
     assert batch.labels.shape == batch.actions.shape == (10, 64)
     real = (batch.obs.flatten(2) > 0).any(2)                      # [W, B]: a frame of the episode, not padding
     expected = torch.where(real, label_of(batch.obs.flatten(0, 1)).view(10, 64), 0)
@@ -71,14 +71,14 @@ def test_sequence_labels_follow_their_positions_and_are_zero_after_the_episode_e
 def test_replay_without_labels_stores_none():
     kwargs = dict(capacity=1000, num_envs=2, frame_shape=(1, 3, 3), frame_stack=1)
     off, on = ReplayBuffer(**kwargs), ReplayBuffer(**kwargs, labels=True)
-    assert off.labels is None and "labels" not in off.state_dict()
+    assert off.storage.labels is None and "labels" not in off.state_dict()
     assert off.nbytes() == ReplayBuffer.bytes_needed(**kwargs)
-    assert on.nbytes() - off.nbytes() == on.num_envs * on.capacity == ReplayBuffer.bytes_needed(
+    assert on.nbytes() - off.nbytes() == on.storage.num_envs * on.storage.capacity == ReplayBuffer.bytes_needed(
         **kwargs, labels=True) - ReplayBuffer.bytes_needed(**kwargs)
     no = torch.zeros(2, dtype=torch.bool)
     with pytest.raises(ValueError, match="labels"):   # a replay that stores labels needs them
-        on.add(torch.zeros(2, 1, 3, 3, dtype=torch.uint8), first=no, action=torch.zeros(2), reward=torch.zeros(2),
-               terminated=no, truncated=no, reset=no)
+        on.add(StepRecord(torch.zeros(2, 1, 3, 3, dtype=torch.uint8), first=no, action=torch.zeros(2),
+                          reward=torch.zeros(2), terminated=no, truncated=no, reset=no))
 
 
 # ------------------------------------------------------------------------------------------ the loss learns

@@ -29,7 +29,7 @@ def train(experiment: str, overrides: list[str], run_dir) -> tuple[dict, Trainer
 def test_dqn_learns_catch_on_cuda(tmp_path, frames_on_device):
     result, trainer = train("catch", ["total_steps=20000", "eval.interval=5000",
                                       f"replay.frames_on_device={frames_on_device}"], tmp_path)
-    assert trainer.device.type == "cuda" and trainer.replay.frames.is_cuda == frames_on_device
+    assert trainer.device.type == "cuda" and trainer.replay.storage.frames.is_cuda == frames_on_device
     assert result["eval"]["return_mean"] >= 0.9, result
 
 
@@ -49,17 +49,16 @@ def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences, fram
     def filled(frames_device=None):
         rng = np.random.default_rng(0)
         stack = 1 if sequences else 4
-        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1, frames_device=frames_device)
+        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1, frames_device=frames_device,
+                              sequences=dict(length=8, burn_in=2, overlap=4, state_size=HIDDEN) if sequences else None)
         if sequences:
-            replay.enable_sequences(8, 2, 4, HIDDEN)
             fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
         else:
             fill(replay, NaiveStream(3, stack, rng), 300, rng)
         return replay
 
-    sample = "sample_sequences" if sequences else "sample"
-    on_cpu = getattr(filled(), sample)(64, device=torch.device("cpu"))
-    on_cuda = getattr(filled("cuda" if frames_on_cuda else None), sample)(64, device=torch.device("cuda"))
+    on_cpu = filled().sample(64, device=torch.device("cpu"))
+    on_cuda = filled("cuda" if frames_on_cuda else None).sample(64, device=torch.device("cuda"))
     compared = 0
     for name, value in vars(on_cpu).items():
         pairs = zip(value, getattr(on_cuda, name)) if isinstance(value, tuple) else [(value, getattr(on_cuda, name))]

@@ -98,18 +98,22 @@ def _recording_collector(experiment: str, overrides: list[str]):
     return cfg, col, inputs, steps
 
 
+def sequence_arguments(cfg, sequences: bool) -> dict | None:
+    """The replay's sequence arguments for a recurrent agent's config (None for transitions)."""
+    if not sequences:
+        return None
+    return dict(length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in, overlap=cfg.replay.sequence_overlap,
+                state_size=cfg.network.lstm_size, eta=cfg.replay.priority_eta)
+
+
 @pytest.mark.parametrize("experiment", ["catch", "memory"])
 def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
     cfg, col, inputs, steps = _recording_collector(experiment, ["distributed.chunk_steps=96", "env.num_envs=8"])
     E, frame_shape = col.env.num_envs, (col.channels, *col.spec.obs_shape[1:])
 
     def buffer(streams: int) -> ReplayBuffer:
-        rb = ReplayBuffer(2000 * streams, streams, frame_shape, 1, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
-                          prioritized=True, alpha=cfg.replay.alpha)
-        if col.sequences:
-            rb.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
-                                cfg.network.lstm_size, cfg.replay.priority_eta)
-        return rb
+        return ReplayBuffer(2000 * streams, streams, frame_shape, 1, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
+                            prioritized=True, alpha=cfg.replay.alpha, sequences=sequence_arguments(cfg, col.sequences))
 
     ref, dist = buffer(E), buffer(3 * E)
     streams = np.arange(E, 2 * E)                 # this collector's streams sit between two others
@@ -119,17 +123,18 @@ def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
     for (obs, first, state, extras, actions), step in zip(inputs, steps):
         ref.add_step(obs, first, actions, step, extras, acting_state=state)
     assert sum(c.env_steps for c in chunks) == len(steps) * E == 3 * 96
-    assert sum(len(c.episodes) for c in chunks) > 0 and int(ref.flags.bitwise_and(ref.FINAL).sum()) > 0
+    assert sum(len(c.episodes) for c in chunks) > 0 and int(ref.storage.flags.bitwise_and(ref.FINAL).sum()) > 0
     for name in ("frames", "actions", "rewards", "flags"):
-        assert torch.equal(getattr(dist, name)[streams], getattr(ref, name)), name
-    assert (dist.count[streams] == ref.count).all() and dist.count[:E].sum() == 0
+        assert torch.equal(getattr(dist.storage, name)[streams], getattr(ref.storage, name)), name
+    assert (dist.storage.count[streams] == ref.storage.count).all() and dist.storage.count[:E].sum() == 0
     if col.sequences:
-        assert (dist.start_count[streams] == ref.start_count).all() and ref.start_count.sum() > 0
-        assert torch.equal(dist.start_slot[streams], ref.start_slot)
-        assert torch.equal(dist.start_state[streams], ref.start_state)
-        assert float(ref.start_state.abs().sum()) > 0      # real LSTM states, not zeros
+        d, r = dist.sampler, ref.sampler
+        assert (d.start_count[streams] == r.start_count).all() and r.start_count.sum() > 0
+        assert torch.equal(d.start_slot[streams], r.start_slot)
+        assert torch.equal(d.start_state[streams], r.start_state)
+        assert float(r.start_state.abs().sum()) > 0      # real LSTM states, not zeros
     # the collector's priorities replaced the replay's max priority on every entry the chunks created
-    leaves = dist.tree.leaves
+    leaves = dist.prioritizer.tree.leaves
     for chunk in chunks:
         assert chunk.priorities is not None and torch.isfinite(chunk.priorities).any()
     expected = np.concatenate([c.priorities.numpy().ravel() for c in chunks])
@@ -148,11 +153,8 @@ def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
     E, frame_shape = 4, (cols[0].channels, *cols[0].spec.obs_shape[1:])
     buffers = []
     for _ in range(2):
-        rb = ReplayBuffer(1000 * 2 * E, 2 * E, frame_shape, 1, n_step=cfg.agent.n_step, prioritized=True)
-        if cols[0].sequences:
-            rb.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
-                                cfg.network.lstm_size, cfg.replay.priority_eta)
-        buffers.append(rb)
+        buffers.append(ReplayBuffer(1000 * 2 * E, 2 * E, frame_shape, 1, n_step=cfg.agent.n_step, prioritized=True,
+                                    sequences=sequence_arguments(cfg, cols[0].sequences)))
     one_by_one, merged = buffers
     streams = [np.arange(E), np.arange(E, 2 * E)]
     for r in range(4):
@@ -160,10 +162,12 @@ def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
         for chunk, ids in zip(chunks, streams):
             add_to_replay(one_by_one, chunk, ids)
         add_to_replay(merged, merge(chunks[::-1]), np.concatenate(streams[::-1]))
-    for name in ("frames", "actions", "rewards", "flags") + (("start_slot", "start_state") if cols[0].sequences
-                                                             else ()):
-        assert torch.equal(getattr(merged, name), getattr(one_by_one, name)), name
-    assert np.array_equal(merged.tree.leaves, one_by_one.tree.leaves)
+    for name in ("frames", "actions", "rewards", "flags"):
+        assert torch.equal(getattr(merged.storage, name), getattr(one_by_one.storage, name)), name
+    if cols[0].sequences:
+        for name in ("start_slot", "start_state"):
+            assert torch.equal(getattr(merged.sampler, name), getattr(one_by_one.sampler, name)), name
+    assert np.array_equal(merged.prioritizer.tree.leaves, one_by_one.prioritizer.tree.leaves)
 
 
 def test_without_ray_the_key_is_a_one_line_error(tmp_path):

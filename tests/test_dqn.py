@@ -140,7 +140,8 @@ def test_prioritized_replay_end_to_end(tmp_path, experiment):
     with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "run")) as trainer:
         trainer.run()
         replay, agent = trainer.replay, trainer.agent
-        leaves = replay.tree.get(np.arange(replay.tree.capacity))
+        tree = replay.prioritizer.tree
+        leaves = tree.get(np.arange(tree.capacity))
         stored = leaves[leaves > 0]
         assert len(np.unique(stored)) > 10, "the loop must have replaced the initial max priorities"
         batch = replay.sample_for(agent.sampler, 32, beta=0.5)
@@ -154,7 +155,7 @@ def test_prioritized_replay_end_to_end(tmp_path, experiment):
             per_item = td.abs()
         last = {int(i): b for b, i in enumerate(batch.indices)}        # a repeated index keeps its last value
         expected = (per_item.double().numpy() + cfg.replay.priority_eps) ** cfg.replay.alpha
-        got = replay.tree.get(np.array(list(last)))
+        got = tree.get(np.array(list(last)))
         assert np.allclose(got, expected[list(last.values())], rtol=1e-5)
 
 

@@ -226,15 +226,15 @@ def test_gym_observation_kinds_and_unsupported_spaces():
 
 def test_replay_of_float_vectors_equals_naive_stacks():
     """Vectors are stored as float32 (no uint8 cast, no /255) and stacked like frames, zeros before a start."""
-    from drl.replay import ReplayBuffer
+    from drl.replay import ReplayBuffer, StepRecord
 
     replay = ReplayBuffer(1000, 1, (3,), 2, n_step=1, gamma=0.5, frame_dtype=torch.float32)
     obs = [torch.tensor([[0.25, -1.5, 1000.0]]) * (t + 1) for t in range(6)]
     first = torch.tensor([True])
     for t in range(5):
         done = torch.tensor([t == 2])
-        replay.add(obs[t], first, torch.tensor([t % 2]), torch.tensor([float(t)]), done, torch.tensor([False]),
-                   done, final_frame=obs[t + 1] if t == 2 else None)
+        replay.add(StepRecord(obs[t], first, torch.tensor([t % 2]), torch.tensor([float(t)]), done,
+                              torch.tensor([False]), done, final_frame=obs[t + 1] if t == 2 else None))
         first = done
     batch = replay.sample(64)
     assert batch.obs.dtype == torch.float32

@@ -385,10 +385,10 @@ def test_atari_resume_with_saved_replay_ends_the_old_episodes(tmp_path):
     run = create_run_dir(cfg, tmp_path / "run")
     with drl.Trainer(cfg, run) as trainer:
         trainer.run()
-        saved_flags, count = trainer.replay.flags.clone(), trainer.replay.count.copy()
+        saved_flags, count = trainer.replay.storage.flags.clone(), trainer.replay.storage.count.copy()
     payload = checkpoint.load(run / "checkpoints" / "latest.pt")
     with drl.Trainer(cfg, run, resume_from=payload) as resumed:
-        replay = resumed.replay
+        replay = resumed.replay.storage
         assert (replay.count == count).all()
         for e in range(2):
             last, before = (count[e] - 1) % replay.capacity, (count[e] - 2) % replay.capacity

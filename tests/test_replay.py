@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from drl.replay import ReplayBuffer
+from drl.replay import ReplayBuffer, StepRecord
 
 H = W = 3
 
@@ -76,7 +76,7 @@ def fill(replay, stream, steps, rng):
         obs = stream.obs()
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
-        replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:])
+        replay.add(StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:]))
         first = reset
 
 
@@ -97,8 +97,9 @@ def check_batch_against_reference(replay, batch, transitions, n, gamma) -> int:
     """Each sampled transition equals the naive one: stack, action, n-step return, discount, bootstrap obs.
     ``transitions[e]`` lists dicts (obs, action, reward, term, trunc, reset, next) as the env showed them.
     Returns how many sampled windows were cut short by an episode end."""
-    env = batch.indices // replay.capacity
-    logical = replay._logical_from_phys(env, batch.indices % replay.capacity)
+    storage = replay.storage
+    env = batch.indices // storage.capacity
+    logical = storage.logical_from_phys(env, batch.indices % storage.capacity)
     cut = 0
     for b in range(len(env)):
         e = int(env[b])
@@ -136,11 +137,11 @@ def test_no_sampled_window_starts_on_final_slot_and_bytes_per_transition():
     for _ in range(200):
         obs = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
         reward, term, trunc, reset, final = stream.step(torch.zeros(2))
-        replay.add(obs[:, -1:], first, torch.zeros(2, dtype=torch.long), reward, term, trunc, reset,
-                   torch.zeros(2, 1, 84, 84, dtype=torch.uint8))
+        replay.add(StepRecord(obs[:, -1:], first, torch.zeros(2, dtype=torch.long), reward, term, trunc, reset,
+                              torch.zeros(2, 1, 84, 84, dtype=torch.uint8)))
         first = reset
     batch = replay.sample(512)
-    flags = replay.flags.flatten()[torch.from_numpy(batch.indices)]
+    flags = replay.storage.flags.flatten()[torch.from_numpy(batch.indices)]
     assert not ((flags & ReplayBuffer.FINAL) > 0).any()
     # one 84x84 frame + action + reward + flags: well under the 7.1 KB target
     assert replay.bytes_per_transition() <= 7100
@@ -158,8 +159,8 @@ def test_a_cut_stream_is_never_sampled_across(how):
     no = torch.tensor([False])
 
     def add(t, first, dropped=None, reset=no):
-        replay.add(frame(t), torch.tensor([first]), torch.tensor([t % 3]), torch.tensor([float(t)]), no,
-                   reset, reset, final_frame=frame(t + 1), dropped=dropped)
+        replay.add(StepRecord(frame(t), torch.tensor([first]), torch.tensor([t % 3]), torch.tensor([float(t)]), no,
+                              reset, reset, final_frame=frame(t + 1), dropped=dropped))
 
     for t in range(5):
         add(t, t == 0)
@@ -193,6 +194,6 @@ def test_memory_estimates_equal_what_the_buffer_allocates(kwargs):
     """The free-memory checks run before allocating: their byte counts must be the buffer's own."""
     replay = ReplayBuffer(**kwargs)
     static = {k: kwargs.get(k, d) for k, d in (("n_step", 1), ("frame_dtype", torch.uint8))}
-    assert replay.frames.numel() * replay.frames.element_size() == ReplayBuffer.frames_bytes(
+    assert replay.storage.frames.numel() * replay.storage.frames.element_size() == ReplayBuffer.frames_bytes(
         kwargs["capacity"], kwargs["num_envs"], kwargs["frame_shape"], kwargs["frame_stack"], **static)
     assert replay.nbytes() == ReplayBuffer.bytes_needed(**kwargs)

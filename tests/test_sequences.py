@@ -9,7 +9,7 @@ from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
 from drl.networks import QNetwork, lstm_unroll
-from drl.replay import ReplayBuffer
+from drl.replay import ReplayBuffer, StepRecord
 from drl.envs.torch_native import MemoryEnv
 from tests.test_replay import NaiveStream, naive_target
 
@@ -27,8 +27,8 @@ def fill_with_states(replay, stream, steps, rng):
         h = tag.view(1, -1, 1).expand(1, stream.E, HIDDEN).clone()
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
-        replay.add(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
-                   acting_state=(h, -h))
+        replay.add(StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
+                              lstm_state=(h, -h)))
         for e in range(stream.E):
             states[e].append(float(tag[e]))
         first = reset
@@ -53,13 +53,13 @@ def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioriti
     rng = np.random.default_rng(T)
     E, gamma = 3, 0.9
     stream = NaiveStream(E, stack, rng, p_term=0.04, p_trunc=0.03, p_life=0.04)
-    replay = ReplayBuffer(100_000, E, (1, 3, 3), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=2)
-    replay.enable_sequences(T, burn_in, overlap, HIDDEN)
+    replay = ReplayBuffer(100_000, E, (1, 3, 3), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=2,
+                          sequences=dict(length=T, burn_in=burn_in, overlap=overlap, state_size=HIDDEN))
     states = fill_with_states(replay, stream, 500, rng)
-    batch = replay.sample_sequences(64)
-    K, stride = replay.starts_cap, T - overlap
+    batch = replay.sample(64)
+    K, stride = replay.sampler.starts_cap, T - overlap
     env = batch.indices // K
-    start = replay.start_slot[torch.from_numpy(env), torch.from_numpy(batch.indices % K)].numpy()
+    start = replay.sampler.start_slot[torch.from_numpy(env), torch.from_numpy(batch.indices % K)].numpy()
     checked_padding = checked_cut = 0
     for b in range(len(env)):
         e, trs = int(env[b]), stream.transitions[int(env[b])]

@@ -118,8 +118,8 @@ def task_insert(spec: dict) -> dict:
     for k in spec["counts"]:
         streams = k * E
         replay = ReplayBuffer(max(100_000, streams * 4 * T), streams, (1, 84, 84), 4, n_step=3, prioritized=True)
-        replay.frames.fill_(0)    # touch every page first: a long run writes over touched memory (first touch is
-                                  # slow and erratic on a VM)
+        # touch every page first: a long run writes over touched memory (first touch is slow and erratic on a VM)
+        replay.storage.frames.fill_(0)
         times = []
         for _ in range(spec["rounds"] + 1):     # the first write is a warm-up
             group = [chunk(i) for i in range(k)]

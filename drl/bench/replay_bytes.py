@@ -45,13 +45,15 @@ def task_replay(spec: dict) -> dict:
         env = cfg.env
         frame_shape, num_extras = frames_of(env)
         capacity = spec.get("buffer") or cfg.replay.capacity
+        sequences = dict(length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in,
+                         overlap=cfg.replay.sequence_overlap, state_size=cfg.network.lstm_size,
+                         eta=cfg.replay.priority_eta) if cfg.agent.algo == "drqn" else None
         replay = ReplayBuffer(capacity, env.num_envs, frame_shape, env.frame_stack, num_extras,
-                              n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized)
-        if cfg.agent.algo == "drqn":
-            replay.enable_sequences(cfg.replay.sequence_length, cfg.replay.burn_in, cfg.replay.sequence_overlap,
-                                    cfg.network.lstm_size, cfg.replay.priority_eta)
-        transitions = replay.num_envs * replay.capacity
-        allocated = _allocated_bytes(replay)
+                              n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, prioritized=cfg.replay.prioritized,
+                              sequences=sequences)
+        transitions = replay.storage.num_envs * replay.storage.capacity
+        pieces = (replay.storage, replay.sampler, getattr(replay.sampler, "starts", None), replay.prioritizer)
+        allocated = sum(_allocated_bytes(piece) for piece in pieces if piece is not None)
         out[name] = {"experiment": experiment, "transitions": transitions, "frame_shape": list(frame_shape),
                      "frame_stack": env.frame_stack, "core_bytes": replay.nbytes(),
                      "allocated_bytes": allocated, "bytes_per_transition": replay.nbytes() / transitions,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from drl.replay import ReplayBuffer, n_step_returns
+from drl.replay import ReplayBuffer, StepRecord, n_step_returns
 
 
 @dataclass
@@ -173,13 +173,13 @@ def apply_to_replay(replay: ReplayBuffer, ops: list[tuple], chunks: list[Chunk])
 
 def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> None:
     """Store ``chunk`` in ``replay`` as T vector steps of the streams ``streams`` (int [E]), then set the initial
-    priorities of the entries it created (if the chunk has them and the replay is prioritized)."""
+    priorities of the entries it created (if the chunk has them; a uniform replay ignores them)."""
     T, E = chunk.rewards.shape
     finals = {}
     for row, (t, e) in enumerate(chunk.final_rows.tolist()):
         finals.setdefault(t, []).append((e, row))
     states = {}
-    if replay.sequences and chunk.states is not None:
+    if chunk.states is not None:
         for row, (t, e) in enumerate(chunk.state_rows.tolist()):
             states.setdefault(t, []).append((e, row))
     entries, values = [], []
@@ -199,21 +199,16 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
             hc = torch.zeros(2, 1, E, chunk.states.shape[-1])
             hc[:, 0, envs] = chunk.states[rows].transpose(0, 1)
             state = (hc[0], hc[1])
-        before = (replay.start_count if replay.sequences else replay.count)[streams].copy()
-        replay.add(chunk.frames[t], chunk.first[t], chunk.actions[t], chunk.rewards[t], chunk.terminated[t],
-                   chunk.truncated[t], chunk.reset[t], final, opt(chunk.extras, t), final_extras, state,
-                   opt(chunk.dropped, t), envs=streams, labels=opt(chunk.labels, t), final_labels=final_labels)
-        if chunk.priorities is None or not replay.prioritized:
+        created = replay.add(StepRecord(
+            chunk.frames[t], chunk.first[t], chunk.actions[t], chunk.rewards[t], chunk.terminated[t],
+            chunk.truncated[t], chunk.reset[t], final_frame=final, extras=opt(chunk.extras, t),
+            final_extras=final_extras, labels=opt(chunk.labels, t), final_labels=final_labels,
+            dropped=opt(chunk.dropped, t), lstm_state=state), envs=streams)
+        if chunk.priorities is None:
             continue
-        if replay.sequences:   # the starts the replay recorded in this step
-            rows = np.nonzero(replay.start_count[streams] > before)[0]
-            entry = streams[rows] * replay.starts_cap + before[rows] % replay.starts_cap
-        else:                  # the transition each env's step wrote
-            rows = np.arange(E)
-            entry = streams * replay.capacity + before % replay.capacity
-        p = chunk.priorities[t].numpy()[rows]
-        ok = np.isfinite(p)
-        entries.append(entry[ok])
+        p = chunk.priorities[t].numpy()
+        ok = (created >= 0) & np.isfinite(p)
+        entries.append(created[ok])
         values.append(p[ok])
     if entries and sum(len(e) for e in entries):
         replay.update_priorities(np.concatenate(entries), torch.from_numpy(np.concatenate(values)))

@@ -12,11 +12,11 @@ import os
 import time
 import uuid
 
-import numpy as np
 import torch
 
 from drl.agent import epsilon_greedy
 from drl.distributed.chunk import Chunk, sequence_priorities, td_priorities
+from drl.replay.sequences import SequenceStarts
 from drl.vec_env import fault_counters, make_env
 
 
@@ -78,8 +78,8 @@ class Collector:
         self.T = max(1, dist.chunk_steps // E)
         self.channels = self.spec.obs_shape[0] // self.env.frame_stack   # of one frame (replay stores one)
         self.sequences = self.agent.sampler == "sequences"
-        self.stride = cfg.replay.sequence_length - cfg.replay.sequence_overlap
-        self.episode_step = np.zeros(E, dtype=np.int64)   # mirrors the replay's, to know where sequences start
+        # the replay's rule, to send the acting state where the replay stores a sequence start
+        self.starts = SequenceStarts(E, cfg.replay.sequence_length - cfg.replay.sequence_overlap)
         self.priorities = cfg.replay.prioritized or dist.prioritized
 
     def info(self) -> dict:
@@ -125,9 +125,7 @@ class Collector:
         for t in range(self.T):
             obs, extras, labels = self.step.obs, self.step.extras, self.step.labels
             if self.sequences:   # the replay stores the acting state where a sequence starts
-                self.episode_step[self.first.numpy()] = 0
-                rows = np.nonzero(self.episode_step % self.stride == 0)[0]
-                self.episode_step += 1
+                rows = self.starts.step(self.first.numpy())
                 if len(rows) and self.state is not None:
                     state_rows += [(t, int(e)) for e in rows]
                     states.append(torch.stack([x[0, torch.from_numpy(rows)] for x in self.state], dim=1).float())

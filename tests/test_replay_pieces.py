@@ -1,0 +1,138 @@
+"""The replay's pieces on their own: the transition sampler, the sequence-start rule, the prioritizer, the entries
+``add`` returns, and the checkpoint state (``drl/replay/``), against naive references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drl.replay import Prioritizer, ReplayBuffer, SequenceStarts, StepRecord, TransitionSampler
+from tests.test_replay import NaiveStream, check_batch_against_reference, fill
+from tests.test_sequences import fill_with_states
+
+
+def test_transition_sampler_on_its_own_equals_naive_reference():
+    """A sampler built directly on a filled storage, uniform and through a prioritizer of its own."""
+    rng = np.random.default_rng(11)
+    n, gamma = 3, 0.9
+    stream = NaiveStream(3, 4, rng)
+    replay = ReplayBuffer(600, 3, (1, 3, 3), 4, n_step=n, gamma=gamma)
+    fill(replay, stream, 400, rng)           # the rings have wrapped: oldest slots are gone
+    sampler = TransitionSampler(replay.storage, n, gamma, np.random.default_rng(0))
+    prioritizer = Prioritizer(sampler.num_entries)
+    prioritizer.insert(np.nonzero((replay.storage.flags.flatten() & ReplayBuffer.FINAL).numpy() == 0)[0])
+    for p in (None, prioritizer):
+        batch = sampler.sample(128, p)
+        assert check_batch_against_reference(replay, batch, stream.transitions, n, gamma) > 0
+
+
+def naive_sequence_starts(firsts: list[np.ndarray], stride: int) -> list[set]:
+    """Per step, the envs whose step starts a sequence: count steps since each episode's first step by hand."""
+    since = [None] * len(firsts[0])
+    out = []
+    for first in firsts:
+        starts = set()
+        for e, f in enumerate(first):
+            since[e] = 0 if f or since[e] is None else since[e] + 1
+            if since[e] % stride == 0:
+                starts.add(e)
+        out.append(starts)
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4])
+def test_sequence_starts_rule_equals_naive_counting(stride):
+    rng = np.random.default_rng(stride)
+    E, steps = 5, 60
+    firsts = [np.ones(E, dtype=bool)] + [rng.random(E) < 0.1 for _ in range(steps - 1)]
+    expected = naive_sequence_starts(firsts, stride)
+    whole, split = SequenceStarts(E, stride), SequenceStarts(E, stride)
+    for first, want in zip(firsts, expected):
+        assert set(whole.step(first).tolist()) == want
+        # the same streams stepped in two groups (a distributed learner adds one collector at a time)
+        got = set()
+        for streams in (np.array([3, 0]), np.array([1, 4, 2])):
+            got |= set(streams[split.step(first[streams], streams)].tolist())
+        assert got == want
+
+
+def naive_priority(td: np.ndarray, mask: np.ndarray | None, alpha: float, eps: float, eta: float) -> np.ndarray:
+    if mask is not None:   # R2D2: eta * max + (1 - eta) * mean over the sequence's loss steps
+        per = []
+        for b in range(td.shape[1]):
+            x = [abs(td[t, b]) for t in range(td.shape[0]) if mask[t, b]] or [0.0]
+            per.append(eta * max(x) + (1 - eta) * sum(x) / len(x))
+        td = np.array(per)
+    return (np.abs(td).astype(np.float64) + eps) ** alpha
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_prioritizer_equals_naive_priorities(sequences):
+    alpha, eps, eta = 0.6, 1e-3, 0.9
+    p = Prioritizer(16, alpha, eps, eta)
+    naive = np.zeros(16)
+    p.insert(np.arange(10))
+    naive[:10] = 1.0                                   # the initial max priority, 1 ** alpha
+    g = torch.Generator().manual_seed(0)
+    entries = np.array([2, 5, 7, 11])
+    td = torch.randn(6, 4, generator=g) if sequences else torch.randn(4, generator=g)
+    mask = (torch.rand(6, 4, generator=g) < 0.7) if sequences else None
+    p.update(entries, td, mask)
+    naive[entries] = naive_priority(td.numpy(), None if mask is None else mask.numpy(), alpha, eps, eta)
+    p.clear(np.array([0, 5]))
+    naive[[0, 5]] = 0.0
+    p.insert(np.array([12]))                           # new entries get the largest priority seen
+    naive[12] = max(1.0, (naive_priority(td.numpy(), None if mask is None else mask.numpy(), alpha, eps, eta)
+                          ** (1 / alpha)).max()) ** alpha
+    assert np.allclose(p.tree.leaves, naive, rtol=1e-12)
+    drawn, prob = p.draw(4096, np.random.default_rng(1))
+    assert naive[drawn].min() > 0 and np.allclose(prob, naive[drawn] / naive.sum())
+    weights = p.weights(prob, 11, beta=0.5)
+    expected = (11 * prob) ** -0.5
+    assert np.allclose(weights, expected / expected.max(), rtol=1e-6)
+
+
+def test_add_returns_the_entries_it_created():
+    """Transitions: the flat slot of each step (-1 for a lost one); sequences: the start entry where one starts."""
+    no, yes = torch.tensor([False, False]), torch.tensor([True, True])
+
+    def record(first, dropped=None):
+        return StepRecord(torch.ones(2, 1, 2, 2, dtype=torch.uint8), first, torch.zeros(2), torch.zeros(2), no, no,
+                          no, dropped=dropped)
+
+    flat = ReplayBuffer(40, 2, (1, 2, 2), 1, prioritized=True)
+    N = flat.storage.capacity
+    assert flat.add(record(yes), envs=np.array([1, 0])).tolist() == [N + 0, 0]
+    assert flat.add(record(no, dropped=torch.tensor([False, True]))).tolist() == [1, -1]
+    assert flat.prioritizer.tree.get(np.array([N + 1])) == 0, "a lost step is no entry"
+    seq = ReplayBuffer(40, 2, (1, 2, 2), 1, sequences=dict(length=4, burn_in=1, overlap=2, state_size=1))
+    K = seq.sampler.starts_cap
+    created = [seq.add(record(yes if t == 0 else no)).tolist() for t in range(5)]
+    assert created == [[0, K], [-1, -1], [1, K + 1], [-1, -1], [2, K + 2]]          # stride 2
+    assert seq.sampler.start_slot[0, :3].tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("sequences,prioritized", [(False, False), (False, True), (True, True)])
+def test_state_dict_round_trips_with_the_single_class_keys(sequences, prioritized):
+    """A checkpoint's replay state loads into a fresh replay that then samples the same batch; its keys are the
+    ones the single-class replay wrote (so checkpoints written before the split still load)."""
+    def make():
+        return ReplayBuffer(500, 3, (1, 3, 3), 1, n_step=2, gamma=0.9, prioritized=prioritized,
+                            seed=4, sequences=dict(length=6, burn_in=2, overlap=2, state_size=3) if sequences else None)
+    rng = np.random.default_rng(3)
+    replay = make()
+    fill_with_states(replay, NaiveStream(3, 1, rng), 300, rng)
+    state = replay.state_dict()
+    keys = {"frames", "actions", "rewards", "flags", "count", "rng"} | ({"tree", "max_priority"} if prioritized
+                                                                         else set())
+    keys |= {"start_slot", "start_state", "start_count", "episode_step"} if sequences else set()
+    assert set(state) == keys
+    loaded = make()
+    loaded.load_state_dict(state)
+    a, b = replay.sample(32), loaded.sample(32)
+    for name, value in vars(a).items():
+        other = getattr(b, name)
+        pairs = zip(value, other) if isinstance(value, tuple) else [(value, other)]
+        for x, y in pairs:
+            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else
+                    x is None and y is None or np.array_equal(x, y)), name
