@@ -187,6 +187,7 @@ def test_sight_line_against_walls_openings_and_the_field_of_view():
     assert in_sight(player, targets, walls, 160.0).tolist() == [False, True, True, False, False, True]
 
 
+@pytest.mark.doom
 def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
     from drl.envs.doom import DoomSettings, DoomVectorEnv
 
@@ -209,6 +210,7 @@ def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
         assert env.reset().labels is None and env.step(torch.zeros(1, dtype=torch.long)).labels is None
 
 
+@pytest.mark.doom
 def test_deathmatch_gives_labels_although_it_runs_with_viz_nocheat():
     from drl.envs.doom import DoomSettings, DoomVectorEnv
 
@@ -270,6 +272,7 @@ def test_evaluation_reports_the_heads_accuracy_per_episode():
 
 # ------------------------------------------------------------------------------------------ config
 
+@pytest.mark.doom
 def test_unknown_feature_names_are_a_one_line_config_error():
     with pytest.raises(config.ConfigError) as e:
         config.load("doom-defend-the-center", ["agent.aux.features=[enemy,medikit]"])
@@ -277,6 +280,7 @@ def test_unknown_feature_names_are_a_one_line_config_error():
     assert config.load("doom-basic", ["agent.aux.features=enemy,ammo"]).agent.aux.features == ["enemy", "ammo"]
 
 
+@pytest.mark.doom
 def test_the_head_is_off_in_every_experiment_but_the_features_one_and_deathmatch():
     on = {name: config.load(name).agent.aux.features for name in config.available_experiments()}
     assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy_drawn"],
@@ -357,6 +361,7 @@ def test_dropout_is_on_in_the_loss_only_and_targets_come_from_eval_mode(algo, mo
 
 # ------------------------------------------------------------------------------------------ end to end
 
+@pytest.mark.doom
 def test_a_doom_run_with_the_head_logs_its_loss_and_evaluates_its_accuracy(tmp_path):
     from drl.api import learn
 

@@ -17,6 +17,8 @@ import yaml
 
 from drl import config
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CATCH = ["total_steps=600", "agent.learning_starts=200", "agent.batch_size=16", "env.num_envs=8",
               "eval.interval=600", "eval.episodes=8", "eval.num_envs=8", "log_interval=200", "tracking.wandb=off"]
@@ -132,6 +134,7 @@ def test_total_steps_below_one():
     one_line_error(train("catch", "total_steps=0"), "total_steps must be >= 1")
 
 
+@pytest.mark.doom
 def test_sequence_length_not_above_burn_in():
     one_line_error(train("doom-basic", "replay.sequence_length=8", "replay.burn_in=8"),
                    "replay.sequence_length (8) must be above replay.burn_in (8)", "lower burn_in")
@@ -149,6 +152,7 @@ def test_eval_epsilon_above_one():
     one_line_error(train("catch", "eval.epsilon=2"), "eval.epsilon must be <= 1.0")
 
 
+@pytest.mark.ray
 def test_frames_on_device_with_the_replay_in_its_own_actor():
     one_line_error(train("catch", "distributed.collectors=2", "distributed.replay=actor", "replay.frames_on_device=true"),
                    "replay.frames_on_device", "distributed.replay=actor", "use one or the other")
@@ -168,17 +172,20 @@ def test_unknown_atari_game(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.doom
 def test_unknown_doom_scenario(tmp_path):
     one_line_error(train("doom-basic", "env.doom.scenario=basik", "--run-dir", tmp_path / "run"),
                    "unknown Doom scenario 'basik'", "did you mean basic?", "health_gathering")
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.doom
 def test_unknown_doom_button(tmp_path):
     one_line_error(train("doom-basic", "env.doom.buttons=attack;jumpp", "--run-dir", tmp_path / "run"),
                    "unknown Doom button 'jumpp'", "did you mean jump?")
 
 
+@pytest.mark.doom
 def test_bad_doom_games_per_worker(tmp_path):
     one_line_error(train("doom-basic", "env.doom.games_per_worker=0", "--run-dir", tmp_path / "run"),
                    "env.doom.games_per_worker must be >= 1 (got 0)")
@@ -224,6 +231,7 @@ def test_conv_encoder_larger_than_the_frames(tmp_path):
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
 
+@pytest.mark.ray
 @needs_ray
 def test_nothing_listens_at_the_cluster_address(tmp_path):
     started = time.monotonic()
@@ -237,6 +245,7 @@ def test_nothing_listens_at_the_cluster_address(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.ray
 @needs_ray
 def test_cluster_address_that_is_not_ray(tmp_path):
     """A port that accepts connections but never answers like Ray's GCS (gRPC): refused after the probe's 5 s."""

@@ -16,6 +16,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_every_section(tmp_path):
     out = tmp_path / "tmp.json"
     proc = subprocess.run([sys.executable, "-m", "drl.bench", "--quick", "--skip-sb3", "--out", str(out)],
@@ -74,6 +75,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert time_to_18.get("ratio") is None and time_to_18["drl_sps"] == cpu_pong["drl_default"]["sps"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_bench_on_a_device_this_machine_lacks_is_a_one_line_error(tmp_path):
     out = tmp_path / "bench.json"
@@ -136,6 +138,7 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
     assert "drl_steps" not in missing and "no committed runs" in missing["skipped"]
 
 
+@pytest.mark.slow
 def test_busy_cores_sees_a_spinning_process():
     """The bench's busy check samples /proc/stat (the load average lags by minutes): a process spinning on one core
     beside it must show as at least half a busy core."""

@@ -18,6 +18,8 @@ from drl.metrics import read_metrics
 from drl.wandb_records import find_run_files, read_run
 from tests.helpers import FAST_CATCH as _FAST, ROOT, offline_env
 
+pytestmark = pytest.mark.slow
+
 FAST_CATCH = ["total_steps=2500", *_FAST]
 
 
@@ -225,6 +227,7 @@ def test_env_name_from_config(env, name):
     assert compare.env_name({}) == compare.env_name(None) == "unknown env"
 
 
+@pytest.mark.doom
 def test_each_environment_gets_its_own_panel_and_table_rows(tmp_path):
     doom, pong = DOCS_RUNS / "doom-health-gathering", DOCS_RUNS / "atari-pong"
     proc, summary, table = run_compare(tmp_path, doom, pong)

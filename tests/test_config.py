@@ -15,6 +15,7 @@ def run_train(*args, cwd=None):
                           timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (["atari-pongg"], "unknown experiment 'atari-pongg' (did you mean atari-pong?)"),
     (["atari-pong", "agent.lrr=1e-4"], "unknown config key 'agent.lrr': did you mean agent.lr"),
@@ -36,6 +37,7 @@ def test_config_errors_are_one_line_exit_2(args, needle, tmp_path):
     assert not list(tmp_path.iterdir()), "nothing is written for a bad config"
 
 
+@pytest.mark.slow
 def test_unknown_experiment_lists_available():
     proc = run_train("no-such-thing")
     assert proc.returncode == 2
@@ -43,6 +45,7 @@ def test_unknown_experiment_lists_available():
         assert name in proc.stderr
 
 
+@pytest.mark.slow
 def test_malformed_yaml_and_yaml_path(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("agent: {lr: [1, 2\n")

@@ -33,6 +33,8 @@ from drl.metrics import read_metrics
 from drl.processes import alive, descendants
 from drl.replay import ReplayBuffer, n_step_returns
 
+pytestmark = pytest.mark.ray
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "DRL_THREADS": "1"}
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,

@@ -18,6 +18,8 @@ from drl.processes import alive, pids, stat_fields
 from tests.helpers import run_engine_probe
 from drl.envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 
+pytestmark = pytest.mark.doom
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,6 +11,8 @@ import pytest
 from drl.envs.doom import t_maze
 from tests.helpers import run_engine_probe
 
+pytestmark = pytest.mark.doom
+
 _PROBE = r"""
 import json, sys
 import numpy as np

@@ -222,6 +222,7 @@ def test_acting_precision_on_a_cpu(act_bf16):
     assert torch.equal(actions, acting.argmax(1))
 
 
+@pytest.mark.doom
 def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
     from drl.agents.drqn import DRQN
 

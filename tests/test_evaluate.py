@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
     return tmp, run_dir, env
 
 
+@pytest.mark.slow
 def test_evaluate_prints_scores_and_writes_a_readable_video(trained):
     tmp, run_dir, env = trained
     video = tmp / "videos" / "catch.mp4"
@@ -57,6 +58,7 @@ def test_evaluate_prints_scores_and_writes_a_readable_video(trained):
     assert {"eval/return_mean", "eval/video/path", "env_frames"} <= logged
 
 
+@pytest.mark.slow
 def test_evaluate_bad_input_is_one_line_exit_2(trained):
     tmp, run_dir, env = trained
     proc = cli("drl.evaluate", run_dir, "--episodes", "0", env=env)
@@ -88,6 +90,7 @@ def test_videos_play_in_real_time_where_the_world_has_a_clock():
     assert default_fps(CatchEnv(1)) == 8
 
 
+@pytest.mark.slow
 def test_atari_videos_show_the_games_colour_screen_or_on_request_the_agents_view(tmp_path, trained):
     """Users expect the game's own screen (as in SB3's and CleanRL's videos): 210x160 colour, upscaled 2x; the
     agent's 84x84 gray input stays available with ``--video-view agent``. Catch has no game screen: asking for

@@ -16,6 +16,8 @@ from drl import checkpoint
 from drl.exported import read_card
 from tests.helpers import FAST_CATCH, ROOT
 
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 EPISODES = 6
 

@@ -48,6 +48,7 @@ def test_unknown_registered_names_are_one_line_errors(override, message):
 
 
 # ---------------------------------------------------------------- typed env sections
+@pytest.mark.doom
 def test_each_env_kind_has_its_own_section():
     from drl.envs.atari_config import AtariEnvConfig
     from drl.envs.doom.config import DoomSettingsConfig
@@ -272,6 +273,7 @@ def test_trainer_is_a_context_manager_that_closes_its_envs(tmp_path):
     assert not any(p.is_alive() for p in workers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["yaml", "flag"])
 def test_custom_env_from_the_cli(tmp_path, how):
     """examples/corridor_env.py registers env.kind 'corridor'; loaded by the YAML's imports or by --import."""
@@ -291,6 +293,7 @@ def test_custom_env_from_the_cli(tmp_path, how):
     assert "imports:\n- examples.corridor_env" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_custom_encoder_and_env_from_python(tmp_path):
     """examples/train_from_python.py: the custom env and the custom encoder, trained and used from Python."""
     proc = subprocess.run([sys.executable, "-m", "examples.train_from_python", str(tmp_path)], cwd=ROOT,

@@ -21,6 +21,8 @@ from drl import checkpoint
 from drl.metrics import read_metrics
 from drl.processes import alive, descendants, doom_workers
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 VOLATILE = {"wall_time", "sps", "eval_seconds"}  # timings; everything else must repeat exactly
@@ -82,6 +84,7 @@ def stop_and_check(proc: subprocess.Popen, sig: int, run_dir: Path, tree: set[in
 
 
 # ----------------------------------------------------------------------------------------------- signals
+@pytest.mark.doom
 def test_sigterm_doom_run_restarts_a_killed_worker_then_checkpoints_and_leaves_no_processes(tmp_path):
     run_dir = tmp_path / "doom"
     proc = start(tmp_path, "doom-basic", "total_steps=1000000", "agent.learning_starts=200", "agent.batch_size=4",

@@ -21,6 +21,8 @@ from drl.loop import linear
 from drl.metrics import read_metrics
 from tests.helpers import FAST_CATCH, ROOT
 
+pytestmark = pytest.mark.slow
+
 SMALL = [*FAST_CATCH, "tracking.wandb=off"]
 PARENT_STEPS = 3000
 

@@ -13,6 +13,8 @@ import yaml
 from drl.metrics import read_metrics
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 optuna = pytest.importorskip("optuna")
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}

@@ -16,6 +16,8 @@ from tests.helpers import FAST_CATCH, ROOT
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 AXES = ("env_frames", "env_steps", "wall_time")
 
@@ -98,6 +100,7 @@ def test_missing_tensorboard_is_one_line_naming_the_install(tmp_path):
     assert not run_dir.exists(), "a failed start leaves no run directory"
 
 
+@pytest.mark.ray
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 def test_distributed_catch_run_writes_its_metrics_to_tensorboard(tmp_path):
     run_dir = tmp_path / "run"

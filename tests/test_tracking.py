@@ -27,6 +27,7 @@ def offline_run(tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow
 def test_auto_goes_offline_with_one_sync_line(offline_run):
     run_dir, proc = offline_run
     lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "wandb" in l and "tqdm" not in l]
@@ -38,6 +39,7 @@ def test_auto_goes_offline_with_one_sync_line(offline_run):
     assert len(files) == 1 and files[0].stat().st_size > 32 * 1024  # spans several 32 KiB blocks
 
 
+@pytest.mark.slow
 def test_offline_file_holds_config_group_metrics_and_history(offline_run):
     run_dir, _ = offline_run
     record = read_run(find_run_files(run_dir)[0])

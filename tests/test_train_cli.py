@@ -4,10 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from drl import checkpoint
 from drl.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
 
 SMALL = ["total_steps=400", "agent.learning_starts=200", "agent.batch_size=8", "replay.capacity=2000",
          "eval.interval=400", "eval.episodes=1", "eval.num_envs=1", "eval.max_frames=400", "log_interval=100",
@@ -58,6 +61,7 @@ def test_resume_of_missing_directory_is_one_line_error(tmp_path):
     assert proc.returncode == 2 and "no such run directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.doom
 def test_doom_basic_drqn_run_writes_metrics_and_checkpoint(tmp_path):
     run_dir = tmp_path / "doom"
     proc = train("doom-basic", "total_steps=480", "agent.learning_starts=240", "agent.train_freq=32",

@@ -15,6 +15,8 @@ from drl.errors import UserError
 from drl.exported import card_score, read_card
 from tests.helpers import FAST_CATCH, cli as run_module
 
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 
 
