@@ -45,9 +45,9 @@ def env_id(cfg: config.Config) -> str:
     """The environment's usual name: a Gymnasium id, ``PongNoFrameskip-v4`` for Atari (the protocol of the SB3 zoo
     and CleanRL), ``doom-<scenario>``, else the env kind (``catch``, ``memory``)."""
     env = cfg.env
-    if env.kind == "atari":
+    if isinstance(env, config.AtariEnvConfig):
         return "".join(part.capitalize() for part in env.game.split("_")) + "NoFrameskip-v4"
-    if env.kind == "doom":
+    if isinstance(env, config.DoomEnvConfig):
         return f"doom-{env.doom.scenario}"
     return getattr(env, "id", None) or env.kind
 
@@ -159,6 +159,7 @@ def main(argv: list[str]) -> int:
     print(f"drl.export: {out}: {files}; mean_reward {played.summary['return_mean']:.2f} +/- "
           f"{played.summary['return_std']:.2f} over {len(played.results)} episodes")
     if args.push:
+        assert token is not None   # hub_token() ran for --push
         print(f"drl.export: pushed to {push(hub, token, out, args.push)}")
     return 0
 

@@ -28,7 +28,7 @@ from drl.registry import ENCODERS
 def conv_stack(in_channels: int, layers: list[tuple[int, int, int, int]], cfg: NetworkConfig | None) -> nn.Sequential:
     """``(channels, kernel, stride, padding)`` per layer: Conv2d (+ BatchNorm2d with ``cfg.batch_norm``, before the
     ReLU as in Arnold) + ReLU, then Flatten. Without batch norm the module indices are those of a plain list."""
-    modules = []
+    modules: list[nn.Module] = []
     for channels, kernel, stride, padding in layers:
         modules.append(nn.Conv2d(in_channels, channels, kernel, stride=stride, padding=padding))
         if cfg is not None and cfg.batch_norm:
@@ -66,7 +66,8 @@ def small_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig | None = None) 
 def mlp_encoder(obs_shape: tuple[int, ...], cfg: NetworkConfig) -> nn.Sequential:
     """For flat float vectors (e.g. CartPole's 4 numbers): ``network.mlp_layers`` Linear + ReLU layers. Images are
     flattened (scaled to [0, 1] first, like every encoder's input), so an MLP on pixels is allowed too."""
-    layers, width = [nn.Flatten()], math.prod(obs_shape)
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(obs_shape)
     for units in cfg.mlp_layers:
         layers += [nn.Linear(width, units), nn.ReLU()]
         width = units
@@ -172,6 +173,7 @@ class QNetwork(nn.Module):
         encoded = self.encoder(scale_obs(obs))
         x = encoded
         if self.num_extras:
+            assert extras is not None, "this network takes extras"
             x = torch.cat([x, self.extras_embedding(extras.float())], dim=-1)
         if self.dropout is not None:
             x = self.dropout(x)
@@ -208,7 +210,7 @@ class QNetwork(nn.Module):
             if bool(keep.any()):  # the kept rows again, with autograd (a small batch)
                 rows = keep.nonzero().squeeze(1)
                 kept = self.forward_sequence(obs[:k, rows], None if extras is None else extras[:k, rows],
-                                             tuple(x[:, rows] for x in state), aux=aux)
+                                             (state[0][:, rows], state[1][:, rows]), aux=aux)
                 put = lambda x, y: x.index_copy(1, rows, y)  # noqa: E731
                 head = (put(head[0], kept[0]), tuple(map(put, head[1], kept[1])), *map(put, head[2:], kept[2:]))
             rest = self.forward_sequence(obs[k:], part(extras, k, None), head[1], aux=aux)
@@ -233,12 +235,13 @@ def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch
     if fused:  # autocast would run cuDNN's LSTM in float16 whatever dtype was asked for (and with no loss scaling)
         with torch.autocast(x.device.type, enabled=False):
             return lstm(x.float(), tuple(s.float() for s in state))
-    gates_x = F.linear(x, lstm.weight_ih_l0).float() + (lstm.bias_ih_l0 + lstm.bias_hh_l0)   # [T, B, 4H]
+    weight_ih, weight_hh, bias_ih, bias_hh = lstm.all_weights[0]   # layer 0's W_ih [4H, F], W_hh [4H, H], b_ih, b_hh
+    gates_x = F.linear(x, weight_ih).float() + (bias_ih + bias_hh)   # [T, B, 4H]
     h, c = state[0][0], state[1][0]
     outputs = []
     with torch.autocast(x.device.type, enabled=False):
         for t in range(x.shape[0]):
-            i, f, g, o = (gates_x[t] + h @ lstm.weight_hh_l0.t()).chunk(4, dim=1)
+            i, f, g, o = (gates_x[t] + h @ weight_hh.t()).chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             outputs.append(h)

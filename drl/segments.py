@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from drl.config import Config, to_yaml
+from drl.config import Config, InitFromConfig, to_yaml
 from drl.errors import UserError, first_line
 
 WEIGHTS = "weights.safetensors"
@@ -38,7 +38,7 @@ def network_signature(config: dict) -> dict:
     """The values of ``NETWORK_KEYS`` in a config's plain data (``Config.model_dump()``); missing keys are None."""
     out = {}
     for key in NETWORK_KEYS:
-        node = config
+        node: object = config
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
@@ -113,10 +113,11 @@ class Parent:
     num_extras: int
     network: dict                 # network_signature of the parent's config
 
-    def record(self) -> dict:
+    def record(self) -> InitFromConfig:
         """The new run's ``init_from`` config section."""
-        return {"run_dir": str(self.run_dir), "source": self.source, "env_steps": self.env_steps,
-                "chain_env_steps": self.chain_env_steps, "optimizer": self.optimizer is not None}
+        return InitFromConfig.model_validate({"run_dir": str(self.run_dir), "source": self.source,
+                                              "env_steps": self.env_steps, "chain_env_steps": self.chain_env_steps,
+                                              "optimizer": self.optimizer is not None})
 
 
 def load_parent(run_dir: str | Path, optimizer: bool = False) -> Parent:

@@ -29,10 +29,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from drl.config import Config
 from drl.errors import first_line, require
+
+if TYPE_CHECKING:
+    import wandb
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 CHECK_TIMEOUT = 3.0      # seconds for the "is the server there" probe in auto mode
@@ -146,7 +150,7 @@ class WandbTracker:
     """One W&B run for one training (``job_type="train"``) or evaluation (``"eval"``) of a run directory."""
 
     def __init__(self, cfg: Config, run_dir: Path, job_type: str = "train", mode: str = "auto"):
-        self.run = None
+        self.run: wandb.Run | None = None
         self.mode = "off"
         self.sync_dir: Path | None = None
         self.last_eval: dict = {}
@@ -199,8 +203,8 @@ class WandbTracker:
         self.run = wandb.init(
             project=cfg.tracking.project, entity=cfg.tracking.entity, group=cfg.name, job_type=job_type,
             name=f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}", config=cfg.model_dump(),
-            dir=str(self.run_dir), mode=self.mode, id=run_id, resume="allow" if run_id else None,
-            settings=settings)
+            dir=str(self.run_dir), mode="online" if self.mode == "online" else "offline",  # _init's only modes
+            id=run_id, resume="allow" if run_id else None, settings=settings)
         if job_type == "train":
             id_file.write_text(f"{self.run.id} {self.mode}\n")
         self.sync_dir = Path(self.run.dir).parent  # RUN_DIR/wandb/offline-run-DATE-ID
@@ -250,7 +254,8 @@ class WandbTracker:
                 value = _scalar(value)
                 if value is not None:
                     run.summary[key] = value
-            failed = sys.exc_info()[0] is not None and not issubclass(sys.exc_info()[0], KeyboardInterrupt)
+            raised = sys.exc_info()[0]
+            failed = raised is not None and not issubclass(raised, KeyboardInterrupt)
             run.finish(exit_code=1 if failed else 0)
         except Exception as exc:  # noqa: BLE001
             self._failed("finish", exc)

@@ -15,6 +15,8 @@ from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError, first_line
 
+_last_result: dict | None = None   # the result of this process's last main(): run_seeds stops after an interrupted seed
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -150,7 +152,8 @@ def main(argv: list[str]) -> int:
         trainer.close()
     state = "interrupted, checkpoint written" if result["interrupted"] else "done"
     print(f"drl: {state} at {result['env_steps']:,} env steps; resume with: python -m drl.train --resume {run_dir}")
-    main.last_result = result  # read by run_seeds to stop after an interrupted seed
+    global _last_result
+    _last_result = result
     # stopped by SIGINT / SIGTERM: the shell convention 128 + signal (130 / 143), so a scheduler or script can
     # tell "interrupted, resumable" from "done"; the checkpoint is complete either way
     return 128 + result["signal"] if result["interrupted"] and result.get("signal") else 0
@@ -169,6 +172,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_seeds(args: argparse.Namespace) -> int:
     """One run per seed, all in the experiment's W&B group; sequential in this process or N subprocesses."""
+    global _last_result
     if args.resume:
         raise UserError("--seeds starts new runs; resume each run directory with --resume RUN_DIR")
     if args.parallel < 1:
@@ -191,16 +195,17 @@ def run_seeds(args: argparse.Namespace) -> int:
     print(f"drl: {cfg.name}: seeds {', '.join(map(str, seeds))} ({'sequential' if parallel == 1 else f'{parallel} at once'})")
     if parallel == 1:
         for seed, seed_argv in zip(seeds, per_seed):
-            main.last_result = None
+            _last_result = None
             main(seed_argv)
-            if main.last_result and main.last_result["interrupted"]:
+            if _last_result and _last_result["interrupted"]:
                 print(f"drl: stopped after seed {seed}; the remaining seeds were not started")
-                return 128 + (main.last_result.get("signal") or 2)
+                return 128 + (_last_result.get("signal") or 2)
         return 0
     return _run_parallel(seeds, per_seed, parallel)
 
 
 def _relay(proc: subprocess.Popen, prefix: str) -> None:
+    assert proc.stdout is not None   # started with stdout=PIPE
     for line in proc.stdout:
         sys.stdout.write(prefix + line)
         sys.stdout.flush()
@@ -208,7 +213,9 @@ def _relay(proc: subprocess.Popen, prefix: str) -> None:
 
 def _run_parallel(seeds: list[int], per_seed: list[list[str]], parallel: int) -> int:
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}  # no interleaved progress bars
-    queue, running, failed = list(zip(seeds, per_seed)), [], []
+    queue = list(zip(seeds, per_seed))
+    running: list[tuple[int, subprocess.Popen, threading.Thread]] = []
+    failed: list[int] = []
     try:
         while queue or running:
             while queue and len(running) < parallel:

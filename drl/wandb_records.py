@@ -72,7 +72,7 @@ def iter_records(path: Path):
     from wandb.proto import wandb_internal_pb2
 
     for payload in iter_payloads(path):
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # wandb's pb2 has no stubs: built at import
         record.ParseFromString(payload)
         yield record
 

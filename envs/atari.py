@@ -13,6 +13,8 @@ frames, as the agent's frames are; flicker, an input corruption, is not drawn on
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -35,11 +37,12 @@ class AtariVecEnv(AsyncStepping):
                  life_loss_terminal: bool = True, clip_rewards: bool = True, max_episode_frames: int = 108_000,
                  flicker: float = 0.0, num_threads: int = 0, screens: bool = False):
         from ale_py.vector_env import AtariVectorEnv
+        from gymnasium.spaces import Discrete
 
         self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
         self.frames_per_step = frame_skip  # emulator frames per agent step
         self.life_loss_terminal, self.clip_rewards, self.flicker = life_loss_terminal, clip_rewards, flicker
-        common = dict(num_threads=num_threads, repeat_action_probability=sticky_actions,
+        common: dict[str, Any] = dict(num_threads=num_threads, repeat_action_probability=sticky_actions,
                       max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", frameskip=frame_skip,
                       maxpool=True, noop_max=noop_max, episodic_life=False, reward_clipping=False, use_fire_reset=True)
         self.env = AtariVectorEnv(game, num_envs, img_height=84, img_width=84, grayscale=True, stack_num=frame_stack,
@@ -47,7 +50,9 @@ class AtariVecEnv(AsyncStepping):
         # the same games in colour at full size, stepped with the same actions (videos only)
         self.screen_env = (AtariVectorEnv(game, num_envs, img_height=210, img_width=160, grayscale=False,
                                           stack_num=1, **common) if screens else None)
-        self.num_actions = int(self.env.single_action_space.n)
+        action_space = self.env.single_action_space
+        assert isinstance(action_space, Discrete)   # ALE's actions: indices into the game's action set
+        self.num_actions = int(action_space.n)
         self.action_names = [f"action_{i}" for i in range(self.num_actions)]
         self.seed = seed
         self.flicker_rng = torch.Generator(device=self.device).manual_seed(seed + 7919)
@@ -100,10 +105,10 @@ class AtariVecEnv(AsyncStepping):
         """ALE's threads step the games; ``step_wait`` collects (the GIL is free meanwhile)."""
         if self._in_flight:
             raise RuntimeError("step_async() twice without step_wait()")
-        actions = actions.cpu().numpy().astype(np.int32)
-        self.env.send(actions)
+        ale_actions = actions.cpu().numpy().astype(np.int32)
+        self.env.send(ale_actions)
         if self.screen_env is not None:
-            self.screen_env.send(actions)
+            self.screen_env.send(ale_actions)
         self._in_flight = True
 
     def step_wait(self) -> VecStep:

@@ -15,6 +15,7 @@ Episode reports carry the env's own (unscaled) return and length. One agent step
 from __future__ import annotations
 
 import importlib
+from typing import cast
 
 import numpy as np
 import torch
@@ -84,9 +85,10 @@ class GymVecEnv:
         self.screens = screens   # videos: each env's own render() after every step (not the finished episode's last)
         if screens:
             make_kwargs["render_mode"] = "rgb_array"
-        self.vector = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
-                                   vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-                                   **make_kwargs)
+        # what make_vec builds for vectorization sync / async (typed as the VectorEnv base, which has no call())
+        self.vector = cast("gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv", gym.make_vec(
+            env_id, num_envs=num_envs, vectorization_mode=vectorization,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **make_kwargs))
         action_space = self.vector.single_action_space
         if not isinstance(action_space, spaces.Discrete):
             self.vector.close()
@@ -105,7 +107,7 @@ class GymVecEnv:
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._seed = seed
-        self._pending = None
+        self._pending: np.ndarray | None = None
 
     # ---------------------------------------------------------------- observations
     def _frames(self, obs) -> torch.Tensor:
@@ -157,10 +159,10 @@ class GymVecEnv:
         return np.stack([np.asarray(frame, dtype=np.uint8)[..., :3] for frame in self.vector.call("render")])
 
     def step_async(self, actions: torch.Tensor) -> None:
-        actions = actions.detach().cpu().numpy().astype(np.int64) + self.action_start
+        env_actions = actions.detach().cpu().numpy().astype(np.int64) + self.action_start
         if hasattr(self.vector, "step_async"):
-            self.vector.step_async(actions)
-        self._pending = actions
+            self.vector.step_async(env_actions)
+        self._pending = env_actions
 
     def step_wait(self) -> VecStep:
         if self._pending is None:

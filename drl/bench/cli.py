@@ -9,6 +9,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import drl.bench
 from drl.bench.distributed import bench_distributed, print_distributed, task_distributed, task_insert
@@ -182,7 +183,7 @@ def main(argv: list[str]) -> int:
     print(f"drl.bench: devices {', '.join(devices)}; {'quick; ' if q else ''}steps {args.steps}, repeats "
           f"{args.repeats}, learning_starts {ls}; load {load_before}", flush=True)
 
-    result = {"meta": {"version": 1, "command": "python -m drl.bench " + " ".join(argv), "quick": q,
+    result: dict[str, Any] = {"meta": {"version": 1, "command": "python -m drl.bench " + " ".join(argv), "quick": q,
                        "steps": args.steps, "repeats": args.repeats, "learning_starts": ls,
                        "replay_capacity_override": args.buffer, "sections": args.only,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 EXPERIMENTS = {"pong": ("atari-pong", ["env.num_threads=1"]),
                "pong-replay-actor": ("atari-pong", ["env.num_threads=1", "distributed.replay=actor"]),
@@ -24,6 +26,7 @@ def task_distributed(spec: dict) -> dict:
     import numpy as np
 
     from drl import config
+    from drl.bench.measure import replace_methods
     from drl.distributed.learner import Learner
     from drl.loop import transitions_per_sample
 
@@ -34,11 +37,10 @@ def task_distributed(spec: dict) -> dict:
         "compute.threads=1", "tracking.wandb=off", "eval.interval=1000000000", "checkpoint_interval=1000000000",
         "total_steps=1000000000", f"agent.learning_starts={spec['learning_starts']}", "log_interval=1000000000"])
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
-        learner = Learner(cfg, run_dir)
-        learner.core.run_evaluation = lambda wall: {}
-        learner.core.save_checkpoint = lambda: None
-        m = {"t0": None, "steps": [0] * n, "insert": 0.0, "update": 0.0, "updates": 0, "bytes": 0, "lags": [],
-             "collecting": 0.0, "update_cpu": 0.0}
+        learner = Learner(cfg, Path(run_dir))
+        replace_methods(learner.core, run_evaluation=lambda wall: {}, save_checkpoint=lambda: None)
+        m: dict[str, Any] = {"t0": None, "steps": [0] * n, "insert": 0.0, "update": 0.0, "updates": 0, "bytes": 0,
+                             "lags": [], "collecting": 0.0, "update_cpu": 0.0}
         insert, update = learner.insert, learner.update
 
         def timed_insert(arrivals, wall):
@@ -65,7 +67,7 @@ def task_distributed(spec: dict) -> dict:
             m["update_cpu"] += time.thread_time() - cpu0   # CPU time: what the update costs without contention
             m["updates"] += 1
 
-        learner.insert, learner.update = timed_insert, timed_update
+        replace_methods(learner, insert=timed_insert, update=timed_update)
         try:
             learner.run()
             elapsed = time.perf_counter() - m["t0"]
@@ -147,7 +149,7 @@ def bench_distributed(run, args) -> dict:
                          "distributed/insert")}
     for name, counts in plan.items():
         print(f"[distributed / {name}] collectors {counts}, {repeats} repeat(s) alternating", flush=True)
-        runs = {n: [] for n in counts}
+        runs: dict[int, list[dict]] = {n: [] for n in counts}
         for _ in range(repeats):   # N = 1, 2, 4, 1, 2, 4: machine drift hits every N alike
             for n in counts:
                 runs[n].append(run({"task": "distributed", "experiment": name, "collectors": n, "seconds": seconds,

@@ -8,6 +8,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from drl import processes
 
@@ -66,6 +68,13 @@ def time_calls(fn, n: int, warmup: int, device) -> float:
     return (time.perf_counter() - t0) * 1000 / n
 
 
+def replace_methods(obj: object, **methods: Callable) -> None:
+    """Instrumentation: ``obj.name = fn`` for each method, on this one instance (a plain assignment to a method is
+    a type error)."""
+    for name, fn in methods.items():
+        setattr(obj, name, fn)
+
+
 def quiet_trainer(experiment: str, overrides: list[str], run_dir: str):
     """A drl Trainer with evaluation, checkpoints and tracking out of the way."""
     from drl import config
@@ -73,9 +82,9 @@ def quiet_trainer(experiment: str, overrides: list[str], run_dir: str):
 
     cfg = config.load(experiment, ["tracking.wandb=off", "eval.interval=1000000000",
                                    "checkpoint_interval=1000000000", *overrides])
-    trainer = Trainer(cfg, run_dir)
-    trainer.core.run_evaluation = lambda wall: {}      # run() evaluates at its end: not part of training speed
-    trainer.core.save_checkpoint = lambda: None
+    trainer = Trainer(cfg, Path(run_dir))
+    # run() evaluates at its end: not part of training speed
+    replace_methods(trainer.core, run_evaluation=lambda wall: {}, save_checkpoint=lambda: None)
     return trainer
 
 

@@ -1,6 +1,8 @@
 """``replay`` section: replay bytes per transition from the storage the configs allocate, and SB3's buffer."""
 from __future__ import annotations
 
+from typing import cast
+
 from drl.bench.training import SB3_HP
 
 
@@ -36,13 +38,14 @@ def task_replay(spec: dict) -> dict:
     """Bytes per transition of the buffers the configs allocate (tensors are zero-filled lazily; nothing is
     touched here, the sizes are those of the allocated storage)."""
     from drl import config
+    from drl.config import AtariEnvConfig, DoomEnvConfig
     from drl.replay import ReplayBuffer
 
     out = {}
     for name, experiment, frames_of in (("atari_84x84", "atari-pong", _atari_frames),
                                         ("doom_60x80", "doom-health-gathering", _doom_frames)):
         cfg = config.load(experiment)
-        env = cfg.env
+        env = cast(AtariEnvConfig | DoomEnvConfig, cfg.env)   # the experiments below are Atari and Doom
         frame_shape, num_extras = frames_of(env)
         capacity = spec.get("buffer") or cfg.replay.capacity
         sequences = dict(length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in,

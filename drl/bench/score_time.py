@@ -52,7 +52,7 @@ def drl_runs(runs: Path) -> dict[str, float | None]:
     because it says nothing about whether that seed gets there."""
     from drl.compare import frames_to_train_return, load_local_run
 
-    out = {}
+    out: dict[str, float | None] = {}
     for run_dir in runs_of_default(runs):
         run, _ = load_local_run(run_dir, "return_mean")
         frames = np.array([f for f, _ in run.episodes])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from drl.bench.measure import note_descendants, quiet_trainer, sync
 
 
 # SB3 DQN's Atari hyperparameters, applied to both sides of the same-hyperparameter comparison
-SB3_HP = dict(buffer_size=100_000, batch_size=32, train_freq=4, gradient_steps=1, target_update_interval=1_000,
-              learning_rate=1e-4, gamma=0.99, exploration_fraction=0.1, exploration_final_eps=0.05,
-              max_grad_norm=10.0)
+SB3_HP: dict[str, Any] = dict(buffer_size=100_000, batch_size=32, train_freq=4, gradient_steps=1,
+                              target_update_interval=1_000, learning_rate=1e-4, gamma=0.99, exploration_fraction=0.1,
+                              exploration_final_eps=0.05, max_grad_norm=10.0)
 
 
 def _drl_same_hp_overrides(total: int, buffer: int | None = None) -> list[str]:
@@ -40,7 +41,8 @@ def task_drl_train(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
         trainer = quiet_trainer(spec["experiment"], overrides, run_dir)
         try:
-            agent, mark = trainer.agent, {}
+            agent = trainer.agent
+            mark: dict[str, float] = {}
             act = agent.act
             t_start = time.perf_counter()
 
@@ -77,7 +79,7 @@ def sb3_threads() -> int:
     from drl import runtime
     from drl.config import ComputeConfig
 
-    return runtime.configure_threads(ComputeConfig())
+    return runtime.configure_threads(ComputeConfig.model_validate({}))  # defaults; mypy reads Field(0) as required
 
 
 def _sb3_clock(start: int):
@@ -114,6 +116,7 @@ def _sb3_learn(env, spec: dict, sb3_device: str) -> dict:
         torch.cuda.synchronize()
     t1 = time.perf_counter()
     done = model.num_timesteps - clock.s0
+    assert model.observation_space.shape is not None   # a Box of frames
     env.close()
     return {"sps": done / (t1 - clock.t0), "fill_sps": clock.s0 / (clock.t0 - t_start), "timed_steps": done,
             "seconds": t1 - clock.t0, "updates": model._n_updates, "device": str(model.device), "bf16": False,
@@ -209,7 +212,8 @@ def sb3_status(skip: bool) -> str | None:
 
 def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int) -> tuple[dict, dict]:
     """The ``pong`` and ``doom`` sections (those in ``--only``) on every device: ``{device: results}`` each."""
-    pong, doom = {}, {}
+    pong: dict[str, dict] = {}
+    doom: dict[str, dict] = {}
     for device in devices:
         common = {"learning_starts": ls, "steps": args.steps, "device": device, "buffer": args.buffer}
         sequential = {"overrides": ["compute.overlap_env=false"]}  # the same run, env stepping not overlapped
@@ -232,7 +236,7 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
             for r in range(args.repeats):
                 for name, spec in specs.items():
                     samples[name].append(run(spec, f"{section}/{device}/{name} #{r + 1}"))
-            res = {name: _summary(s) for name, s in samples.items()}
+            res: dict[str, Any] = {name: _summary(s) for name, s in samples.items()}
             if sb3_skip is not None:
                 res["sb3"] = {"skipped": sb3_skip}
             if section == "pong":

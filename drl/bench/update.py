@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from typing import Any
 
 from drl.bench.measure import quiet_trainer, time_calls
 
@@ -120,12 +121,14 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
     import torch
 
     from drl.agent import make_agent
+    from drl.agents.dqn import DQN
 
     n, warmup, dev = spec["updates"], spec["warmup"], trainer.device
     default = trainer.agent
     cfg = trainer.cfg.model_copy(deep=True)
     cfg.compute.channels_last = "off" if default.channels_last else "on"
     other = make_agent(cfg, trainer.spec, dev, False, torch.Generator(device=dev).manual_seed(0))
+    assert isinstance(other, DQN)   # the networks compared are a DQN's (atari-pong)
     other.online.load_state_dict(default.online.state_dict())
     other.target.load_state_dict(default.target.state_dict())
     agents = {"nchw" if not a.channels_last else "channels_last": a for a in (default, other)}
@@ -133,7 +136,7 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
     try:
         default.bf16 = False
         for batch_size in spec["batch_sizes"]:
-            samples = {name: [] for name in agents}
+            samples: dict[str, list[float]] = {name: [] for name in agents}
             for _ in range(spec["repeats"]):
                 for name, agent in agents.items():
                     samples[name].append(time_calls(drl_update_fn(batch_size, agent), n, warmup, dev))
@@ -154,11 +157,11 @@ def _acting(trainer, spec: dict) -> dict:
 
     agent, dev = trainer.agent, trainer.device
     default = agent.act_bf16
-    out = {"default": "bf16" if default else "fp32"}
+    out: dict[str, Any] = {"default": "bf16" if default else "fp32"}
     try:
         for n in sorted({1, trainer.env.num_envs}):
             obs = torch.randint(0, 256, (n, *trainer.spec.obs_shape), dtype=torch.uint8, device=dev)
-            samples = {"fp32": [], "bf16": []}
+            samples: dict[str, list[float]] = {"fp32": [], "bf16": []}
             for _ in range(spec["repeats"]):
                 for precision in samples:
                     agent.act_bf16 = precision == "bf16"

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class _AreaResize:
         h, w = self.out_hw
         if self.block:  # sum of strided views: ~10x faster than reshape(...).sum(axis=(2, 4)) for 160x120 -> 80x60
             n = self.fy * self.fx
-            wide = x.astype(np.uint16 if n <= 256 else np.uint32)
+            wide: np.ndarray = x.astype(np.uint16 if n <= 256 else np.uint32)
             acc = wide[:, :h * self.fy:self.fy, :w * self.fx:self.fx].copy()
             for dy in range(self.fy):
                 for dx in range(self.fx):
@@ -82,7 +83,8 @@ class DoomGame:
         self._vectors = self.actions.vectors
         self._var_names = settings.game_variable_names()
         self._vars = [getattr(vzd.GameVariable, game_variable_name(v)) for v in self._var_names]
-        self._shaping: DoomShaping = settings.shaping
+        assert isinstance(settings.shaping, DoomShaping)   # DoomSettings.__post_init__ turns a dict into one
+        self._shaping = settings.shaping
         self._gv = vzd.GameVariable
         g = vzd.DoomGame()
         self._maze = t_maze.VARIANTS[settings.scenario] if self.spec.t_maze else None
@@ -164,8 +166,10 @@ class DoomGame:
                 self.labels = self._labeler(state, pose)
         return self._last_frame
 
-    def _tracked(self) -> dict[str, float]:
-        s, out = self._shaping, {}
+    def _tracked(self) -> dict[str, Any]:
+        """The game variables the shaping terms follow: floats, and ``"ammo"`` a tuple (one per ammo type)."""
+        s = self._shaping
+        out: dict[str, Any] = {}
         if s.kill:
             out["kill"] = self._var("KILLCOUNT")
         if s.frag:
@@ -300,14 +304,14 @@ class DoomGame:
     def close(self) -> None:
         if getattr(self, "game", None) is not None:
             self.game.close()
-            self.game = None
+            del self.game   # a second close() finds none
 
 
 def summarize_episodes(episodes: list[dict]) -> dict:
     """Deathmatch measures over all the episodes, from the totals as Lample & Chaplot report them: ``kd`` (frags
     per death) and ``frags_per_minute`` (of game time); {} for episodes without frags (``DoomVectorEnv``'s
     ``summarize_episodes``, see ``drl/vec_env.py``)."""
-    out = {}
+    out: dict[str, float] = {}
     totals = {key: sum(ep[key] for ep in episodes) for key in ("frags", "deaths", "minutes") if key in episodes[0]}
     if "frags" in totals and "deaths" in totals:
         out["kd"] = totals["frags"] / max(totals["deaths"], 1)

@@ -137,18 +137,19 @@ def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
             raise ValueError(f"Doom action '{action}' mixes '+' and '*'; use one: '+' presses buttons together, "
                              "'*' combines optional groups")
         optional = "*" in action
-        groups = [_button_alternatives(part, action) for part in action.split("*" if optional else "+")]
+        groups: list[tuple[str | None, ...]] = [_button_alternatives(part, action)
+                                                for part in action.split("*" if optional else "+")]
         if optional:
             groups = [(None, *g) for g in groups]
         for combo in itertools.product(*groups):
-            combo = tuple(c for c in combo if c is not None)
-            if not combo:
+            pressed = tuple(c for c in combo if c is not None)
+            if not pressed:
                 continue   # "press nothing" is not one of the combined actions (Arnold's count leaves it out)
-            key = frozenset(_ALL_BUTTON_NAMES[c] for c in combo) - {None}
+            key = frozenset(_ALL_BUTTON_NAMES[c] for c in pressed) - {None}
             if key in seen:
-                raise ValueError(f"Doom action set {spec!r} lists the button combination '{'+'.join(combo)}' twice")
+                raise ValueError(f"Doom action set {spec!r} lists the button combination '{'+'.join(pressed)}' twice")
             seen.add(key)
-            out.append(("+".join(combo), combo))
+            out.append(("+".join(pressed), pressed))
     return out
 
 

@@ -39,7 +39,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -53,6 +53,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from drl.vec_env import VecStep
 
 logger = logging.getLogger(__name__)
+
+
+def _ready(pending: dict, deadline: float) -> list[mp.connection.Connection]:
+    """The connections among ``pending``'s keys that have a message, waiting until ``deadline`` (time.monotonic)."""
+    return cast("list[mp.connection.Connection]",   # wait() returns some of the objects it is given
+                mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic())))
 
 
 class DoomVectorEnv:
@@ -113,7 +119,8 @@ class DoomVectorEnv:
             self.close()
             raise
         self._fresh = True  # workers just started their first episode
-        self._in_flight = None  # (pending pipes, failed workers) of a step sent but not yet collected
+        # (pending pipes, failed workers) of a step sent but not yet collected
+        self._in_flight: tuple[dict, dict[int, str]] | None = None
         self._stack = torch.zeros((self.num_envs, *self.obs_shape), dtype=torch.uint8)
         self._last_extras = torch.zeros((self.num_envs, self.num_extras), dtype=torch.float32)
         self._last_labels = torch.zeros(self.num_envs, dtype=torch.uint8)
@@ -140,7 +147,7 @@ class DoomVectorEnv:
             pending[parent] = i
         deadline = time.monotonic() + self.init_timeout
         while pending:
-            ready = mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+            ready = _ready(pending, deadline)
             if not ready:
                 raise RuntimeError(f"Doom worker(s) {sorted(pending.values())} did not start within "
                                    f"{self.init_timeout:.0f} s")
@@ -194,7 +201,7 @@ class DoomVectorEnv:
         replies: list = [None] * self.num_workers
         deadline = time.monotonic() + self.step_timeout
         while pending:
-            ready = mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+            ready = _ready(pending, deadline)
             if not ready:
                 for i in pending.values():
                     failed[i] = f"did not answer within {self.step_timeout:g} s"
@@ -334,7 +341,7 @@ class DoomVectorEnv:
             reset=torch.from_numpy(reset).to(dev),
             final_obs=prev.to(dev) if any_reset else None,
             extras=extras.to(dev) if has_extras else None,
-            final_extras=final_extras.to(dev) if (any_reset and has_extras) else None,
+            final_extras=final_extras.to(dev) if (final_extras is not None and has_extras) else None,  # any_reset
             episodes=episodes,
             dropped=torch.from_numpy(np.isin(np.arange(n), sorted(failed))).to(dev) if failed else None,
             labels=labels.to(dev) if has_labels else None,
@@ -356,14 +363,15 @@ class DoomVectorEnv:
             return
         self._finalizer()  # runs _pool.close once (also registered for interpreter exit)
         # views into the mapping must go before the mapping can be closed
-        self._frames = self._extras_np = self._final_extras_np = self._labels_np = None
+        if hasattr(self, "_frames"):   # set together in __init__; a second close() finds them gone
+            del self._frames, self._extras_np, self._final_extras_np, self._labels_np
         m = getattr(self, "_mmap", None)
         if m is not None:
             try:
                 m.close()
             except BufferError:
                 pass
-            self._mmap = None
+            del self._mmap
 
     def __enter__(self):
         return self
