@@ -175,7 +175,9 @@ class Config(Section):
     output_dir: str = "runs"
     log_interval: int = Field(5_000, ge=1)           # agent steps between train metric rows
     checkpoint_interval: int = Field(100_000, ge=1)  # agent steps between checkpoints
-    env: SerializeAsAny[EnvSection] = Field(default_factory=lambda: env_config_class(DEFAULT_ENV_KIND)())  # env.kind's
+    # env.kind's class; each kind's class gives ``kind`` a default, which mypy cannot see through type[EnvSection]
+    env: SerializeAsAny[EnvSection] = Field(
+        default_factory=lambda: env_config_class(DEFAULT_ENV_KIND)())  # type: ignore[call-arg]
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
