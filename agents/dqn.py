@@ -60,7 +60,8 @@ class DQN:
                                self.recurrent, self.num_features).to(device)
         self.channels_last = runtime.use_channels_last(cfg.compute, device, bf16)
         if self.channels_last:
-            self.online = self.online.to(memory_format=torch.channels_last)
+            # torch's stub of Module.to has no memory_format overload
+            self.online = self.online.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps,
                                           fused=True)  # one kernel: ~8x faster than the per-tensor loop on CPU
@@ -92,7 +93,7 @@ class DQN:
         with self.autocast(acting=True):
             return self.online.feature_logits(self._prep(obs)).float() > 0
 
-    def initial_state(self, n: int) -> None:
+    def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
     def reset_state(self, state, reset: torch.Tensor):
@@ -133,6 +134,7 @@ class DQN:
         loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
         stats = {"q_mean": q_taken.detach().mean()}
         if self.num_features:
+            assert logits is not None and batch.labels is not None   # the replay stores labels for the aux head
             aux_loss, aux_stats = game_feature_loss(logits, batch.labels, self.cfg.aux.weight)
             loss, stats = loss + aux_loss, {**stats, **aux_stats}
         return loss, td.detach(), stats

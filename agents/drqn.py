@@ -55,7 +55,7 @@ class DRQN(DQN):
         q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
         return q[0], state
 
-    def loss(self, batch: SequenceBatch):
+    def loss(self, batch: SequenceBatch):  # type: ignore[override]  # its sampler gives sequences, not transitions
         """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and
         no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""
         T, extras = batch.returns.shape[0], batch.extras

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from drl import registry
 from drl.errors import UserError
@@ -173,7 +175,9 @@ class Config(Section):
     output_dir: str = "runs"
     log_interval: int = Field(5_000, ge=1)           # agent steps between train metric rows
     checkpoint_interval: int = Field(100_000, ge=1)  # agent steps between checkpoints
-    env: SerializeAsAny[EnvSection] = Field(default_factory=lambda: env_config_class(DEFAULT_ENV_KIND)())  # env.kind's
+    # env.kind's class; each kind's class gives ``kind`` a default, which mypy cannot see through type[EnvSection]
+    env: SerializeAsAny[EnvSection] = Field(
+        default_factory=lambda: env_config_class(DEFAULT_ENV_KIND)())  # type: ignore[call-arg]
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
@@ -303,7 +307,7 @@ def _check_keys(data: dict, model: type[BaseModel] = Config, prefix: str = "", r
             _check_keys(value, sub, f"{prefix}{key}.", root)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(p) for p in error["loc"])
     ctx = error.get("ctx") or {}
     kind = error["type"]
@@ -395,7 +399,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load(name_or_path: str, overrides: list[str] = (), imports: list[str] = ()) -> Config:
+def load(name_or_path: str, overrides: Sequence[str] = (), imports: Sequence[str] = ()) -> Config:
     """A named experiment or a YAML file, with dotted overrides; ``imports`` are added to the config's own."""
     path = resolve_experiment(name_or_path)
     data = load_experiment_data(path)
@@ -410,7 +414,7 @@ _LEGACY_ENV_KEYS = {"game", "frame_skip", "frame_stack", "sticky_actions", "noop
                     "clip_rewards", "max_episode_frames", "flicker", "num_threads", "size", "doom"}
 
 
-def load_run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
     """The config a run directory was started with (``RUN_DIR/config.yaml``), with overrides. A config written
     before env kinds had sections of their own is read too: the keys that did not apply to its kind are dropped."""
     data = load_yaml(Path(run_dir) / "config.yaml")

@@ -69,7 +69,8 @@ class VideoRecorder:
 
         self.view = view
         self.path, self.channels, self.left = Path(path), frame_channels, episodes
-        self.frames, self.size = 0, None
+        self.frames = 0
+        self.size: tuple[int, int] | None = None   # (width, height) of the frames written
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.writer = imageio.get_writer(self.path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
@@ -217,6 +218,7 @@ def main(argv: list[str]) -> int:
           f"{len(played.results)} episodes")
     print(format_table(played.summary, len(played.results)))
     if args.video:
+        assert played.video_size is not None   # the recorder wrote at least the first observation
         print(f"drl.evaluate: video {args.video} ({played.video_frames} frames of env 0's {played.view} view, "
               f"{played.video_size[0]}x{played.video_size[1]}, {played.fps} fps)")
     track(cfg, run_dir, args, played, env_steps)

@@ -29,19 +29,20 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
         if step.labels is not None:
             predicted = agent.predict_features(step.obs, step.extras)                  # bool [N, F]
             hit = (predicted == unpack_labels(step.labels, predicted.shape[1]).bool()).float().mean(1)
-            correct, frames = (hit, torch.ones_like(hit)) if correct is None else (correct + hit, frames + 1)
+            correct, frames = (hit, torch.ones_like(hit)) if correct is None or frames is None \
+                else (correct + hit, frames + 1)
         actions, state = agent.act(step.obs, state, epsilon, step.extras)
         step = env.step(actions)
         if on_step is not None:
             on_step(step)
         state = agent.reset_state(state, step.reset)
         for ep in step.episodes:
-            if correct is not None:
+            if correct is not None and frames is not None:
                 ep["aux_accuracy"] = float(correct[ep["env"]] / frames[ep["env"]])
             if quota[ep["env"]] > 0:
                 quota[ep["env"]] -= 1
                 results.append(ep)
-        if correct is not None:
+        if correct is not None and frames is not None:
             correct, frames = correct.masked_fill(step.reset, 0.0), frames.masked_fill(step.reset, 0.0)
     return results
 

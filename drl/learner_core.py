@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer
 from drl.schedule import Counters, Schedule, linear
 from drl.tracking import TensorBoardTracker, WandbTracker
+
+if TYPE_CHECKING:   # drl.loop imports this module
+    from drl.loop import StopRequested
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,8 @@ class LearnerCore:
         self.eval_env = None
         self.eval_hooks: list = []          # add_eval_hook
         self.stop_early = False             # set by an eval hook: the run ends after this step
-        self.stop = None                    # the running loop's StopRequested
-        self.bar = None                     # the running loop's progress bar
+        self.stop: StopRequested | None = None   # the running loop's
+        self.bar: tqdm | None = None              # the running loop's progress bar
         if resume_from is not None:
             self.restore(resume_from)
         elif init_from is not None:   # drl.train --init-from: weights (and optimizer) only
@@ -268,6 +271,7 @@ class LearnerCore:
         """The end of ``run`` (under its StopRequested: a signal now cuts the final evaluation short but the
         checkpoint is written): a final evaluation unless this step has one, the checkpoint, the result."""
         c, stop = self.counters, self.stop
+        assert stop is not None   # finish is called by a running loop
         if not stop.requested and last_eval_step != c.env_steps:
             last_eval = self.run_evaluation(time.perf_counter() - started)
         c.wall_time = time.perf_counter() - started

@@ -78,7 +78,7 @@ class Trainer:
             self.agent = make_agent(cfg, self.spec, self.device, self.bf16, rt.generator)
             self.replay = build_replay(*replay_arguments(cfg, self.spec, self.agent.sampler, self.device,
                                                          self.env.num_envs, self.env.frame_stack))
-            self.acting_state = None            # the agent's state while acting (an LSTM's; None if feed-forward)
+            self.acting_state: tuple | None = None   # the agent's state while acting (an LSTM's; None if feed-forward)
             self.core = LearnerCore(cfg, run_dir, rt, self.spec, self.agent, self.replay, self.env.frames_per_step,
                                     self._env_payload, resume_from, init_from)
             self.counters = self.core.counters
@@ -120,7 +120,8 @@ class Trainer:
         core, cfg, c = self.core, self.cfg, self.counters
         started = time.perf_counter() - c.wall_time
         self.last_log_time, self.last_sps_steps = time.perf_counter(), c.env_steps
-        last_eval, last_eval_step = {}, -1
+        last_eval: dict = {}
+        last_eval_step = -1
         self.first_flags = self.step.reset.clone()
         bar = core.open_progress_bar(cfg.name)   # closed before an error is printed (its own line)
         with StopRequested() as stop:
@@ -156,6 +157,7 @@ class Trainer:
         self.acting_state = self.agent.reset_state(new_state, step.reset)
         self.first_flags, self.step = step.reset, step
         c.env_steps += self.env.num_envs
+        assert self.core.bar is not None   # opened by run
         self.core.bar.update(self.env.num_envs)
         for ep in step.episodes:
             self.core.record_episode(ep, time.perf_counter() - started)
@@ -169,6 +171,7 @@ class Trainer:
         sps = (c.env_steps - self.last_sps_steps) / (now - self.last_log_time)
         faults = fault_counters(self.env)  # e.g. Doom workers replaced after a crash or hang
         recent = self.core.write_train_row(now - started, faults, epsilon=epsilon, sps=sps)
+        assert self.core.bar is not None   # opened by run
         self.core.bar.set_postfix(sps=f"{sps:.0f}", ret="-" if recent is None else f"{recent:.1f}",
                                   eps=f"{epsilon:.3f}", eval=last_eval.get("return_mean", "-"))
         self.last_log_time, self.last_sps_steps = now, c.env_steps

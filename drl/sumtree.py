@@ -71,7 +71,7 @@ class SumTree:
         idx = self._check_indices(indices)
         return self.tree[idx + self.num_leaves].reshape(shape)
 
-    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+    def update(self, indices: np.ndarray, priorities: np.ndarray | float) -> None:
         """Set ``priority[indices] = priorities`` (a scalar broadcasts); the last value wins for repeated indices.
 
         Priorities must be finite and >= 0. Parents of touched leaves are then recomputed level by level.

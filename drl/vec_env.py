@@ -101,10 +101,20 @@ def episode_summary(env, episodes: list[dict]) -> dict:
     return {} if summarize is None else summarize(episodes)
 
 
+class _SplitStepping(Protocol):
+    def step_async(self, actions: torch.Tensor) -> None: ...
+    def step_wait(self) -> VecStep: ...
+
+
+class _WholeStepping(Protocol):
+    _pending_actions: torch.Tensor | None
+    def step(self, actions: torch.Tensor) -> VecStep: ...
+
+
 class AsyncStepping:
     """``step`` for envs that implement ``step_async`` / ``step_wait``."""
 
-    def step(self, actions: torch.Tensor) -> VecStep:
+    def step(self: _SplitStepping, actions: torch.Tensor) -> VecStep:
         self.step_async(actions)
         return self.step_wait()
 
@@ -117,7 +127,7 @@ class SyncStepping:
     def step_async(self, actions: torch.Tensor) -> None:
         self._pending_actions = actions
 
-    def step_wait(self) -> VecStep:
+    def step_wait(self: _WholeStepping) -> VecStep:
         actions, self._pending_actions = self._pending_actions, None
         if actions is None:
             raise RuntimeError("step_wait() without step_async()")
@@ -133,7 +143,7 @@ def make_env(cfg, device, seed: int, num_envs: int | None = None, evaluation: bo
     ``labels`` argument (Doom). ``screens=True`` (videos) asks for the game's own colour screens
     (``VecStep.screen``) from kinds whose factory takes ``screens`` (Atari, Gym); see ``supports_screens``."""
     make = _factory(cfg.kind)
-    extra = {}
+    extra: dict[str, tuple[str, ...] | bool] = {}
     if labels:
         if "labels" not in inspect.signature(make).parameters:
             labelling = [k for k in ENV_KINDS.names() if ENV_KINDS.get(k).check_features is not None]

@@ -175,11 +175,12 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
     """Store ``chunk`` in ``replay`` as T vector steps of the streams ``streams`` (int [E]), then set the initial
     priorities of the entries it created (if the chunk has them; a uniform replay ignores them)."""
     T, E = chunk.rewards.shape
-    finals = {}
+    finals: dict[int, list[tuple[int, int]]] = {}
     for row, (t, e) in enumerate(chunk.final_rows.tolist()):
         finals.setdefault(t, []).append((e, row))
-    states = {}
+    states: dict[int, list[tuple[int, int]]] = {}
     if chunk.states is not None:
+        assert chunk.state_rows is not None   # set together with states
         for row, (t, e) in enumerate(chunk.state_rows.tolist()):
             states.setdefault(t, []).append((e, row))
     entries, values = [], []
@@ -194,7 +195,7 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
 
             final, final_extras, final_labels = map(spread, (chunk.final_frames, chunk.final_extras,
                                                              chunk.final_labels))
-        if t in states:
+        if chunk.states is not None and t in states:
             envs, rows = map(list, zip(*states[t]))
             hc = torch.zeros(2, 1, E, chunk.states.shape[-1])
             hc[:, 0, envs] = chunk.states[rows].transpose(0, 1)

@@ -56,8 +56,8 @@ def _endpoints(address: str) -> list[tuple[str, int]]:
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS") or address
     if "://" in address:
-        found = _split(address.partition("://")[2].split("/")[0])
-        return [found] if found else []
+        endpoint = _split(address.partition("://")[2].split("/")[0])
+        return [endpoint] if endpoint else []
     found = [_split(address)] if address != "auto" else []
     try:
         from ray._private import services
@@ -184,7 +184,7 @@ class CollectorPool:
         self.pending: dict = {}                 # info ObjectRef -> (collector index, chunk ObjectRef)
         self.queued = [0] * self.count
         self.alive = [True] * self.count
-        self.pids = [None] * self.count
+        self.pids: list[int | None] = [None] * self.count
         try:
             self.infos = ray.get([a.info.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
@@ -220,8 +220,8 @@ class CollectorPool:
         ready, rest = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-        chunks, ready = [], set(ready)
-        for ref in [r for r in self.pending if r in ready]:   # in submission order: a collector's in its order
+        chunks, ready_refs = [], set(ready)
+        for ref in [r for r in self.pending if r in ready_refs]:   # in submission order: a collector's in its order
             i, chunk_ref = self.pending.pop(ref)
             self.queued[i] -= 1
             try:

@@ -118,9 +118,10 @@ class Collector:
             self.version = version
         cfg, c = self.cfg, self.channels
         epsilon = 1.0 if explore else self.epsilon
-        cols = {k: [] for k in ("frames", "first", "actions", "rewards", "terminated", "truncated", "reset",
-                                "extras", "labels", "dropped", "q")}
-        finals = {"rows": [], "frames": [], "extras": [], "labels": []}
+        cols: dict[str, list[torch.Tensor | None]] = {
+            k: [] for k in ("frames", "first", "actions", "rewards", "terminated", "truncated", "reset", "extras",
+                            "labels", "dropped", "q")}
+        finals: dict[str, list] = {"rows": [], "frames": [], "extras": [], "labels": []}
         state_rows, states, episodes = [], [], []
         for t in range(self.T):
             obs, extras, labels = self.step.obs, self.step.extras, self.step.labels
@@ -156,7 +157,8 @@ class Collector:
         return chunk.info(), chunk
 
     def _chunk(self, cols, finals, state_rows, states, episodes, seconds) -> Chunk:
-        stack = lambda key: None if cols[key][0] is None else torch.stack(cols[key])  # noqa: E731
+        stack = lambda key: torch.stack(cols[key])  # noqa: E731   (columns every step has)
+        maybe_stack = lambda key: None if cols[key][0] is None else stack(key)  # noqa: E731
         final = lambda key: torch.cat(finals[key]) if finals[key] else None  # noqa: E731
         frames = stack("frames")
         chunk = Chunk(
@@ -164,8 +166,8 @@ class Collector:
             seconds=seconds, frames=frames, first=stack("first"), actions=stack("actions").long(),
             rewards=stack("rewards").float(), terminated=stack("terminated"), truncated=stack("truncated"),
             reset=stack("reset"), final_rows=torch.tensor(finals["rows"], dtype=torch.long).view(-1, 2),
-            final_frames=final("frames") if finals["frames"] else frames.new_zeros((0, *frames.shape[2:])),
-            extras=stack("extras"), final_extras=final("extras"), labels=stack("labels"),
+            final_frames=torch.cat(finals["frames"]) if finals["frames"] else frames.new_zeros((0, *frames.shape[2:])),
+            extras=maybe_stack("extras"), final_extras=final("extras"), labels=maybe_stack("labels"),
             final_labels=final("labels"),
             dropped=None if all(d is None for d in cols["dropped"]) else
             torch.stack([torch.zeros_like(cols["reset"][0]) if d is None else d for d in cols["dropped"]]),

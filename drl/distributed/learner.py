@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from drl.errors import UserError
 from drl.learner_core import LearnerCore, Runtime, replay_arguments, set_up_runtime
 from drl.loop import StopRequested, transitions_per_sample
 from drl.replay import ReplayBuffer, build_replay
+
+if TYPE_CHECKING:   # ray is imported where it is used
+    from ray import ObjectRef
 
 
 class Learner:
@@ -48,15 +52,17 @@ class Learner:
         rt = set_up_runtime(cfg)
         self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
         self.cluster = Cluster(dist, runtime.cpu_count())
-        self.pool = self.replay = None
+        self.pool: CollectorPool
+        self.replay: ReplayBuffer | RemoteReplay
         try:  # a failure below must not leave actors or a local cluster behind
             self.pool = CollectorPool(cfg, Path(run_dir))
             self._set_up(rt, Path(run_dir), resume_from, init_from)
         except BaseException:
-            if self.pool is not None:
+            if hasattr(self, "pool"):
                 self.pool.close()
-            if isinstance(self.replay, RemoteReplay):
-                self.replay.close()
+            replay = getattr(self, "replay", None)
+            if isinstance(replay, RemoteReplay):
+                replay.close()
             self.cluster.shutdown()
             raise
         self.core.open_metrics(resumed=resume_from is not None)
@@ -112,7 +118,8 @@ class Learner:
     def run(self) -> dict:
         core, cfg, c, dist = self.core, self.cfg, self.counters, self.cfg.distributed
         started = time.perf_counter() - c.wall_time
-        last_eval, last_eval_step = {}, -1
+        last_eval: dict = {}
+        last_eval_step = -1
         self.window = _Window(dist.collectors, c.env_steps, self.agent.updates)
         bar = core.open_progress_bar(f"{cfg.name} ({dist.collectors} collectors)")
         with StopRequested() as stop:
@@ -164,7 +171,7 @@ class Learner:
                 pool.submit(i, self.weights, self.version, explore)
                 queued += per_chunk
 
-    def insert(self, arrivals: list[tuple[ChunkInfo, object]], wall: float) -> None:
+    def insert(self, arrivals: list[tuple[ChunkInfo, ObjectRef]], wall: float) -> None:
         """Store the chunks that arrived together (``(info, chunk reference)``, in the order collected), count
         them, write episode rows.
 
@@ -248,6 +255,7 @@ class Learner:
         recent = self.core.write_train_row(now - started, faults, collector_restarts=self.restarts,
                                            collectors_alive=sum(self.pool.alive), weights_published=self.published,
                                            **row)
+        assert self.core.bar is not None   # opened by run
         self.core.bar.set_postfix(sps=f"{row['sps']:.0f}", ups=f"{row['updates_per_s']:.1f}",
                                   ret="-" if recent is None else f"{recent:.1f}",
                                   eval=last_eval.get("return_mean", "-"))

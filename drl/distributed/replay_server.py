@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import fields, is_dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +87,8 @@ class RemoteReplay:
     def __init__(self, kwargs: dict, sequences: dict | None):
         self.actor = remote_class().remote(kwargs, sequences)
         self._size = 0
-        self._next = None             # the batch requested ahead: (its reference, its request)
+        # the batch requested ahead: (its reference, its request)
+        self._next: tuple[Any, tuple[str, int, float]] | None = None
         self.pending: list = []       # references of unfinished inserts
         self.seconds = 0.0            # the actor's time storing chunks, summed over finished inserts
 

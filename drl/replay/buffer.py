@@ -79,6 +79,7 @@ class ReplayBuffer:
                                     labels, frames_device)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
+        self.sampler: TransitionSampler | SequenceSampler
         if sequences is None:
             self.sampler, eta = TransitionSampler(self.storage, n_step, gamma, self.rng), 0.9
         else:
@@ -125,7 +126,8 @@ class ReplayBuffer:
         """Store one vector step of all envs, or of the streams ``envs`` (int [E'], one per row; drl.distributed
         adds one collector's envs at a time). Returns int64 [E'], the entry each row created (a transition, or the
         sequence starting there), -1 where none."""
-        cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
+        cpu = lambda t: t.detach().to("cpu")  # noqa: E731
+        maybe_cpu = lambda t: None if t is None else cpu(t)  # noqa: E731
         ids = self.storage.env_ids if envs is None else np.asarray(envs, dtype=np.int64)
         first, terminated, truncated, reset = cpu(step.first), cpu(step.terminated), cpu(step.truncated), \
             cpu(step.reset)
@@ -136,9 +138,9 @@ class ReplayBuffer:
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
             self.storage.truncate_last(ids[lost])
-        on_frames = lambda t: None if t is None else t.detach().to(self.storage.frames_device)  # noqa: E731
+        on_frames = lambda t: t.detach().to(self.storage.frames_device)  # noqa: E731
         logical = self.storage.write(ids, on_frames(step.frame), cpu(step.action).to(torch.int16),
-                                     cpu(step.reward).float(), flags, cpu(step.extras), cpu(step.labels))
+                                     cpu(step.reward).float(), flags, maybe_cpu(step.extras), maybe_cpu(step.labels))
         entries, cleared = self.sampler.on_steps(ids, logical, lost, first.numpy(), step.lstm_state)
         if self.prioritizer is not None:
             self.prioritizer.insert(entries[entries >= 0])
@@ -199,7 +201,7 @@ class ReplayBuffer:
     @property
     def rng_state(self) -> dict:
         """The sampling generator's state (checkpoints)."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)   # a dict (numpy's stub says Mapping)
 
     @rng_state.setter
     def rng_state(self, state: dict) -> None:

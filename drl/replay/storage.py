@@ -91,8 +91,8 @@ class FrameStorage:
         return FrameStorage.slots(capacity, num_envs, frame_stack, n_step) * frame_bytes
 
     def nbytes(self) -> int:
-        tensors = [self.frames, self.actions, self.rewards, self.flags] + ([self.extras] if self.num_extras else [])
-        tensors += [] if self.labels is None else [self.labels]
+        tensors = [self.frames, self.actions, self.rewards, self.flags]
+        tensors += [t for t in (self.extras, self.labels) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def __len__(self) -> int:
@@ -115,7 +115,7 @@ class FrameStorage:
         self.actions[e, phys] = action
         self.rewards[e, phys] = reward
         self.flags[e, phys] = flags
-        if self.num_extras:
+        if self.extras is not None:
             self.extras[e, phys] = extras
         if self.labels is not None:
             if labels is None:
@@ -170,7 +170,7 @@ class FrameStorage:
         extras [B, W, K] and labels [B, W] (None when not stored)."""
         e = torch.from_numpy(env)[:, None]
         idx = torch.from_numpy((logical[:, None] + offsets[None, :]) % self.capacity)
-        extras = gather_rows(self.extras, e, idx) if self.num_extras else None
+        extras = None if self.extras is None else gather_rows(self.extras, e, idx)
         labels = None if self.labels is None else self.labels[e, idx]
         fd = self.frames_device
         return (gather_rows(self.frames, e.to(fd), idx.to(fd)), self.flags[e, idx], self.rewards[e, idx],
@@ -180,7 +180,7 @@ class FrameStorage:
     def state_dict(self) -> dict:
         state = {"frames": self.frames.cpu(), "actions": self.actions, "rewards": self.rewards, "flags": self.flags,
                  "count": torch.from_numpy(self.count.copy())}
-        if self.num_extras:
+        if self.extras is not None:
             state["extras"] = self.extras
         if self.labels is not None:
             state["labels"] = self.labels
