@@ -6,8 +6,9 @@ built as ``cls(cfg, spec, device, bf16, generator)``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -21,7 +22,7 @@ class EnvSpec:
     num_extras: int = 0            # K float32 inputs beside obs (Doom game variables), 0 for none
 
     @classmethod
-    def of(cls, env, first_obs: torch.Tensor) -> "EnvSpec":
+    def of(cls, env, first_obs: torch.Tensor) -> EnvSpec:
         return cls(tuple(first_obs.shape[1:]), first_obs.dtype, int(env.num_actions), int(env.num_extras))
 
 

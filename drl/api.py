@@ -47,8 +47,8 @@ def default_run_dir(cfg: Config) -> Path:
 def create_run_dir(cfg: Config, run_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """Create the run directory (default ``OUTPUT_DIR/NAME-seedS-TIMESTAMP``); an existing one needs
     ``overwrite``. Writes ``config.yaml``."""
-    from drl.train import finish_run_dir, prepare_run_dir
     from drl.loop import write_run_files
+    from drl.train import finish_run_dir, prepare_run_dir
 
     path, old = prepare_run_dir(cfg, None if run_dir is None else str(run_dir), overwrite)
     finish_run_dir(None, old, path)

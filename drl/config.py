@@ -196,7 +196,7 @@ class Config(Section):
         return value
 
     @model_validator(mode="after")
-    def _features_the_env_labels(self) -> "Config":
+    def _features_the_env_labels(self) -> Config:
         check = registry.ENV_KINDS.get(self.env.kind).check_features
         if self.agent.aux.features and check is not None:   # a kind without labels refuses them in make_env
             try:
@@ -206,13 +206,13 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _registered_names(self) -> "Config":
+    def _registered_names(self) -> Config:
         registry.AGENTS.check(self.agent.algo)
         registry.ENCODERS.check(self.network.encoder)
         return self
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         if self.agent.batch_size > self.replay.capacity:
             raise ValueError(f"agent.batch_size ({self.agent.batch_size}) is larger than replay.capacity "
                              f"({self.replay.capacity}); lower agent.batch_size or raise replay.capacity")

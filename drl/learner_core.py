@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -280,8 +281,8 @@ class LearnerCore:
                 "stopped_early": self.stop_early}
 
     def run_evaluation(self, wall: float) -> dict:
-        from drl.vec_env import make_env
         from drl.evaluation import evaluate, summarize
+        from drl.vec_env import make_env
 
         cfg = self.cfg
         if self.eval_env is None:

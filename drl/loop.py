@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-
 from drl import segments
 from drl.agent import EnvSpec, make_agent
 from drl.config import Config, to_yaml
@@ -186,7 +185,7 @@ class Trainer:
             c.pending_updates -= 1
             self.core.learn_step()
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from ale_py.vector_env import AtariVectorEnv
 
-from drl.replay import ReplayBuffer
 from drl.envs.atari import AtariVecEnv
+from drl.replay import ReplayBuffer
 from tests.test_replay import check_batch_against_reference
 
 

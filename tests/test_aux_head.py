@@ -9,16 +9,16 @@ import torch
 
 import drl.agents.dqn
 import drl.agents.drqn
-from drl.agents.dqn import DQN
-from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
+from drl.agents.dqn import DQN
+from drl.agents.drqn import DRQN
+from drl.envs.doom.labels import FeatureLabeler
 from drl.errors import UserError
 from drl.evaluation import evaluate, summarize
 from drl.networks import QNetwork, doom_encoder, train_mode
 from drl.replay import ReplayBuffer, SequenceBatch, StepRecord, TransitionBatch
 from drl.vec_env import VecStep, unpack_labels
-from drl.envs.doom.labels import FeatureLabeler
 from tests.test_replay import NaiveStream
 
 CPU = torch.device("cpu")

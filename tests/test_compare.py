@@ -16,7 +16,8 @@ import yaml
 from drl import compare
 from drl.metrics import read_metrics
 from drl.wandb_records import find_run_files, read_run
-from tests.helpers import FAST_CATCH as _FAST, ROOT, offline_env
+from tests.helpers import FAST_CATCH as _FAST
+from tests.helpers import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def final_scores(run_dirs: list[Path], metric: str = "return_mean") -> list[floa
 
 def test_seeds_make_one_run_dir_and_group_each(runs):
     tmp, _ = runs
-    for group, name in (("a", "catch"), ("b", "catch-fast")):
+    for group, _name in (("a", "catch"), ("b", "catch-fast")):
         dirs = sorted((tmp / group).iterdir())
         assert [d.name for d in dirs] == ["seed0", "seed1"]
         for seed, d in enumerate(dirs):

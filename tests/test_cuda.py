@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from drl import config
+from drl.envs.atari import AtariVecEnv
 from drl.loop import Trainer
 from drl.replay import ReplayBuffer
-from drl.envs.atari import AtariVecEnv
 from tests.test_replay import NaiveStream, fill
 from tests.test_sequences import HIDDEN, fill_with_states
 

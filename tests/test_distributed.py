@@ -14,8 +14,8 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile

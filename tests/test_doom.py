@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from drl.envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 from drl.processes import alive, pids, stat_fields
 from tests.helpers import run_engine_probe
-from drl.envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
 
 pytestmark = pytest.mark.doom
 
@@ -320,7 +320,7 @@ def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none
     env = make_doom_env(cfg, num_envs=1, device=torch.device("cpu"), seed=3, evaluation=True, max_frames=40)
     try:
         env.reset(seed=3)
-        for step_count in range(1, 30):
+        for step_count in range(1, 30):  # noqa: B007 (read after the loop)
             st = env.step(torch.zeros(1, dtype=torch.long))       # turn left: no shot, no death in 40 tics
             if st.episodes:
                 break

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from drl.agents.dqn import DQN, epsilon_greedy
 from drl import config
 from drl.agent import EnvSpec
+from drl.agents.dqn import DQN, epsilon_greedy
 from drl.replay import TransitionBatch
 
 

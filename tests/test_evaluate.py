@@ -11,7 +11,9 @@ import pytest
 from drl.errors import UserError
 from drl.evaluate import main as evaluate_main
 from drl.wandb_records import find_run_files, read_run
-from tests.helpers import FAST_CATCH as _FAST, cli as run_module, offline_env
+from tests.helpers import FAST_CATCH as _FAST
+from tests.helpers import cli as run_module
+from tests.helpers import offline_env
 
 FAST_CATCH = ["total_steps=2000", *_FAST]
 
@@ -78,9 +80,9 @@ def test_videos_play_in_real_time_where_the_world_has_a_clock():
     """Atari runs at 60 frames/s and acts every 4 frames: 15 agent steps/s; worlds without a clock get 8."""
     import torch
 
-    from drl.evaluate import default_fps
     from drl.envs.atari import AtariVecEnv
     from drl.envs.torch_native import CatchEnv
+    from drl.evaluate import default_fps
 
     atari = AtariVecEnv("pong", 1, torch.device("cpu"), frame_skip=4, num_threads=1)
     try:

@@ -200,7 +200,7 @@ def test_gym_async_vectorization_equals_sync():
     try:
         for _ in range(60):
             actions = torch.randint(0, 2, (2,), generator=gen)
-            for k, env in enumerate(envs):
+            for _k, env in enumerate(envs):
                 env.step_async(actions)
             steps = [env.step_wait() for env in envs]
             assert torch.equal(steps[0].obs, steps[1].obs) and torch.equal(steps[0].reset, steps[1].reset)

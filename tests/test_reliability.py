@@ -69,7 +69,7 @@ def stop_and_check(proc: subprocess.Popen, sig: int, run_dir: Path, tree: set[in
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("the run did not exit within 10 s of the signal")
+        raise AssertionError("the run did not exit within 10 s of the signal") from None
     assert time.monotonic() - t0 < 10
     assert proc.returncode == 128 + sig, proc.returncode
     stdout = (run_dir.parent / "stdout.txt").read_text()

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from drl.agents.drqn import DRQN
 from drl import config
 from drl.agent import EnvSpec
+from drl.agents.drqn import DRQN
+from drl.envs.torch_native import MemoryEnv
 from drl.networks import QNetwork, lstm_unroll
 from drl.replay import ReplayBuffer, StepRecord
-from drl.envs.torch_native import MemoryEnv
 from tests.test_replay import NaiveStream, naive_target
 
 HIDDEN = 3

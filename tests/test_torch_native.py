@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from drl.vec_env import VecStep
 from drl.envs.torch_native import CatchEnv, MemoryEnv
+from drl.vec_env import VecStep
 
 
 def _rand_actions(gen: torch.Generator, n: int, k: int) -> torch.Tensor:
@@ -102,7 +102,7 @@ def test_memory_frames_and_autoreset():
     cue_frames, corridor, junction = _memory_frames()
     s = env.reset()
     g = torch.Generator().manual_seed(2)
-    for ep in range(3):
+    for _ep in range(3):
         cue = env.get_state()["cue"].tolist()
         assert 0 < sum(cue) < 64  # both cues occur
         for i in range(64):

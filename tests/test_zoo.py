@@ -13,7 +13,8 @@ import drl
 from drl import zoo
 from drl.errors import UserError
 from drl.exported import card_score, read_card
-from tests.helpers import FAST_CATCH, cli as run_module
+from tests.helpers import FAST_CATCH
+from tests.helpers import cli as run_module
 
 pytestmark = pytest.mark.slow
 

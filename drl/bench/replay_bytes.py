@@ -16,7 +16,7 @@ def _allocated_bytes(obj) -> int:
             total += value.numel() * value.element_size()
         elif isinstance(value, np.ndarray):
             total += value.nbytes
-        elif hasattr(value, "tree") and isinstance(getattr(value, "tree"), np.ndarray):  # SumTree
+        elif hasattr(value, "tree") and isinstance(value.tree, np.ndarray):  # SumTree
             total += value.tree.nbytes
     return total
 

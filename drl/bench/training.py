@@ -9,7 +9,6 @@ from typing import Any
 
 from drl.bench.measure import note_descendants, quiet_trainer, sync
 
-
 # SB3 DQN's Atari hyperparameters, applied to both sides of the same-hyperparameter comparison
 SB3_HP: dict[str, Any] = dict(buffer_size=100_000, batch_size=32, train_freq=4, gradient_steps=1,
                               target_update_interval=1_000, learning_rate=1e-4, gamma=0.99, exploration_fraction=0.1,

@@ -191,7 +191,7 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
             envs, rows = map(list, zip(*finals[t]))
 
             def spread(x):   # [F, ...] -> [E, ...]: the rows of the envs that reset at t, zeros elsewhere
-                return None if x is None else x.new_zeros((E, *x.shape[1:])).index_copy_(0, torch.tensor(envs), x[rows])
+                return None if x is None else x.new_zeros((E, *x.shape[1:])).index_copy_(0, torch.tensor(envs), x[rows])  # noqa: B023 (called in this iteration)
 
             final, final_extras, final_labels = map(spread, (chunk.final_frames, chunk.final_extras,
                                                              chunk.final_labels))

@@ -178,7 +178,7 @@ class Learner:
         Chunks are stored in rounds, each round one merged write per chunk length holding at most one chunk per
         collector (so a collector's chunks stay in order); a collector that Ray restarted has its streams cut
         first. The plan runs here on the fetched chunks, or in the replay actor, to which only references go."""
-        c, t0 = self.counters, time.perf_counter()
+        t0 = time.perf_counter()
         infos = [info for info, _ in arrivals]
         ops: list[tuple] = []
         for group in _rounds(infos):
@@ -261,7 +261,7 @@ class Learner:
                                   eval=last_eval.get("return_mean", "-"))
         self.window = _Window(self.cfg.distributed.collectors, c.env_steps, self.agent.updates, now, self.window)
 
-    def __enter__(self) -> "Learner":
+    def __enter__(self) -> Learner:
         return self
 
     def __exit__(self, *exc) -> None:

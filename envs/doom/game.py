@@ -42,7 +42,6 @@ class _AreaResize:
 
     def __call__(self, buf: np.ndarray) -> np.ndarray:
         x = buf[None] if buf.ndim == 2 else np.moveaxis(buf, -1, 0)
-        c = x.shape[0]
         if self.in_hw == self.out_hw:
             return np.ascontiguousarray(x)
         h, w = self.out_hw

@@ -160,7 +160,7 @@ class ActionSet:
     vectors: list[list[int]]          # per action, one plain Python int (0/1) per button
 
     @staticmethod
-    def from_spec(spec: str) -> "ActionSet":
+    def from_spec(spec: str) -> ActionSet:
         parsed = parse_actions(spec)
         buttons: list[str] = []
         for _, combo in parsed:

@@ -170,7 +170,7 @@ class DoomVectorEnv:
             logger.warning("Doom worker %d (pid %s) %s; restarting it with new games (their running episodes are "
                            "dropped: VecStep.dropped, no transition stored)", i, pid, why)
         last_error = None
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 self._start_workers(sorted(failed))
                 return
@@ -222,7 +222,7 @@ class DoomVectorEnv:
         return replies, failed
 
     # -- contract
-    def reset(self, seed: int | None = None) -> "VecStep":
+    def reset(self, seed: int | None = None) -> VecStep:
         import torch
 
         from drl.vec_env import VecStep
@@ -257,12 +257,12 @@ class DoomVectorEnv:
                        extras=extras.to(dev) if self.num_extras else None,
                        labels=self._last_labels.to(dev) if self.game_features else None)
 
-    def step(self, actions: "torch.Tensor") -> "VecStep":
+    def step(self, actions: torch.Tensor) -> VecStep:
         # drl.vec_env.AsyncStepping.step, not inherited: importing drl.vec_env would load torch into the workers
         self.step_async(actions)
         return self.step_wait()
 
-    def step_async(self, actions: "torch.Tensor") -> None:
+    def step_async(self, actions: torch.Tensor) -> None:
         """Send each worker its games' actions; they step while the caller works until ``step_wait``."""
         import torch
 
@@ -278,7 +278,7 @@ class DoomVectorEnv:
             raise ValueError(f"Doom actions must be in [0, {self.num_actions}), got {bad[0]}")
         self._in_flight = self._send([("step", [acts[i] for i in slots]) for slots in self._slots])
 
-    def step_wait(self) -> "VecStep":
+    def step_wait(self) -> VecStep:
         import torch
 
         from drl.vec_env import VecStep
@@ -320,7 +320,7 @@ class DoomVectorEnv:
             stack[:, :-c] = prev[:, c:]
             stack[:, -c:] = frames
         any_reset = bool(reset.any())
-        final_obs = final_extras = None
+        final_extras = None
         if any_reset:
             idx = torch.from_numpy(np.nonzero(reset)[0])
             if self.frame_stack > 1:
