@@ -4,6 +4,7 @@ optionally Lample & Chaplot's game-feature head, trained beside the Q values (``
 A learning rule only: ``act``, ``loss``, ``update``. Replay, networks, the loop and logging live in ``drl/``.
 Networks stay in eval mode except the online forward that carries the loss's gradient (``drl.networks``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,13 @@ from drl.replay import TransitionBatch
 from drl.vec_env import unpack_labels
 
 
-def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, returns: torch.Tensor,
-                    discounts: torch.Tensor, double: bool = True) -> torch.Tensor:
+def double_q_target(
+    q_next_online: torch.Tensor,
+    q_next_target: torch.Tensor,
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    double: bool = True,
+) -> torch.Tensor:
     """n-step target ``R + discount * Q_target(s', a*)`` with ``a* = argmax_a Q_online(s', a)`` (Double DQN)
     or ``argmax_a Q_target(s', a)`` (vanilla). ``discounts`` is gamma^n', or 0 after a termination.
     Works on any leading shape: q ``[..., A]``, returns/discounts ``[...]``."""
@@ -31,14 +37,17 @@ def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, re
     return returns + discounts * q_next_target.gather(-1, best).squeeze(-1)
 
 
-def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor | None, weight: float,
-                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def game_feature_loss(
+    logits: torch.Tensor, labels: torch.Tensor | None, weight: float, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
     """``weight`` x the binary cross-entropy of the game-feature head, averaged over features and the positions
     where ``mask`` is true (all without one): logits ``[..., F]``, labels uint8 ``[...]`` (bit i = feature i in
     view). Stats: ``aux_loss`` (the unweighted BCE) and ``aux_accuracy`` (a logit > 0 says "in view")."""
     if labels is None:
-        raise UserError("agent.aux.features is set but the replay batch has no labels (this replay or env does "
-                        "not store them); set agent.aux.features=[]")
+        raise UserError(
+            "agent.aux.features is set but the replay batch has no labels (this replay or env does "
+            "not store them); set agent.aux.features=[]"
+        )
     targets = unpack_labels(labels, logits.shape[-1])
     bce = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
     correct = ((logits > 0) == (targets > 0.5)).float().mean(-1)
@@ -50,26 +59,32 @@ def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor | None, weight:
 
 class DQN:
     """Feed-forward DQN (``drl.agent.Agent``): trained on transitions, no acting state."""
+
     recurrent = False
     sampler = "transitions"
 
     def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device, bf16: bool, generator: torch.Generator):
         self.cfg, self.device, self.num_actions = cfg.agent, device, spec.num_actions
-        self.num_features = len(cfg.agent.aux.features)     # game features the aux head predicts (0: no head)
-        self.online = QNetwork(cfg.network, spec.obs_shape, spec.num_actions, spec.num_extras,
-                               self.recurrent, self.num_features).to(device)
+        self.num_features = len(cfg.agent.aux.features)  # game features the aux head predicts (0: no head)
+        self.online = QNetwork(
+            cfg.network, spec.obs_shape, spec.num_actions, spec.num_extras, self.recurrent, self.num_features
+        ).to(device)
         self.channels_last = runtime.use_channels_last(cfg.compute, device, bf16)
         if self.channels_last:
             # torch's stub of Module.to has no memory_format overload
             self.online = self.online.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps,
-                                          fused=True)  # one kernel: ~8x faster than the per-tensor loop on CPU
+        self.optimizer = torch.optim.Adam(
+            self.online.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps, fused=True
+        )  # one kernel: ~8x faster than the per-tensor loop on CPU
         self.bf16 = bf16
         self.act_bf16 = runtime.use_bf16_acting(cfg.compute, device, bf16)
         # torch.compile'd callables beside the plain modules (state dicts stay those of the plain modules)
-        self.compiled = ({id(net): torch.compile(net) for net in (self.online, self.target)}
-                         if cfg.compute.compile and not self.recurrent else {})
+        self.compiled = (
+            {id(net): torch.compile(net) for net in (self.online, self.target)}
+            if cfg.compute.compile and not self.recurrent
+            else {}
+        )
         self.generator = generator
         self.updates = 0
 
@@ -102,8 +117,13 @@ class DQN:
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
         """obs [N, *obs_shape] on device -> actions int64 [N]; ``state`` stays None (feed-forward)."""
-        return epsilon_greedy(lambda: self.q_values(self.online, obs, extras, acting=True), epsilon, obs.shape[0],
-                              self.num_actions, self.generator), state
+        return epsilon_greedy(
+            lambda: self.q_values(self.online, obs, extras, acting=True),
+            epsilon,
+            obs.shape[0],
+            self.num_actions,
+            self.generator,
+        ), state
 
     @torch.no_grad()
     def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
@@ -119,14 +139,16 @@ class DQN:
     def loss(self, batch: TransitionBatch):
         """Loss (scalar), TD errors ``[B]`` and stats. Each forward opens its own autocast region; ``update``
         holds one around the whole loss, so the online weights are cast to bf16 once per update."""
-        with train_mode(self.online), self.autocast():   # the one forward in train mode: it carries the gradient
-            out = self.compiled.get(id(self.online), self.online)(self._prep(batch.obs), batch.extras,
-                                                                  aux=bool(self.num_features))
+        with train_mode(self.online), self.autocast():  # the one forward in train mode: it carries the gradient
+            out = self.compiled.get(id(self.online), self.online)(
+                self._prep(batch.obs), batch.extras, aux=bool(self.num_features)
+            )
         with torch.no_grad():
-            next_obs = scale_obs(batch.next_obs)   # scaled once for both networks
+            next_obs = scale_obs(batch.next_obs)  # scaled once for both networks
             q_next_target = self.q_values(self.target, next_obs, batch.next_extras)
-            q_next_online = self.q_values(self.online, next_obs, batch.next_extras) if self.cfg.double \
-                else q_next_target
+            q_next_online = (
+                self.q_values(self.online, next_obs, batch.next_extras) if self.cfg.double else q_next_target
+            )
         q, logits = (out[0].float(), out[1]) if self.num_features else (out.float(), None)
         q_taken = q.gather(1, batch.actions[:, None]).squeeze(1)
         target = double_q_target(q_next_online, q_next_target, batch.returns, batch.discounts, self.cfg.double)
@@ -134,7 +156,7 @@ class DQN:
         loss = (batch.weights * F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta)).mean()
         stats = {"q_mean": q_taken.detach().mean()}
         if self.num_features:
-            assert logits is not None and batch.labels is not None   # the replay stores labels for the aux head
+            assert logits is not None and batch.labels is not None  # the replay stores labels for the aux head
             aux_loss, aux_stats = game_feature_loss(logits, batch.labels, self.cfg.aux.weight)
             loss, stats = loss + aux_loss, {**stats, **aux_stats}
         return loss, td.detach(), stats
@@ -158,8 +180,12 @@ class DQN:
         self.target.load_state_dict(self.online.state_dict())
 
     def state_dict(self) -> dict:
-        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])

@@ -4,6 +4,7 @@ recurrent Double DQN with n-step targets on stored sequences, started from the s
 Only what differs from DQN lives here: acting keeps an LSTM state per env (zeroed at each episode start), and the
 loss unrolls the network over ``[T, B]`` sequences. Targets and the Huber loss are DQN's (``double_q_target``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,6 +18,7 @@ from drl.replay import SequenceBatch
 
 class DRQN(DQN):
     """Recurrent DQN (``drl.agent.Agent``): trained on stored sequences, an LSTM state per env while acting."""
+
     recurrent = True
     sampler = "sequences"
 
@@ -61,17 +63,22 @@ class DRQN(DQN):
         T, extras = batch.returns.shape[0], batch.extras
         grad_cut = (self.burn_in, batch.episode_start) if self.burn_in else None
         with train_mode(self.online):
-            q, _, *logits = self.unroll(self.online, batch.obs, extras, batch.state, grad_cut,
-                                        aux=bool(self.num_features))                  # q [W, B, A]
+            q, _, *logits = self.unroll(
+                self.online, batch.obs, extras, batch.state, grad_cut, aux=bool(self.num_features)
+            )  # q [W, B, A]
         with torch.no_grad():
             q_target = self.unroll(self.target, batch.obs, extras, batch.state)[0]
             # Double DQN's choice: from the online unroll above, unless dropout / batch norm make its train-mode
             # values differ from eval mode's (then one more unroll, in eval mode)
-            q_choice = self.unroll(self.online, batch.obs, extras, batch.state)[0] if self.online.mode_dependent \
+            q_choice = (
+                self.unroll(self.online, batch.obs, extras, batch.state)[0]
+                if self.online.mode_dependent
                 else q.detach()
-            boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])              # [T, B, A]
-            target = double_q_target(q_choice.gather(0, boot), q_target.gather(0, boot),
-                                     batch.returns, batch.discounts, self.cfg.double)
+            )
+            boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])  # [T, B, A]
+            target = double_q_target(
+                q_choice.gather(0, boot), q_target.gather(0, boot), batch.returns, batch.discounts, self.cfg.double
+            )
         q_taken = q[:T].gather(2, batch.actions[:T, :, None]).squeeze(2)
         mask = batch.mask.float()
         valid = mask.sum().clamp(min=1)
@@ -79,7 +86,7 @@ class DRQN(DQN):
         huber = F.huber_loss(q_taken, target, reduction="none", delta=self.cfg.huber_delta) * mask
         loss = (huber * batch.weights[None, :]).sum() / valid
         stats = {"q_mean": (q_taken.detach() * mask).sum() / valid}
-        if self.num_features:   # on the loss's positions [0, T), masked like the Q loss
+        if self.num_features:  # on the loss's positions [0, T), masked like the Q loss
             labels = None if batch.labels is None else batch.labels[:T]
             aux_loss, aux_stats = game_feature_loss(logits[0][:T], labels, self.cfg.aux.weight, batch.mask)
             loss, stats = loss + aux_loss, {**stats, **aux_stats}

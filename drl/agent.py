@@ -4,6 +4,7 @@ The training loop, evaluation, checkpoints and ``drl.load_agent`` only use what 
 which algorithm runs or whether it is recurrent. Register an agent with ``drl.register_agent(name, cls)``; it is
 built as ``cls(cfg, spec, device, bf16, generator)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,10 +17,11 @@ import torch
 @dataclass(frozen=True)
 class EnvSpec:
     """What an agent needs to know about its environment (read off the vector env)."""
-    obs_shape: tuple[int, ...]     # one observation: [C, H, W] images (uint8) or [D] vectors (float32)
-    obs_dtype: torch.dtype         # torch.uint8 (images, scaled to [0, 1] inside the network) or torch.float32
+
+    obs_shape: tuple[int, ...]  # one observation: [C, H, W] images (uint8) or [D] vectors (float32)
+    obs_dtype: torch.dtype  # torch.uint8 (images, scaled to [0, 1] inside the network) or torch.float32
     num_actions: int
-    num_extras: int = 0            # K float32 inputs beside obs (Doom game variables), 0 for none
+    num_extras: int = 0  # K float32 inputs beside obs (Doom game variables), 0 for none
 
     @classmethod
     def of(cls, env, first_obs: torch.Tensor) -> EnvSpec:
@@ -32,12 +34,13 @@ class Agent(Protocol):
     ``state`` is the agent's memory while acting (an LSTM's ``(h, c)``), or ``None`` for feed-forward agents.
     """
 
-    sampler: Literal["transitions", "sequences"]   # which replay batches ``update`` takes
-    updates: int                                   # gradient updates so far
-    generator: torch.Generator                     # the draws of epsilon-greedy acting
+    sampler: Literal["transitions", "sequences"]  # which replay batches ``update`` takes
+    updates: int  # gradient updates so far
+    generator: torch.Generator  # the draws of epsilon-greedy acting
 
-    def act(self, obs: torch.Tensor, state: Any, epsilon: float,
-            extras: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    def act(
+        self, obs: torch.Tensor, state: Any, epsilon: float, extras: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
         """obs ``[N, *obs_shape]`` on the device -> actions int64 ``[N]`` and the state after seeing obs."""
 
     def initial_state(self, n: int) -> Any:
@@ -50,8 +53,9 @@ class Agent(Protocol):
         """One gradient step. Returns scalar stats for logging and ``"td_error"`` (the batch's TD errors, for
         prioritized replay: ``[B]`` for transitions, ``[T, B]`` for sequences)."""
 
-    def action_values(self, obs: torch.Tensor, state: Any,
-                      extras: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    def action_values(
+        self, obs: torch.Tensor, state: Any, extras: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
         """float32 Q ``[N, A]`` of obs (the online network's, at the training precision) and the state after
         seeing obs. A collector acts epsilon-greedily on them and computes its initial priorities from them."""
 
@@ -77,8 +81,13 @@ def make_agent(cfg, spec: EnvSpec, device: torch.device, bf16: bool, generator: 
     return AGENTS.get(cfg.agent.algo)(cfg, spec, device, bf16, generator)
 
 
-def epsilon_greedy(q: torch.Tensor | Callable[[], torch.Tensor], epsilon: float, num_envs: int, num_actions: int,
-                   generator: torch.Generator) -> torch.Tensor:
+def epsilon_greedy(
+    q: torch.Tensor | Callable[[], torch.Tensor],
+    epsilon: float,
+    num_envs: int,
+    num_actions: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Greedy actions from q ``[N, A]``, each replaced by a uniform random action with probability epsilon.
 
     ``q`` may be a callable, called only if some env acts greedily: as in SB3, no forward pass is spent on a step

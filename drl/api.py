@@ -1,13 +1,14 @@
 """Use drl from Python: load a config, train, read the result, load a trained agent.
 
-    import drl
-    cfg = drl.load_config("cartpole", overrides=["total_steps=50000"])
-    result = drl.learn(cfg, run_dir="runs/cartpole-api")       # the run directory is created here
-    print(result.eval["return_mean"], result.metrics("eval")[-1])
-    agent = drl.load_agent("runs/cartpole-api")                # act with the trained weights (or an exported
-                                                               # folder, or "zoo:NAME")
-    actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)
+import drl
+cfg = drl.load_config("cartpole", overrides=["total_steps=50000"])
+result = drl.learn(cfg, run_dir="runs/cartpole-api")       # the run directory is created here
+print(result.eval["return_mean"], result.metrics("eval")[-1])
+agent = drl.load_agent("runs/cartpole-api")                # act with the trained weights (or an exported
+                                                           # folder, or "zoo:NAME")
+actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)
 """
+
 from __future__ import annotations
 
 import time
@@ -27,15 +28,17 @@ def load_config(experiment: str, overrides: list[str] | tuple = (), imports: lis
 @dataclass
 class Result:
     """What a finished ``learn`` returns."""
+
     run_dir: Path
     env_steps: int
-    eval: dict                     # the final evaluation row: return_mean, return_std, return_median, ...
-    interrupted: bool = False      # stopped by SIGINT / SIGTERM (the checkpoint is written; resumable)
+    eval: dict  # the final evaluation row: return_mean, return_std, return_median, ...
+    interrupted: bool = False  # stopped by SIGINT / SIGTERM (the checkpoint is written; resumable)
     config: Config | None = field(default=None, repr=False)
 
     def metrics(self, event: str | None = None) -> list[dict]:
         """Rows of ``metrics.jsonl`` (``event``: "train", "episode" or "eval"; None for all)."""
         from drl.metrics import read_metrics
+
         rows = read_metrics(self.run_dir / "metrics.jsonl")
         return rows if event is None else [r for r in rows if r["event"] == event]
 
@@ -73,7 +76,8 @@ def resolve_source(source: str | Path) -> Path:
     """The folder of ``zoo:NAME`` (an agent shipped with drl, ``drl.zoo``), else ``source`` as a path."""
     if str(source).startswith("zoo:"):
         from drl import zoo
-        return zoo.resolve(str(source)[len("zoo:"):])
+
+        return zoo.resolve(str(source)[len("zoo:") :])
     return Path(source)
 
 
@@ -85,8 +89,10 @@ def load_policy(source: str | Path, checkpoint_path: str | Path | None = None) -
 
     folder = resolve_source(source)
     if not (folder / "config.yaml").is_file():
-        raise UserError(f"'{folder}' is not a run directory or an exported model (expected {folder}/config.yaml); "
-                        "pass a directory written by drl.train or drl.export")
+        raise UserError(
+            f"'{folder}' is not a run directory or an exported model (expected {folder}/config.yaml); "
+            "pass a directory written by drl.train or drl.export"
+        )
     cfg = _config.load_run_config(folder)
     if checkpoint_path is None and exported.is_export(folder):
         return folder, cfg, exported.read_model(folder, cfg)
@@ -106,10 +112,15 @@ def load_agent(run_dir: str | Path, checkpoint_path: str | Path | None = None, d
 
     _, cfg, payload = load_policy(run_dir, checkpoint_path)
     dev = runtime.resolve_device(device)
-    spec = EnvSpec(tuple(payload["obs_shape"]), getattr(torch, payload.get("obs_dtype", "uint8")),
-                   int(payload["num_actions"]), int(payload.get("num_extras", 0)))
-    agent = make_agent(cfg, spec, dev, runtime.use_bf16(cfg.compute, dev),
-                       torch.Generator(device=dev).manual_seed(cfg.seed))
+    spec = EnvSpec(
+        tuple(payload["obs_shape"]),
+        getattr(torch, payload.get("obs_dtype", "uint8")),
+        int(payload["num_actions"]),
+        int(payload.get("num_extras", 0)),
+    )
+    agent = make_agent(
+        cfg, spec, dev, runtime.use_bf16(cfg.compute, dev), torch.Generator(device=dev).manual_seed(cfg.seed)
+    )
     checkpoint.load_agent_state(agent, payload, "pass the checkpoint of this run")
     setattr(agent, "spec", spec)  # noqa: B010 - for the caller; not part of the Agent protocol
     return agent

@@ -9,6 +9,7 @@ deflate stream and CRC-32, so flipped or zeroed bytes are caught; deflating also
 rename). Checkpoints written before this format (``torch.save`` archives) still load, with
 ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def _encode(value, tensors: dict, path: str, storages: set):
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous()
         pointer = tensor.untyped_storage().data_ptr()
-        if pointer in storages:      # safetensors stores no aliases: a second view of the same memory is copied
+        if pointer in storages:  # safetensors stores no aliases: a second view of the same memory is copied
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
         name = path or "tensor"
@@ -52,8 +53,12 @@ def _encode(value, tensors: dict, path: str, storages: set):
     if isinstance(value, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
             return {k: _encode(v, tensors, f"{path}/{k}".lstrip("/"), storages) for k, v in value.items()}
-        return {"__items__": [[_encode(k, tensors, path, storages), _encode(v, tensors, f"{path}/{k}".lstrip("/"),
-                                                                             storages)] for k, v in value.items()]}
+        return {
+            "__items__": [
+                [_encode(k, tensors, path, storages), _encode(v, tensors, f"{path}/{k}".lstrip("/"), storages)]
+                for k, v in value.items()
+            ]
+        }
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, tensors, f"{path}/{i}", storages) for i, v in enumerate(value)]}
     if isinstance(value, list):
@@ -115,8 +120,10 @@ def save(path: Path, payload: dict) -> None:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (OSError, RuntimeError)):
             why = getattr(exc, "strerror", None) or first_line(exc, 120)
-            raise CheckpointError(f"cannot write checkpoint '{path}' ({why}); free disk space or fix the folder's "
-                                  "permissions, then resume (the previous checkpoint is unchanged)") from None
+            raise CheckpointError(
+                f"cannot write checkpoint '{path}' ({why}); free disk space or fix the folder's "
+                "permissions, then resume (the previous checkpoint is unchanged)"
+            ) from None
         raise
     os.replace(tmp, path)  # atomic: readers see the old file or the new one, never a partial one
     try:  # make the rename itself durable
@@ -138,11 +145,15 @@ def _load_torch(path: Path, archive: zipfile.ZipFile) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower() and "unsupported global" in str(exc).lower():
-            raise CheckpointError(f"checkpoint '{path}' was refused: it holds pickled Python objects (code could run "
-                                  "on loading) that a drl checkpoint never contains; load only checkpoints written "
-                                  "by drl.train") from None
-        raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt (not a torch checkpoint); "
-                              "use an earlier checkpoint or start a new run") from None
+            raise CheckpointError(
+                f"checkpoint '{path}' was refused: it holds pickled Python objects (code could run "
+                "on loading) that a drl checkpoint never contains; load only checkpoints written "
+                "by drl.train"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint '{path}' is unreadable, truncated or corrupt (not a torch checkpoint); "
+            "use an earlier checkpoint or start a new run"
+        ) from None
 
 
 def load(path: Path) -> dict:
@@ -155,10 +166,20 @@ def load(path: Path) -> dict:
                 raise ValueError("not a zip archive")
             with zipfile.ZipFile(f) as archive:
                 payload = read(archive) if STATE in archive.namelist() else _load_torch(path, archive)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, UnicodeDecodeError,
-            SafetensorError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' is unreadable, truncated or corrupt ({first_line(exc, 120)}); "
-                              "use an earlier checkpoint or start a new run") from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        UnicodeDecodeError,
+        SafetensorError,
+    ) as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' is unreadable, truncated or corrupt ({first_line(exc, 120)}); "
+            "use an earlier checkpoint or start a new run"
+        ) from None
     if not isinstance(payload, dict) or "agent" not in payload or "config" not in payload:
         raise CheckpointError(f"checkpoint '{path}' is not a drl checkpoint; pass a file written by drl.train")
     return payload
@@ -167,16 +188,19 @@ def load(path: Path) -> dict:
 def check_experiment(payload: dict, name: str, fix: str) -> None:
     """The checkpoint was written by experiment ``name`` (else a one-line error ending in ``fix``)."""
     if payload["config"].get("name") != name:
-        raise CheckpointError(f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{name}'; "
-                              f"{fix}")
+        raise CheckpointError(
+            f"checkpoint belongs to experiment '{payload['config'].get('name')}', not '{name}'; {fix}"
+        )
 
 
 def check_fits(payload: dict, obs_shape: tuple, num_actions: int, fix: str) -> None:
     """The checkpoint was written for these observations and actions (else a one-line error ending in ``fix``)."""
     if tuple(payload["obs_shape"]) != tuple(obs_shape) or payload["num_actions"] != num_actions:
-        raise CheckpointError(f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
-                              f"{payload['num_actions']} actions, this config gives {tuple(obs_shape)} and "
-                              f"{num_actions}; {fix}")
+        raise CheckpointError(
+            f"checkpoint was written for observations {tuple(payload['obs_shape'])} and "
+            f"{payload['num_actions']} actions, this config gives {tuple(obs_shape)} and "
+            f"{num_actions}; {fix}"
+        )
 
 
 def load_agent_state(agent, payload: dict, fix: str) -> None:

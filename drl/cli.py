@@ -1,4 +1,5 @@
 """Shared CLI plumbing: a ``UserError`` becomes one line on stderr and exit code 2 (``--debug`` re-raises)."""
+
 from __future__ import annotations
 
 import sys

@@ -31,6 +31,7 @@ default ``comparison``):
   after learning started, so the fast replay prefill does not count; mean over runs) and the final training return
   (mean of each seed's last ``--train-window`` episodes; mean ± std and IQM over seeds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ from drl.metrics import read_metrics
 
 BOOTSTRAP_SAMPLES = 2000
 GRID_POINTS = 200
-TRAIN_WINDOW = 20                         # training episodes per point of the smoothed training return
+TRAIN_WINDOW = 20  # training episodes per point of the smoothed training return
 UNKNOWN_ENV = "unknown env"
 DOOM_DEFAULT_SCENARIO = "health_gathering"  # what a Doom run without env.doom.scenario plays
 IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "device", "init_from")
@@ -62,10 +63,10 @@ IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "de
 class Run:
     group: str
     seed: int | None
-    source: str                                           # run directory or W&B run path
+    source: str  # run directory or W&B run path
     evals: list[tuple[int, int, float]] = field(default_factory=list)  # (env_steps, frames, metric value)
-    episodes: list[tuple[int, float]] = field(default_factory=list)    # training episodes: (frames, return)
-    sps: list[float] = field(default_factory=list)        # steps/s of the logged intervals spent learning
+    episodes: list[tuple[int, float]] = field(default_factory=list)  # training episodes: (frames, return)
+    sps: list[float] = field(default_factory=list)  # steps/s of the logged intervals spent learning
     config: dict = field(default_factory=dict)
 
     @property
@@ -99,19 +100,38 @@ def _warn(message: str) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m drl.compare",
-                                     description="Compare runs: learning curves with bootstrap CIs and a score table.")
-    parser.add_argument("inputs", nargs="*", metavar="RUN_DIR_OR_GROUP",
-                        help="run directories, directories of runs or glob prefixes (with --wandb: group names)")
+    parser = argparse.ArgumentParser(
+        prog="python -m drl.compare", description="Compare runs: learning curves with bootstrap CIs and a score table."
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="RUN_DIR_OR_GROUP",
+        help="run directories, directories of runs or glob prefixes (with --wandb: group names)",
+    )
     parser.add_argument("--out", metavar="DIR", default="comparison", help="output directory (default: comparison)")
-    parser.add_argument("--metric", default="return_mean",
-                        help="evaluation metric, e.g. return_mean, return_median, kills_mean, survival_tics_mean")
+    parser.add_argument(
+        "--metric",
+        default="return_mean",
+        help="evaluation metric, e.g. return_mean, return_median, kills_mean, survival_tics_mean",
+    )
     parser.add_argument("--threshold", type=float, metavar="X", help="report env steps to first reach this score")
-    parser.add_argument("--train-window", type=int, default=TRAIN_WINDOW, metavar="N",
-                        help=f"training episodes per point of the training-return curves (default {TRAIN_WINDOW})")
-    parser.add_argument("--chain", nargs="+", action="append", default=[], metavar="SEG",
-                        help="the run directories of one training in segments (drl.train --init-from), in order: "
-                        "drawn as one run on the summed step axis; repeat --chain for each seed")
+    parser.add_argument(
+        "--train-window",
+        type=int,
+        default=TRAIN_WINDOW,
+        metavar="N",
+        help=f"training episodes per point of the training-return curves (default {TRAIN_WINDOW})",
+    )
+    parser.add_argument(
+        "--chain",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="SEG",
+        help="the run directories of one training in segments (drl.train --init-from), in order: "
+        "drawn as one run on the summed step axis; repeat --chain for each seed",
+    )
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from the W&B server instead")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
@@ -132,8 +152,10 @@ def find_run_dirs(spec: str) -> list[Path]:
         elif path.is_dir():
             found += sorted(m.parent for m in path.rglob("metrics.jsonl"))
     if not found:
-        raise UserError(f"no runs found for '{spec}': give a run directory (with metrics.jsonl), a directory of "
-                        "run directories or a glob prefix such as runs/catch")
+        raise UserError(
+            f"no runs found for '{spec}': give a run directory (with metrics.jsonl), a directory of "
+            "run directories or a glob prefix such as runs/catch"
+        )
     return found
 
 
@@ -159,16 +181,22 @@ def load_local_run(run_dir: Path, metric: str) -> tuple[Run, set[str]]:
     group = str(cfg.get("name") or run_dir.name)
     run = Run(group=group, seed=_seed(cfg.get("seed")), source=str(run_dir), config=cfg)
     available: set[str] = set()
-    train_rows: list[tuple[int, float, float | None]] = []   # (env_steps, sps, updates so far)
+    train_rows: list[tuple[int, float, float | None]] = []  # (env_steps, sps, updates so far)
     for row in read_metrics(run_dir / "metrics.jsonl"):
         event = row.get("event")
         if event == "eval":
-            available |= {k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                          and k not in ("env_steps", "frames", "wall_time", "chain_env_steps")}
+            available |= {
+                k
+                for k, v in row.items()
+                if isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and k not in ("env_steps", "frames", "wall_time", "chain_env_steps")
+            }
             value = row.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                _append_monotonic(run.evals, (int(row["env_steps"]), int(row.get("frames", row["env_steps"])),
-                                              float(value)))
+                _append_monotonic(
+                    run.evals, (int(row["env_steps"]), int(row.get("frames", row["env_steps"])), float(value))
+                )
         elif event == "episode" and isinstance(row.get("return"), (int, float)) and math.isfinite(row["return"]):
             _append_monotonic(run.episodes, (int(row.get("frames", row["env_steps"])), float(row["return"])), True)
         elif event == "train" and isinstance(row.get("sps"), (int, float)):
@@ -183,8 +211,9 @@ def learning_sps(rows: list[tuple[float, float | None]]) -> list[float]:
     without an ``updates`` count (other loops) are all kept."""
     if not any(isinstance(updates, (int, float)) for _, updates in rows):
         return [sps for sps, _ in rows]
-    return [sps for (sps, _), (_, before) in zip(rows[1:], rows[:-1])
-            if isinstance(before, (int, float)) and before > 0]
+    return [
+        sps for (sps, _), (_, before) in zip(rows[1:], rows[:-1]) if isinstance(before, (int, float)) and before > 0
+    ]
 
 
 def load_local(inputs: list[str], metric: str) -> list[Run]:
@@ -235,28 +264,37 @@ def load_chain(dirs: list[str], metric: str) -> Run:
     paths = [Path(d) for d in dirs]
     for path in paths:
         if not (path / "metrics.jsonl").is_file():
-            raise UserError(f"--chain: '{path}' is not a run directory (no metrics.jsonl); give the segments' run "
-                            "directories in the order they were trained")
+            raise UserError(
+                f"--chain: '{path}' is not a run directory (no metrics.jsonl); give the segments' run "
+                "directories in the order they were trained"
+            )
     segments = [load_local_run(path, metric)[0] for path in paths]
     for k in range(1, len(paths)):
         init = segments[k].config.get("init_from")
         if not isinstance(init, dict):
-            raise UserError(f"--chain: {paths[k]} was not started from another run (no init_from in its "
-                            f"config.yaml); each segment after the first is started with drl.train ... --init-from "
-                            "THE_SEGMENT_BEFORE")
+            raise UserError(
+                f"--chain: {paths[k]} was not started from another run (no init_from in its "
+                f"config.yaml); each segment after the first is started with drl.train ... --init-from "
+                "THE_SEGMENT_BEFORE"
+            )
         if not _same_run(init.get("run_dir"), paths[k - 1]):
-            raise UserError(f"--chain: {paths[k]} was started from {init.get('run_dir')} (init_from.run_dir in its "
-                            f"config.yaml), not from the segment listed before it, {paths[k - 1]}; list the segments "
-                            "in the order they were trained")
+            raise UserError(
+                f"--chain: {paths[k]} was started from {init.get('run_dir')} (init_from.run_dir in its "
+                f"config.yaml), not from the segment listed before it, {paths[k - 1]}; list the segments "
+                "in the order they were trained"
+            )
     envs = list(dict.fromkeys(seg.env for seg in segments))
     if len(envs) > 1:
-        raise UserError(f"--chain: the segments play different environments ({', '.join(envs)}); a chain is one "
-                        "training on one environment")
+        raise UserError(
+            f"--chain: the segments play different environments ({', '.join(envs)}); a chain is one "
+            "training on one environment"
+        )
     first = segments[0].config.get("init_from")
-    steps = int(first.get("chain_env_steps", 0)) if isinstance(first, dict) else 0   # steps before the first
+    steps = int(first.get("chain_env_steps", 0)) if isinstance(first, dict) else 0  # steps before the first
     frames = steps * _frames_per_step(paths[0])
-    chain = Run(group=segments[0].group, seed=segments[0].seed, source=" -> ".join(map(str, paths)),
-                config=segments[0].config)
+    chain = Run(
+        group=segments[0].group, seed=segments[0].seed, source=" -> ".join(map(str, paths)), config=segments[0].config
+    )
     for k, (seg, path) in enumerate(zip(segments, paths)):
         fps = _frames_per_step(path)
         cut = int(segments[k + 1].config["init_from"]["env_steps"]) if k + 1 < len(segments) else None
@@ -275,14 +313,20 @@ def load_wandb(spec: str, groups: list[str], metric: str) -> list[Run]:
     if spec.count("/") != 1 or not all(spec.split("/")):
         raise UserError(f"--wandb '{spec}' must look like ENTITY/PROJECT")
     if os.environ.get("WANDB_MODE", "").strip().lower() in ("offline", "dryrun", "disabled"):
-        raise UserError(f"--wandb reads from the W&B server but WANDB_MODE={os.environ['WANDB_MODE']}; unset it, "
-                        "or compare the local run directories instead")
+        raise UserError(
+            f"--wandb reads from the W&B server but WANDB_MODE={os.environ['WANDB_MODE']}; unset it, "
+            "or compare the local run directories instead"
+        )
     if not logged_in():
-        raise UserError("--wandb needs a W&B login (run `wandb login` or set WANDB_API_KEY); "
-                        "or compare the local run directories instead")
+        raise UserError(
+            "--wandb needs a W&B login (run `wandb login` or set WANDB_API_KEY); "
+            "or compare the local run directories instead"
+        )
     if not server_reachable():
-        raise UserError(f"--wandb: cannot reach the W&B server {api_host()[0]} (offline?); "
-                        "compare the local run directories instead")
+        raise UserError(
+            f"--wandb: cannot reach the W&B server {api_host()[0]} (offline?); "
+            "compare the local run directories instead"
+        )
     import wandb
 
     key = f"eval/{metric}"
@@ -297,20 +341,30 @@ def load_wandb(spec: str, groups: list[str], metric: str) -> list[Run]:
         if getattr(r, "job_type", None) not in ("train", "", None):  # drl.evaluate runs are job type eval
             continue
         cfg = dict(r.config)
-        run = Run(group=getattr(r, "group", None) or str(cfg.get("name", r.name)), seed=_seed(cfg.get("seed")),
-                  source="/".join(r.path), config=cfg)
+        run = Run(
+            group=getattr(r, "group", None) or str(cfg.get("name", r.name)),
+            seed=_seed(cfg.get("seed")),
+            source="/".join(r.path),
+            config=cfg,
+        )
         try:
             for row in r.scan_history(keys=["env_steps", "env_frames", key]):
                 if isinstance(row.get(key), (int, float)):
                     _append_monotonic(run.evals, (int(row["env_steps"]), int(row["env_frames"]), float(row[key])))
-            run.sps = learning_sps([(float(row["train/sps"]), row.get("train/updates"))
-                                    for row in r.scan_history(keys=["train/sps", "train/updates"])])
+            run.sps = learning_sps(
+                [
+                    (float(row["train/sps"]), row.get("train/updates"))
+                    for row in r.scan_history(keys=["train/sps", "train/updates"])
+                ]
+            )
             # train rows log train/episode_return too (a mean), but only episode rows have train/episode_length
             for row in r.scan_history(keys=["env_frames", "train/episode_return", "train/episode_length"]):
                 _append_monotonic(run.episodes, (int(row["env_frames"]), float(row["train/episode_return"])), True)
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"--wandb: reading run {run.source} failed "
-                            f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})") from None
+            raise UserError(
+                f"--wandb: reading run {run.source} failed "
+                f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})"
+            ) from None
         if run.evals:
             runs.append(run)
     if not runs:
@@ -324,7 +378,7 @@ def iqm(values) -> float:
     """Interquartile mean: drop int(0.25 n) values from each end, average the rest (scipy's trim_mean(x, 0.25))."""
     x = np.sort(np.asarray(values, dtype=np.float64))
     cut = int(0.25 * len(x))
-    return float(x[cut:len(x) - cut].mean())
+    return float(x[cut : len(x) - cut].mean())
 
 
 def bootstrap_ci(curves: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +392,10 @@ def bootstrap_ci(curves: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int
 
 def eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(frames, metric value) of a run's evaluations."""
-    return (np.array([f for _, f, _ in run.evals], dtype=np.float64),
-            np.array([v for _, _, v in run.evals], dtype=np.float64))
+    return (
+        np.array([f for _, f, _ in run.evals], dtype=np.float64),
+        np.array([v for _, _, v in run.evals], dtype=np.float64),
+    )
 
 
 def train_return_curve(run: Run, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +417,7 @@ def frames_to_train_return(frames: np.ndarray, returns: np.ndarray, threshold: f
     if len(returns) < window:
         return None
     sums = np.concatenate([[0.0], np.cumsum(returns)])
-    window_sums = sums[window:] - sums[:-window]          # [j]: episodes j .. j+window-1 (exact for whole scores)
+    window_sums = sums[window:] - sums[:-window]  # [j]: episodes j .. j+window-1 (exact for whole scores)
     hit = np.nonzero(window_sums >= threshold * window)[0]
     return float(np.asarray(frames)[hit[0] + window - 1]) if len(hit) else None
 
@@ -407,10 +463,14 @@ def check_group_configs(group: str, runs: list[Run]) -> None:
     if len(flat) < 2:
         return
     keys = sorted({k for f in flat for k in f})
-    differ = [k for k in keys if not k.startswith(IGNORED_CONFIG_KEYS) and len({json.dumps(f.get(k)) for f in flat}) > 1]
+    differ = [
+        k for k in keys if not k.startswith(IGNORED_CONFIG_KEYS) and len({json.dumps(f.get(k)) for f in flat}) > 1
+    ]
     if differ:
-        _warn(f"group '{group}' mixes configs that differ in {', '.join(differ[:6])}"
-              f"{' ...' if len(differ) > 6 else ''}; give each variant its own name=... to compare them")
+        _warn(
+            f"group '{group}' mixes configs that differ in {', '.join(differ[:6])}"
+            f"{' ...' if len(differ) > 6 else ''}; give each variant its own name=... to compare them"
+        )
 
 
 def seed_counts(runs: list[Run]) -> tuple[int, list[int]]:
@@ -431,8 +491,10 @@ def seeds_text(runs: list[Run], unit: bool = True) -> str:
 def check_group_seeds(group: str, runs: list[Run]) -> None:
     seeds, repeated = seed_counts(runs)
     for seed in repeated:
-        _warn(f"group '{group}': seed {seed} is repeated ({', '.join(r.source for r in runs if r.seed == seed)}); "
-              f"counted as {seeds} seed{'s' if seeds != 1 else ''} of {len(runs)} runs")
+        _warn(
+            f"group '{group}': seed {seed} is repeated ({', '.join(r.source for r in runs if r.seed == seed)}); "
+            f"counted as {seeds} seed{'s' if seeds != 1 else ''} of {len(runs)} runs"
+        )
 
 
 def _mean_std_iqm(values: list[float]) -> dict:
@@ -472,7 +534,7 @@ def summarize_group(runs: list[Run], threshold: float | None, train_window: int)
         "threshold": threshold,
         "steps_to_threshold_mean": float(np.mean(reached)) if reached else None,
         "seeds_reached": len(reached),
-        "sps_learning": float(np.mean(sps)) if sps else None,   # mean over runs of each run's median
+        "sps_learning": float(np.mean(sps)) if sps else None,  # mean over runs of each run's median
         "train_window": train_window,
         "train_return_final_values": train_finals,
         "train_return_final_mean": train["mean"],
@@ -493,8 +555,9 @@ def fmt(x: float | None) -> str:
     return f"{x:.3f}"
 
 
-def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric: str,
-               threshold: float | None) -> tuple[list[str], list[list[str]]]:
+def table_rows(
+    summaries: dict[str, dict], groups: dict[str, list[Run]], metric: str, threshold: float | None
+) -> tuple[list[str], list[list[str]]]:
     several_envs = len({s["env"] for s in summaries.values()}) > 1
     train_window = next(iter(summaries.values()))["train_window"]
     header = ["group", *(["env"] if several_envs else []), "seeds", f"final {metric} (mean ± std)", "IQM", "env steps"]
@@ -503,34 +566,55 @@ def table_rows(summaries: dict[str, dict], groups: dict[str, list[Run]], metric:
     header += ["steps/s learning", f"train return, last {train_window} ep. (mean ± std)"]
     rows = []
     for group, s in summaries.items():
-        row = [group, *([s["env"]] if several_envs else []), seeds_text(groups[group], unit=False),
-               mean_pm_std(s["final_mean"], s["final_std"]), fmt(s["final_iqm"]),
-               f"{s['final_env_steps_mean']:,.0f}"]
+        row = [
+            group,
+            *([s["env"]] if several_envs else []),
+            seeds_text(groups[group], unit=False),
+            mean_pm_std(s["final_mean"], s["final_std"]),
+            fmt(s["final_iqm"]),
+            f"{s['final_env_steps_mean']:,.0f}",
+        ]
         if threshold is not None:
-            row.append(f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['num_runs']})"
-                       if s["seeds_reached"] else f"not reached (0/{s['num_runs']})")
+            row.append(
+                f"{s['steps_to_threshold_mean']:,.0f} ({s['seeds_reached']}/{s['num_runs']})"
+                if s["seeds_reached"]
+                else f"not reached (0/{s['num_runs']})"
+            )
         row.append(f"{s['sps_learning']:,.0f}" if s["sps_learning"] is not None else "-")
-        row.append(mean_pm_std(s["train_return_final_mean"], s["train_return_final_std"])
-                   if s["train_return_final_mean"] is not None else "-")
+        row.append(
+            mean_pm_std(s["train_return_final_mean"], s["train_return_final_std"])
+            if s["train_return_final_mean"] is not None
+            else "-"
+        )
         rows.append(row)
     return header, rows
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+
     def line(cells):
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def curves_figure(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], groups: dict[str, list[Run]],
-                  ylabel: str, title: str, threshold: float | None = None):
+def curves_figure(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    groups: dict[str, list[Run]],
+    ylabel: str,
+    title: str,
+    threshold: float | None = None,
+):
     """One panel per environment (own y scale): per group the mean over seeds with a 95% bootstrap CI, seeds as thin
     lines. ``curves[group]`` holds each seed's (frames, values); groups without curves are left out."""
     import matplotlib
@@ -545,7 +629,7 @@ def curves_figure(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], groups
     size = (8, 5) if len(envs) == 1 else (5.5 * ncols, 4.5 * nrows)
     fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=120, squeeze=False)
     panels = dict(zip(envs, axes.flat))
-    for ax in list(axes.flat)[len(envs):]:
+    for ax in list(axes.flat)[len(envs) :]:
         ax.remove()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for group, seed_curves in curves.items():
@@ -586,12 +670,14 @@ def save_figure(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def plot(groups: dict[str, list[Run]], metric: str, threshold: float | None, train_window: int,
-         out: Path) -> list[Path]:
+def plot(
+    groups: dict[str, list[Run]], metric: str, threshold: float | None, train_window: int, out: Path
+) -> list[Path]:
     """The eval-metric figure and, for the groups with training episodes, the training-return figure."""
     evals = {g: [eval_curve(r) for r in runs] for g, runs in groups.items()}
-    paths = save_figure(curves_figure(evals, groups, f"eval {metric}", f"eval {metric}", threshold), out,
-                        f"curves_{metric}")
+    paths = save_figure(
+        curves_figure(evals, groups, f"eval {metric}", f"eval {metric}", threshold), out, f"curves_{metric}"
+    )
     train = {g: [train_return_curve(r, train_window) for r in runs if r.episodes] for g, runs in groups.items()}
     if not any(train.values()):
         _warn("no run has training episodes (episode rows); no training-return curves")
@@ -600,11 +686,18 @@ def plot(groups: dict[str, list[Run]], metric: str, threshold: float | None, tra
         return paths
     for group, runs in groups.items():
         if len(train[group]) < len(runs):
-            _warn(f"group '{group}': {len(runs) - len(train[group])} of {len(runs)} runs have no training episodes; "
-                  "left out of the training-return curves")
+            _warn(
+                f"group '{group}': {len(runs) - len(train[group])} of {len(runs)} runs have no training episodes; "
+                "left out of the training-return curves"
+            )
     train = {g: c for g, c in train.items() if c}
-    return paths + save_figure(curves_figure(train, groups, f"training return (mean of last {train_window} episodes)",
-                                         "training episode return"), out, "curves_train_return")
+    return paths + save_figure(
+        curves_figure(
+            train, groups, f"training return (mean of last {train_window} episodes)", "training episode return"
+        ),
+        out,
+        "curves_train_return",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -612,8 +705,10 @@ def main(argv: list[str]) -> int:
     try:
         import matplotlib  # noqa: F401 - a core dependency; only a broken install lacks it
     except ImportError:
-        raise UserError("drl.compare draws its curves with matplotlib, which is not installed here: "
-                        "pip install matplotlib (or reinstall drl)") from None
+        raise UserError(
+            "drl.compare draws its curves with matplotlib, which is not installed here: "
+            "pip install matplotlib (or reinstall drl)"
+        ) from None
     metric = args.metric.removeprefix("eval/")
     if not metric or "/" in metric:
         raise UserError(f"--metric '{args.metric}' must be an eval metric name such as return_mean")
@@ -626,8 +721,10 @@ def main(argv: list[str]) -> int:
     if args.wandb:
         runs = load_wandb(args.wandb, args.inputs, metric)
     elif not args.inputs and not args.chain:
-        raise UserError("give run directories, directories of runs or glob prefixes to compare, or --chain SEG1 "
-                        "SEG2 ... (or --wandb ENTITY/PROJECT)")
+        raise UserError(
+            "give run directories, directories of runs or glob prefixes to compare, or --chain SEG1 "
+            "SEG2 ... (or --wandb ENTITY/PROJECT)"
+        )
     else:
         runs = load_local(args.inputs, metric) if args.inputs else []
         for dirs in args.chain:
@@ -653,10 +750,12 @@ def main(argv: list[str]) -> int:
     header, rows = table_rows(summaries, groups, metric, args.threshold)
     images = plot(groups, metric, args.threshold, args.train_window, out)
     md_path, json_path = out / f"table_{metric}.md", out / f"summary_{metric}.json"
-    note = (f"Final = each seed's last evaluation of `{metric}`; ± is the std over seeds (ddof=1); IQM over seeds' "
-            f"final scores; steps/s learning = each run's median steps/s over the logged intervals after "
-            f"learning started (mean over runs); train return = mean of each seed's last "
-            f"{args.train_window} training episodes. Seeds count distinct seed values; the statistics use every run.\n")
+    note = (
+        f"Final = each seed's last evaluation of `{metric}`; ± is the std over seeds (ddof=1); IQM over seeds' "
+        f"final scores; steps/s learning = each run's median steps/s over the logged intervals after "
+        f"learning started (mean over runs); train return = mean of each seed's last "
+        f"{args.train_window} training episodes. Seeds count distinct seed values; the statistics use every run.\n"
+    )
     md_path.write_text(f"# eval {metric}\n\n" + markdown_table(header, rows) + "\n" + note)
     json_path.write_text(json.dumps({"metric": metric, "groups": summaries}, indent=2) + "\n")
     print(text_table(header, rows))

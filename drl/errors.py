@@ -24,5 +24,6 @@ def require(module: str, feature: str, extra: str, package: str | None = None):
         return importlib.import_module(module)
     except ImportError:
         package = package or module.split(".")[0]
-        raise UserError(f"{feature} needs {package}, which is not installed; pip install {package} "
-                        f"(or pip install -e \".[{extra}]\")") from None
+        raise UserError(
+            f'{feature} needs {package}, which is not installed; pip install {package} (or pip install -e ".[{extra}]")'
+        ) from None

@@ -1,5 +1,6 @@
 """Evaluation episodes, shared by training runs (single-process and distributed) and ``python -m drl.evaluate``:
 ``evaluate`` plays whole episodes epsilon-greedy, ``summarize`` reduces them to one row of measures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,7 @@ import torch
 from drl.vec_env import episode_summary, unpack_labels
 
 
-def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int | None = None,
-             stop=None) -> list[dict]:
+def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int | None = None, stop=None) -> list[dict]:
     """Play whole episodes with epsilon-greedy; each env contributes a fixed quota so short episodes are not favoured.
 
     ``on_step(step)``, if given, sees the reset ``VecStep`` and every stepped one (e.g. to record video frames).
@@ -24,13 +24,14 @@ def evaluate(agent, env, episodes: int, epsilon: float, on_step=None, seed: int 
     if on_step is not None:
         on_step(step)
     state = agent.initial_state(env.num_envs)
-    correct = frames = None   # per env, since its episode started: summed accuracy of the head, frames seen
+    correct = frames = None  # per env, since its episode started: summed accuracy of the head, frames seen
     while len(results) < episodes and not (stop is not None and stop()):
         if step.labels is not None:
-            predicted = agent.predict_features(step.obs, step.extras)                  # bool [N, F]
+            predicted = agent.predict_features(step.obs, step.extras)  # bool [N, F]
             hit = (predicted == unpack_labels(step.labels, predicted.shape[1]).bool()).float().mean(1)
-            correct, frames = (hit, torch.ones_like(hit)) if correct is None or frames is None \
-                else (correct + hit, frames + 1)
+            correct, frames = (
+                (hit, torch.ones_like(hit)) if correct is None or frames is None else (correct + hit, frames + 1)
+            )
         actions, state = agent.act(step.obs, state, epsilon, step.extras)
         step = env.step(actions)
         if on_step is not None:

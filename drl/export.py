@@ -9,6 +9,7 @@ reward ± std over the K episodes evaluated here. ``drl.load_agent(OUT_DIR)`` an
 load the folder. ``--push REPO_ID`` uploads it with huggingface_hub (``pip install -e ".[hub]"``) when you are
 logged in; otherwise one line says how to log in, before anything is evaluated or written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hu
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m drl.export",
-                                     description="Export a trained run as a Hugging Face Hub model folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m drl.export", description="Export a trained run as a Hugging Face Hub model folder."
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by drl.train")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (must be new or empty)")
     parser.add_argument("--episodes", metavar="K", type=int, help="evaluation episodes (default: eval.episodes)")
@@ -58,42 +60,83 @@ def card_metadata(cfg: config.Config, summary: dict) -> dict:
     return {
         "library_name": "drl",
         "tags": ["reinforcement-learning", "deep-reinforcement-learning", "drl", algo, env],
-        "model-index": [{
-            "name": f"{algo.upper()}-{env}",
-            "results": [{
-                "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
-                "dataset": {"name": env, "type": env},
-                "metrics": [{"type": "mean_reward", "name": "mean_reward", "verified": False,
-                             "value": f"{summary['return_mean']:.2f} +/- {summary['return_std']:.2f}"}],
-            }],
-        }],
+        "model-index": [
+            {
+                "name": f"{algo.upper()}-{env}",
+                "results": [
+                    {
+                        "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
+                        "dataset": {"name": env, "type": env},
+                        "metrics": [
+                            {
+                                "type": "mean_reward",
+                                "name": "mean_reward",
+                                "verified": False,
+                                "value": f"{summary['return_mean']:.2f} +/- {summary['return_std']:.2f}",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
     }
 
 
-def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float, env_steps: int,
-               video: bool) -> str:
+def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float, env_steps: int, video: bool) -> str:
     env, algo = env_id(cfg), cfg.agent.algo
     front = yaml.safe_dump(card_metadata(cfg, summary), sort_keys=False)
     a = cfg.agent
-    settings = [("experiment", cfg.name), ("algorithm", algo), ("encoder", cfg.network.encoder),
-                ("env steps trained", f"{env_steps:,}"), ("learning rate", f"{a.lr:g}"), ("gamma", f"{a.gamma:g}"),
-                ("n-step", a.n_step), ("batch size", a.batch_size), ("replay capacity", f"{cfg.replay.capacity:,}"),
-                ("prioritized replay", cfg.replay.prioritized), ("seed", cfg.seed)]
-    lines = [f"---\n{front}---", f"# {algo.upper()} agent playing {env}", "",
-             f"A value-based deep RL agent trained with drl (experiment `{cfg.name}`).", "",
-             "## Evaluation", "",
-             f"**mean_reward {summary['return_mean']:.2f} ± {summary['return_std']:.2f}** over {episodes} episodes "
-             f"(epsilon {epsilon:g}; median {summary['return_median']:g}, min {summary['return_min']:g}, "
-             f"max {summary['return_max']:g}). Scores are whole-episode, unclipped returns.", ""]
+    settings = [
+        ("experiment", cfg.name),
+        ("algorithm", algo),
+        ("encoder", cfg.network.encoder),
+        ("env steps trained", f"{env_steps:,}"),
+        ("learning rate", f"{a.lr:g}"),
+        ("gamma", f"{a.gamma:g}"),
+        ("n-step", a.n_step),
+        ("batch size", a.batch_size),
+        ("replay capacity", f"{cfg.replay.capacity:,}"),
+        ("prioritized replay", cfg.replay.prioritized),
+        ("seed", cfg.seed),
+    ]
+    lines = [
+        f"---\n{front}---",
+        f"# {algo.upper()} agent playing {env}",
+        "",
+        f"A value-based deep RL agent trained with drl (experiment `{cfg.name}`).",
+        "",
+        "## Evaluation",
+        "",
+        f"**mean_reward {summary['return_mean']:.2f} ± {summary['return_std']:.2f}** over {episodes} episodes "
+        f"(epsilon {epsilon:g}; median {summary['return_median']:g}, min {summary['return_min']:g}, "
+        f"max {summary['return_max']:g}). Scores are whole-episode, unclipped returns.",
+        "",
+    ]
     if video:
         lines += [f"One evaluation episode: [`{VIDEO}`]({VIDEO})", ""]
-    lines += ["## Use", "", "```python", "import drl", "", 'agent = drl.load_agent("path/to/this/folder")   '
-              '# a folder downloaded from the Hub, or "zoo:NAME"',
-              "actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)",
-              "```", "", "```bash", f"python -m drl.evaluate path/to/this/folder --episodes {episodes} "
-              "--video play.mp4", "```", "", "## Training", "", "| setting | value |", "|---|---|",
-              *[f"| {k} | {v} |" for k, v in settings], "",
-              f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "import drl",
+        "",
+        'agent = drl.load_agent("path/to/this/folder")   # a folder downloaded from the Hub, or "zoo:NAME"',
+        "actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)",
+        "```",
+        "",
+        "```bash",
+        f"python -m drl.evaluate path/to/this/folder --episodes {episodes} --video play.mp4",
+        "```",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in settings],
+        "",
+        f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -111,11 +154,13 @@ def push(hub, token: str, folder: Path, repo_id: str) -> str:
     try:
         api = hub.HfApi(token=token)
         url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message="Upload drl agent")
+        api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload drl agent"
+        )
     except Exception as exc:  # noqa: BLE001 - network, permissions, bad repo id: one line
-        raise UserError(f"upload to {repo_id} failed ({first_line(exc, 160)}); the folder {folder} is complete, "
-                        "push it again later") from None
+        raise UserError(
+            f"upload to {repo_id} failed ({first_line(exc, 160)}); the folder {folder} is complete, push it again later"
+        ) from None
     return str(url)
 
 
@@ -125,16 +170,18 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export(cfg: config.Config, payload: dict, out: Path, episodes: int, video: bool = True,
-           device: str | None = None):
+def export(cfg: config.Config, payload: dict, out: Path, episodes: int, video: bool = True, device: str | None = None):
     """Write the folder: evaluate ``episodes`` episodes (recording one), then the model, config and model card."""
     from drl.evaluate import play
 
     played = play(cfg, payload, episodes, device=device, video=out / VIDEO if video else None, video_episodes=1)
     write_model(out / MODEL, payload)
     (out / CONFIG).write_text(config.to_yaml(cfg))
-    (out / CARD).write_text(model_card(cfg, played.summary, len(played.results), played.epsilon,
-                                       int(payload["counters"]["env_steps"]), video))
+    (out / CARD).write_text(
+        model_card(
+            cfg, played.summary, len(played.results), played.epsilon, int(payload["counters"]["env_steps"]), video
+        )
+    )
     return played
 
 
@@ -142,7 +189,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1 (got {args.episodes})")
-    hub, token = hub_token() if args.push else (None, None)   # before the evaluation: no login, nothing done
+    hub, token = hub_token() if args.push else (None, None)  # before the evaluation: no login, nothing done
     from drl.api import load_policy
 
     _, cfg, payload = load_policy(args.run_dir, args.checkpoint)
@@ -152,14 +199,16 @@ def main(argv: list[str]) -> int:
     try:
         played = export(cfg, payload, out, args.episodes or cfg.eval.episodes, not args.no_video, args.device)
     except BaseException:
-        if created:   # a failed export leaves no half-written folder behind
+        if created:  # a failed export leaves no half-written folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
     files = ", ".join(f for f in (MODEL, CONFIG, CARD, VIDEO) if (out / f).is_file())
-    print(f"drl.export: {out}: {files}; mean_reward {played.summary['return_mean']:.2f} +/- "
-          f"{played.summary['return_std']:.2f} over {len(played.results)} episodes")
+    print(
+        f"drl.export: {out}: {files}; mean_reward {played.summary['return_mean']:.2f} +/- "
+        f"{played.summary['return_std']:.2f} over {len(played.results)} episodes"
+    )
     if args.push:
-        assert token is not None   # hub_token() ran for --push
+        assert token is not None  # hub_token() ran for --push
         print(f"drl.export: pushed to {push(hub, token, out, args.push)}")
     return 0
 

@@ -1,5 +1,6 @@
 """The folder ``drl.export`` writes and ``drl.load_agent``, ``drl.evaluate`` and the zoo read: its file names, the
 model file (written and read back as a checkpoint-like payload) and the model card's front matter."""
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,19 @@ def write_model(path: Path, payload: dict) -> None:
 
     online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
     if not isinstance(online, dict):
-        raise UserError("this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
-                        "it cannot be exported")
-    metadata = {"format": FORMAT, "obs_shape": json.dumps(list(payload["obs_shape"])),
-                "obs_dtype": payload.get("obs_dtype", "uint8"), "num_actions": str(payload["num_actions"]),
-                "num_extras": str(payload.get("num_extras", 0)), "env_steps": str(payload["counters"]["env_steps"]),
-                "experiment": payload["config"].get("name", "")}
+        raise UserError(
+            "this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
+            "it cannot be exported"
+        )
+    metadata = {
+        "format": FORMAT,
+        "obs_shape": json.dumps(list(payload["obs_shape"])),
+        "obs_dtype": payload.get("obs_dtype", "uint8"),
+        "num_actions": str(payload["num_actions"]),
+        "num_extras": str(payload.get("num_extras", 0)),
+        "env_steps": str(payload["counters"]["env_steps"]),
+        "experiment": payload["config"].get("name", ""),
+    }
     save_file({k: v.detach().cpu().contiguous() for k, v in online.items()}, str(path), metadata=metadata)
 
 
@@ -45,14 +53,24 @@ def read_model(folder: Path, cfg: config.Config) -> dict:
             online = {key: f.get_tensor(key) for key in f.keys()}
         if metadata.get("format") != FORMAT:
             raise ValueError(f"its metadata says format {metadata.get('format')!r}, not {FORMAT!r}")
-        spec = {"obs_shape": json.loads(metadata["obs_shape"]), "obs_dtype": metadata["obs_dtype"],
-                "num_actions": int(metadata["num_actions"]), "num_extras": int(metadata["num_extras"])}
+        spec = {
+            "obs_shape": json.loads(metadata["obs_shape"]),
+            "obs_dtype": metadata["obs_dtype"],
+            "num_actions": int(metadata["num_actions"]),
+            "num_extras": int(metadata["num_extras"]),
+        }
         env_steps = int(metadata["env_steps"])
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        raise UserError(f"'{path}' is not a model written by drl.export ({first_line(exc, 120)}); export the run "
-                        "again") from None
-    return {"agent": {"online": online}, "online_only": True, "config": cfg.model_dump(),
-            "counters": {"env_steps": env_steps}, **spec}
+        raise UserError(
+            f"'{path}' is not a model written by drl.export ({first_line(exc, 120)}); export the run again"
+        ) from None
+    return {
+        "agent": {"online": online},
+        "online_only": True,
+        "config": cfg.model_dump(),
+        "counters": {"env_steps": env_steps},
+        **spec,
+    }
 
 
 # ------------------------------------------------------------------------------------------------- the model card

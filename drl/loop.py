@@ -4,6 +4,7 @@ One iteration: ``agent.act(obs) -> env.step(actions) -> replay.add(...) -> agent
 as ``agent.train_freq`` asks, then target sync, logging, evaluation and checkpoints on their intervals. The learn
 step and those periodic tasks are ``drl.learner_core.LearnerCore``'s, which the distributed learner owns too.
 """
+
 from __future__ import annotations
 
 import signal
@@ -65,8 +66,9 @@ class Trainer:
     ``add_eval_hook(fn)``: ``fn(row)`` sees each evaluation row as written; a true return stops the run there.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, resume_from: dict | None = None,
-                 init_from: segments.Parent | None = None):
+    def __init__(
+        self, cfg: Config, run_dir: Path, resume_from: dict | None = None, init_from: segments.Parent | None = None
+    ):
         self.cfg = cfg
         rt = set_up_runtime(cfg)
         self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
@@ -75,11 +77,24 @@ class Trainer:
             self.step = self.env.reset(seed=cfg.seed)
             self.spec = EnvSpec.of(self.env, self.step.obs)
             self.agent = make_agent(cfg, self.spec, self.device, self.bf16, rt.generator)
-            self.replay = build_replay(*replay_arguments(cfg, self.spec, self.agent.sampler, self.device,
-                                                         self.env.num_envs, self.env.frame_stack))
-            self.acting_state: tuple | None = None   # the agent's state while acting (an LSTM's; None if feed-forward)
-            self.core = LearnerCore(cfg, run_dir, rt, self.spec, self.agent, self.replay, self.env.frames_per_step,
-                                    self._env_payload, resume_from, init_from)
+            self.replay = build_replay(
+                *replay_arguments(
+                    cfg, self.spec, self.agent.sampler, self.device, self.env.num_envs, self.env.frame_stack
+                )
+            )
+            self.acting_state: tuple | None = None  # the agent's state while acting (an LSTM's; None if feed-forward)
+            self.core = LearnerCore(
+                cfg,
+                run_dir,
+                rt,
+                self.spec,
+                self.agent,
+                self.replay,
+                self.env.frames_per_step,
+                self._env_payload,
+                resume_from,
+                init_from,
+            )
             self.counters = self.core.counters
             if resume_from is not None:
                 self._restore_envs(resume_from)
@@ -96,8 +111,11 @@ class Trainer:
         """What a checkpoint holds of the envs: their state, the next observation and acting state."""
         if not hasattr(self.env, "get_state"):
             return {}
-        payload = {"env_state": self.env.get_state(), "env_obs": self.step.obs,
-                   "env_reset": self.step.reset}   # the "first" flags of the next replay slot
+        payload = {
+            "env_state": self.env.get_state(),
+            "env_obs": self.step.obs,
+            "env_reset": self.step.reset,
+        }  # the "first" flags of the next replay slot
         if self.acting_state is not None:
             payload["acting_state"] = tuple(self.acting_state)
         return payload
@@ -112,7 +130,7 @@ class Trainer:
                 self.acting_state = tuple(x.to(self.device) for x in payload["acting_state"])
         else:  # envs that cannot restore their emulator state start fresh episodes, seeded by the step count
             self.step = self.env.reset(seed=self.cfg.seed + self.counters.env_steps)
-            self.replay.end_streams()   # a saved replay's open episodes end here (no window runs into the new ones)
+            self.replay.end_streams()  # a saved replay's open episodes end here (no window runs into the new ones)
 
     # ------------------------------------------------------------------ one training run
     def run(self) -> dict:
@@ -122,7 +140,7 @@ class Trainer:
         last_eval: dict = {}
         last_eval_step = -1
         self.first_flags = self.step.reset.clone()
-        bar = core.open_progress_bar(cfg.name)   # closed before an error is printed (its own line)
+        bar = core.open_progress_bar(cfg.name)  # closed before an error is printed (its own line)
         with StopRequested() as stop:
             core.stop = stop
             while c.env_steps < cfg.total_steps and not stop.requested:
@@ -140,8 +158,11 @@ class Trainer:
         what it owes, sync the target when due. Returns the step's epsilon."""
         cfg, c, agent_cfg = self.cfg, self.counters, self.cfg.agent
         learning = c.env_steps >= agent_cfg.learning_starts
-        epsilon = (linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
-                   if learning or agent_cfg.learning_starts == 0 else 1.0)
+        epsilon = (
+            linear(agent_cfg.eps_start, agent_cfg.eps_end, agent_cfg.eps_decay_steps, c.env_steps)
+            if learning or agent_cfg.learning_starts == 0
+            else 1.0
+        )
         obs, extras, labels = self.step.obs, self.step.extras, self.step.labels
         state = self.acting_state if self.acting_state is not None else self.agent.initial_state(self.env.num_envs)
         actions, new_state = self.agent.act(obs, state, epsilon, extras)
@@ -156,7 +177,7 @@ class Trainer:
         self.acting_state = self.agent.reset_state(new_state, step.reset)
         self.first_flags, self.step = step.reset, step
         c.env_steps += self.env.num_envs
-        assert self.core.bar is not None   # opened by run
+        assert self.core.bar is not None  # opened by run
         self.core.bar.update(self.env.num_envs)
         for ep in step.episodes:
             self.core.record_episode(ep, time.perf_counter() - started)
@@ -170,9 +191,13 @@ class Trainer:
         sps = (c.env_steps - self.last_sps_steps) / (now - self.last_log_time)
         faults = fault_counters(self.env)  # e.g. Doom workers replaced after a crash or hang
         recent = self.core.write_train_row(now - started, faults, epsilon=epsilon, sps=sps)
-        assert self.core.bar is not None   # opened by run
-        self.core.bar.set_postfix(sps=f"{sps:.0f}", ret="-" if recent is None else f"{recent:.1f}",
-                                  eps=f"{epsilon:.3f}", eval=last_eval.get("return_mean", "-"))
+        assert self.core.bar is not None  # opened by run
+        self.core.bar.set_postfix(
+            sps=f"{sps:.0f}",
+            ret="-" if recent is None else f"{recent:.1f}",
+            eps=f"{epsilon:.3f}",
+            eval=last_eval.get("return_mean", "-"),
+        )
         self.last_log_time, self.last_sps_steps = now, c.env_steps
 
     def _learn(self, learning: bool) -> None:

@@ -11,6 +11,7 @@ statistics (a row's Q values do not depend on the other rows of its batch). Only
 that carries the loss's gradient runs in train mode (``train_mode``), which also updates the running statistics;
 the target network never does (it copies them from the online network at each sync).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,11 @@ def image_channels(obs_shape: tuple[int, ...], encoder: str) -> int:
     """The channels C of image observations ``[C, H, W]``; anything else (CartPole's vector of 4 numbers) is a
     one-line ``UserError`` naming the encoder for it, raised before any layer is built."""
     if len(obs_shape) != 3:
-        raise UserError(f"network.encoder={encoder} is a convolutional encoder for image observations [C, H, W], but "
-                        f"this environment's observations have shape {tuple(obs_shape)}; set network.encoder=mlp "
-                        f"for vector observations")
+        raise UserError(
+            f"network.encoder={encoder} is a convolutional encoder for image observations [C, H, W], but "
+            f"this environment's observations have shape {tuple(obs_shape)}; set network.encoder=mlp "
+            f"for vector observations"
+        )
     return obs_shape[0]
 
 
@@ -107,8 +110,9 @@ def scale_obs(obs: torch.Tensor) -> torch.Tensor:
     next observations of a Double DQN target). Scaling straight to bf16 gives the same values: integers up to 255 are
     exact in bf16, and bf16 division rounds the float32 quotient, which is what the cast does."""
     if obs.dtype == torch.uint8:
-        bf16 = torch.is_autocast_enabled(obs.device.type) and \
-            torch.get_autocast_dtype(obs.device.type) == torch.bfloat16
+        bf16 = (
+            torch.is_autocast_enabled(obs.device.type) and torch.get_autocast_dtype(obs.device.type) == torch.bfloat16
+        )
         return obs.to(torch.bfloat16 if bf16 else torch.float32).div_(255.0)
     return obs if obs.dtype in (torch.float32, torch.bfloat16) else obs.float()
 
@@ -134,37 +138,58 @@ class QNetwork(nn.Module):
     also returns its logits, ``[B, F]`` or ``[T, B, F]``, and ``feature_logits(obs)`` gives them alone.
     """
 
-    def __init__(self, cfg: NetworkConfig, obs_shape: tuple[int, int, int], num_actions: int, num_extras: int = 0,
-                 recurrent: bool = False, num_features: int = 0):
+    def __init__(
+        self,
+        cfg: NetworkConfig,
+        obs_shape: tuple[int, int, int],
+        num_actions: int,
+        num_extras: int = 0,
+        recurrent: bool = False,
+        num_features: int = 0,
+    ):
         super().__init__()
         self.cfg, self.recurrent = cfg, recurrent
         self.num_extras, self.num_features = num_extras, num_features
         self.encoder = ENCODERS.get(cfg.encoder)(tuple(obs_shape), cfg)
         if cfg.batch_norm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules()):
-            raise UserError(f"network.batch_norm: encoder '{cfg.encoder}' has no batch-norm layers (the conv "
-                            "encoders nature, doom and small do); set network.batch_norm=false")
-        with torch.no_grad():   # in eval mode: this dummy batch must not reach batch norm's running statistics
+            raise UserError(
+                f"network.batch_norm: encoder '{cfg.encoder}' has no batch-norm layers (the conv "
+                "encoders nature, doom and small do); set network.batch_norm=false"
+            )
+        with torch.no_grad():  # in eval mode: this dummy batch must not reach batch norm's running statistics
             try:
                 encoded = features = self.encoder.eval()(torch.zeros(1, *obs_shape)).shape[1]
-            except RuntimeError as exc:   # e.g. kernels larger than the frames, or a user's conv encoder on vectors
-                fix = ("set network.encoder=mlp for vector observations" if len(obs_shape) == 1 else
-                       "pick an encoder that fits frames of this size (network.encoder=small for small images)")
-                raise UserError(f"network.encoder={cfg.encoder} does not fit observations of shape "
-                                f"{tuple(obs_shape)} ({first_line(exc)}); {fix}") from exc
+            except RuntimeError as exc:  # e.g. kernels larger than the frames, or a user's conv encoder on vectors
+                fix = (
+                    "set network.encoder=mlp for vector observations"
+                    if len(obs_shape) == 1
+                    else "pick an encoder that fits frames of this size (network.encoder=small for small images)"
+                )
+                raise UserError(
+                    f"network.encoder={cfg.encoder} does not fit observations of shape "
+                    f"{tuple(obs_shape)} ({first_line(exc)}); {fix}"
+                ) from exc
         if num_extras:
             self.extras_embedding = nn.Sequential(nn.Linear(num_extras, 32), nn.ReLU())
             features += 32
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None   # Arnold: on the LSTM's / head's input
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None  # Arnold: on the LSTM's / head's input
         if recurrent:
             self.lstm = nn.LSTM(features, cfg.lstm_size)
             features = cfg.lstm_size
         self.head = QHead(features, cfg.hidden, num_actions, cfg.dueling)
         if num_features:
-            self.feature_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoded, cfg.hidden), nn.ReLU(),
-                                              nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_features))
+            self.feature_head = nn.Sequential(
+                nn.Dropout(cfg.dropout),
+                nn.Linear(encoded, cfg.hidden),
+                nn.ReLU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.hidden, num_features),
+            )
         # train and eval mode give different outputs (dropout, batch norm)
-        self.mode_dependent = any(isinstance(m, nn.modules.batchnorm._BatchNorm) or
-                                  (isinstance(m, nn.Dropout) and m.p > 0) for m in self.modules())
+        self.mode_dependent = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, nn.Dropout) and m.p > 0)
+            for m in self.modules()
+        )
         self.eval()
 
     def encode(self, obs: torch.Tensor, extras: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,8 +220,14 @@ class QNetwork(nn.Module):
         zeros = torch.zeros(1, batch, self.cfg.lstm_size, device=device)
         return zeros, zeros.clone()
 
-    def forward_sequence(self, obs: torch.Tensor, extras: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor],
-                         grad_cut: tuple[int, torch.Tensor] | None = None, aux: bool = False) -> tuple:
+    def forward_sequence(
+        self,
+        obs: torch.Tensor,
+        extras: torch.Tensor | None,
+        state: tuple[torch.Tensor, torch.Tensor],
+        grad_cut: tuple[int, torch.Tensor] | None = None,
+        aux: bool = False,
+    ) -> tuple:
         """Q ``[T, B, A]`` and the final state (and with ``aux`` the game-feature logits ``[T, B, F]``).
         ``grad_cut = (k, keep)`` (R2D2's burn-in): the first ``k`` steps of rows where ``keep`` [B] is false run
         without autograd, so no gradient reaches them or their stale initial state; rows where it is true (an
@@ -209,8 +240,12 @@ class QNetwork(nn.Module):
                 head = self.forward_sequence(obs[:k], part(extras, 0, k), state, aux=aux)
             if bool(keep.any()):  # the kept rows again, with autograd (a small batch)
                 rows = keep.nonzero().squeeze(1)
-                kept = self.forward_sequence(obs[:k, rows], None if extras is None else extras[:k, rows],
-                                             (state[0][:, rows], state[1][:, rows]), aux=aux)
+                kept = self.forward_sequence(
+                    obs[:k, rows],
+                    None if extras is None else extras[:k, rows],
+                    (state[0][:, rows], state[1][:, rows]),
+                    aux=aux,
+                )
                 put = lambda x, y: x.index_copy(1, rows, y)  # noqa: E731
                 head = (put(head[0], kept[0]), tuple(map(put, head[1], kept[1])), *map(put, head[2:], kept[2:]))
             rest = self.forward_sequence(obs[k:], part(extras, k, None), head[1], aux=aux)
@@ -223,8 +258,9 @@ class QNetwork(nn.Module):
         return self.head(x), state
 
 
-def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
-                fused: bool = False) -> tuple[torch.Tensor, tuple]:
+def lstm_unroll(
+    lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], fused: bool = False
+) -> tuple[torch.Tensor, tuple]:
     """``nn.LSTM``'s math on its own parameters: x ``[T, B, F]``, state ``(h, c)`` each ``[1, B, H]`` ->
     outputs ``[T, B, H]`` (float32) and the final state.
 
@@ -235,8 +271,8 @@ def lstm_unroll(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch
     if fused:  # autocast would run cuDNN's LSTM in float16 whatever dtype was asked for (and with no loss scaling)
         with torch.autocast(x.device.type, enabled=False):
             return lstm(x.float(), tuple(s.float() for s in state))
-    weight_ih, weight_hh, bias_ih, bias_hh = lstm.all_weights[0]   # layer 0's W_ih [4H, F], W_hh [4H, H], b_ih, b_hh
-    gates_x = F.linear(x, weight_ih).float() + (bias_ih + bias_hh)   # [T, B, 4H]
+    weight_ih, weight_hh, bias_ih, bias_hh = lstm.all_weights[0]  # layer 0's W_ih [4H, F], W_hh [4H, H], b_ih, b_hh
+    gates_x = F.linear(x, weight_ih).float() + (bias_ih + bias_hh)  # [T, B, 4H]
     h, c = state[0][0], state[1][0]
     outputs = []
     with torch.autocast(x.device.type, enabled=False):

@@ -2,6 +2,7 @@
 
 Imports nothing heavy: Doom worker processes use it.
 """
+
 from __future__ import annotations
 
 import os

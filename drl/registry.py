@@ -10,6 +10,7 @@ by ``imports: [mypkg.mymodule]`` in a YAML or ``--import mypkg.mymodule`` on the
     def tiny(obs_shape, cfg):       # -> nn.Module mapping obs [B, *obs_shape] to features [B, F]
         ...
 """
+
 from __future__ import annotations
 
 import difflib
@@ -25,7 +26,7 @@ class Registry:
     """Name -> object (or ``"module:attribute"``, resolved on ``get``)."""
 
     def __init__(self, what: str, config_key: str):
-        self.what, self.config_key = what, config_key   # e.g. "encoder", "network.encoder"
+        self.what, self.config_key = what, config_key  # e.g. "encoder", "network.encoder"
         self._entries: dict[str, Any] = {}
 
     def register(self, name: str, obj: Any = None, *, replace: bool = False):
@@ -36,8 +37,7 @@ class Registry:
 
         def add(value):
             if name in self._entries and not replace and self._entries[name] is not value:
-                raise UserError(f"{self.what} '{name}' is already registered; pick another name or pass "
-                                "replace=True")
+                raise UserError(f"{self.what} '{name}' is already registered; pick another name or pass replace=True")
             self._entries[name] = value
             return value
 
@@ -54,8 +54,10 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(str(name), self.names(), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            raise UserError(f"unknown {self.what} '{name}' ({self.config_key}); {hint}registered: "
-                            f"{', '.join(self.names())} (a module of yours can add one: see `imports`)")
+            raise UserError(
+                f"unknown {self.what} '{name}' ({self.config_key}); {hint}registered: "
+                f"{', '.join(self.names())} (a module of yours can add one: see `imports`)"
+            )
 
     def get(self, name: str) -> Any:
         self.check(name)
@@ -79,6 +81,7 @@ class EnvKind:
     labels game features (``VecStep.labels``) gives ``check_features(names) -> names``, which refuses an
     ``agent.aux.features`` name it cannot label with a one-line ``ValueError``; None for kinds without labels.
     Each member may be a lazy ``"module:attribute"``."""
+
     config: Any
     make: Callable | str
     check_features: Callable | str | None = None
@@ -89,8 +92,9 @@ AGENTS = Registry("agent", "agent.algo")
 ENCODERS = Registry("encoder", "network.encoder")
 
 
-def register_env(kind: str, config, make: Callable | str, *, check_features: Callable | str | None = None,
-                 replace: bool = False) -> None:
+def register_env(
+    kind: str, config, make: Callable | str, *, check_features: Callable | str | None = None, replace: bool = False
+) -> None:
     """Add an environment kind: ``config`` is its section's pydantic model (subclass ``drl.config.EnvSection``
     with ``kind: Literal["<kind>"]``), ``make`` builds the vector env from it, ``check_features`` checks the
     game-feature names it can label (see ``EnvKind``)."""
@@ -121,20 +125,28 @@ def import_modules(modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            raise UserError(f"cannot import '{name}' (imports / --import): {exc}; check the module name and that "
-                            "its folder is on PYTHONPATH (or installed)") from None
+            raise UserError(
+                f"cannot import '{name}' (imports / --import): {exc}; check the module name and that "
+                "its folder is on PYTHONPATH (or installed)"
+            ) from None
         except UserError:
             raise
         except Exception as exc:  # a bug in the user's module: one line here, the traceback with --debug
-            raise UserError(f"importing '{name}' (imports / --import) failed: {type(exc).__name__}: "
-                            f"{first_line(exc)}; fix the module (--debug shows the traceback)") from exc
+            raise UserError(
+                f"importing '{name}' (imports / --import) failed: {type(exc).__name__}: "
+                f"{first_line(exc)}; fix the module (--debug shows the traceback)"
+            ) from exc
 
 
 # The built-ins: the one place that names them, as lazy strings (registering imports nothing). Each env kind's
 # config section sits in a light module of its own beside its factory's, so validating a config imports no torch.
 register_env("atari", "drl.envs.atari_config:AtariEnvConfig", "drl.envs.atari:make_atari_env")
-register_env("doom", "drl.envs.doom.config:DoomEnvConfig", "drl.envs.doom:make_doom_env",
-             check_features="drl.envs.doom.labels:check_features")
+register_env(
+    "doom",
+    "drl.envs.doom.config:DoomEnvConfig",
+    "drl.envs.doom:make_doom_env",
+    check_features="drl.envs.doom.labels:check_features",
+)
 register_env("gym", "drl.envs.gym_config:GymEnvConfig", "drl.envs.gym:make_gym_env")
 register_env("catch", "drl.envs.torch_native_config:CatchEnvConfig", "drl.envs.torch_native:make_catch_env")
 register_env("memory", "drl.envs.torch_native_config:MemoryEnvConfig", "drl.envs.torch_native:make_memory_env")

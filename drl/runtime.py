@@ -1,4 +1,5 @@
 """Device, precision, threads and random state."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@ rule, decided from the run's counters alone. The single-process ``Trainer`` asks
 distributed ``Learner`` after each chunk it stores and each update, so the same config syncs, logs, evaluates,
 checkpoints and stops at the same env steps in both.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,13 +14,13 @@ from drl.config import Config
 
 @dataclass
 class Counters:
-    env_steps: int = 0          # agent steps, summed over envs
+    env_steps: int = 0  # agent steps, summed over envs
     episodes: int = 0
     pending_updates: float = 0.0
     target_syncs: int = 0
     evals: int = 0
     checkpoints: int = 0
-    wall_time: float = 0.0      # seconds of training, carried across resumes
+    wall_time: float = 0.0  # seconds of training, carried across resumes
 
 
 def linear(start: float, end: float, duration: int, step: int) -> float:

@@ -13,6 +13,7 @@ lent for hours) is trained as a chain of runs, each started from the weights of 
   and its metrics rows carry ``chain_env_steps``, the env steps of the whole chain.
 - ``python -m drl.compare --chain SEG1 SEG2 ...`` draws the segments as one run on the summed axis.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,16 @@ WEIGHTS = "weights.safetensors"
 FORMAT = "drl-segment-weights"
 VERSION = 1
 # config keys that decide the online network's tensors (dropout has none); named when a parent does not fit
-NETWORK_KEYS = ("agent.algo", "agent.aux.features", "network.encoder", "network.hidden", "network.dueling",
-                "network.lstm_size", "network.mlp_layers", "network.batch_norm")
+NETWORK_KEYS = (
+    "agent.algo",
+    "agent.aux.features",
+    "network.encoder",
+    "network.hidden",
+    "network.dueling",
+    "network.lstm_size",
+    "network.mlp_layers",
+    "network.batch_norm",
+)
 
 
 def network_signature(config: dict) -> dict:
@@ -46,20 +55,40 @@ def network_signature(config: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the weights file
-def save_weights(path: Path, online: dict, cfg: Config, env_steps: int, obs_shape, obs_dtype: torch.dtype,
-                 num_actions: int, num_extras: int, frames_per_step: int) -> None:
+def save_weights(
+    path: Path,
+    online: dict,
+    cfg: Config,
+    env_steps: int,
+    obs_shape,
+    obs_dtype: torch.dtype,
+    num_actions: int,
+    num_extras: int,
+    frames_per_step: int,
+) -> None:
     """Write ``online`` (a state dict) to ``path`` in bf16 with its metadata, atomically."""
     from safetensors.torch import save
 
-    tensors = {k: (v.detach().to("cpu", torch.bfloat16) if v.is_floating_point() else v.detach().cpu()).contiguous()
-               for k, v in online.items()}
+    tensors = {
+        k: (v.detach().to("cpu", torch.bfloat16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in online.items()
+    }
     offset = cfg.init_from.chain_env_steps if cfg.init_from is not None else 0
-    metadata = {"format": FORMAT, "version": str(VERSION), "dtype": "bfloat16", "experiment": cfg.name,
-                "env_steps": str(int(env_steps)), "chain_env_steps": str(int(offset + env_steps)),
-                "frames_per_step": str(int(frames_per_step)), "obs_shape": json.dumps(list(obs_shape)),
-                "obs_dtype": str(obs_dtype).removeprefix("torch."), "num_actions": str(int(num_actions)),
-                "num_extras": str(int(num_extras)), "network": json.dumps(network_signature(cfg.model_dump())),
-                "config_sha256": hashlib.sha256(to_yaml(cfg).encode()).hexdigest()}
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "dtype": "bfloat16",
+        "experiment": cfg.name,
+        "env_steps": str(int(env_steps)),
+        "chain_env_steps": str(int(offset + env_steps)),
+        "frames_per_step": str(int(frames_per_step)),
+        "obs_shape": json.dumps(list(obs_shape)),
+        "obs_dtype": str(obs_dtype).removeprefix("torch."),
+        "num_actions": str(int(num_actions)),
+        "num_extras": str(int(num_extras)),
+        "network": json.dumps(network_signature(cfg.model_dump())),
+        "config_sha256": hashlib.sha256(to_yaml(cfg).encode()).hexdigest(),
+    }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -67,12 +96,14 @@ def save_weights(path: Path, online: dict, cfg: Config, env_steps: int, obs_shap
             f.write(save(tensors, metadata=metadata))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)   # readers see the old file or the new one
+        os.replace(tmp, path)  # readers see the old file or the new one
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         from drl.checkpoint import CheckpointError
-        raise CheckpointError(f"cannot write '{path}' ({exc.strerror}); free disk space or fix the folder's "
-                              "permissions, then resume") from None
+
+        raise CheckpointError(
+            f"cannot write '{path}' ({exc.strerror}); free disk space or fix the folder's permissions, then resume"
+        ) from None
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
@@ -87,13 +118,21 @@ def read_weights(path: Path) -> tuple[dict, dict]:
             raise ValueError(f"its metadata says format {metadata.get('format')!r}, not {FORMAT!r}")
         if int(metadata.get("version", 0)) > VERSION:
             raise ValueError(f"version {metadata['version']} is newer than this drl's ({VERSION})")
-        meta = {"env_steps": int(metadata["env_steps"]), "chain_env_steps": int(metadata["chain_env_steps"]),
-                "obs_shape": tuple(json.loads(metadata["obs_shape"])), "num_actions": int(metadata["num_actions"]),
-                "num_extras": int(metadata["num_extras"]), "network": json.loads(metadata["network"]),
-                "experiment": metadata.get("experiment", ""), "frames_per_step": int(metadata["frames_per_step"])}
+        meta = {
+            "env_steps": int(metadata["env_steps"]),
+            "chain_env_steps": int(metadata["chain_env_steps"]),
+            "obs_shape": tuple(json.loads(metadata["obs_shape"])),
+            "num_actions": int(metadata["num_actions"]),
+            "num_extras": int(metadata["num_extras"]),
+            "network": json.loads(metadata["network"]),
+            "experiment": metadata.get("experiment", ""),
+            "frames_per_step": int(metadata["frames_per_step"]),
+        }
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"'{path}' is not a weights file written by drl.train ({first_line(exc, 120)}); "
-                        "pass a run directory written by drl.train") from None
+        raise UserError(
+            f"'{path}' is not a weights file written by drl.train ({first_line(exc, 120)}); "
+            "pass a run directory written by drl.train"
+        ) from None
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta
 
 
@@ -101,23 +140,30 @@ def read_weights(path: Path) -> tuple[dict, dict]:
 @dataclass
 class Parent:
     """The weights a new run starts from (``load_parent``)."""
+
     run_dir: Path
-    source: str                   # "checkpoint" or "weights"
-    path: Path                    # the file read
-    online: dict                  # the online network's state dict (fp32)
-    optimizer: dict | None        # the optimizer's state dict (--init-optimizer), else None
-    env_steps: int                # the parent's own env steps at those weights
-    chain_env_steps: int          # env steps of the whole chain at those weights
+    source: str  # "checkpoint" or "weights"
+    path: Path  # the file read
+    online: dict  # the online network's state dict (fp32)
+    optimizer: dict | None  # the optimizer's state dict (--init-optimizer), else None
+    env_steps: int  # the parent's own env steps at those weights
+    chain_env_steps: int  # env steps of the whole chain at those weights
     obs_shape: tuple
     num_actions: int
     num_extras: int
-    network: dict                 # network_signature of the parent's config
+    network: dict  # network_signature of the parent's config
 
     def record(self) -> InitFromConfig:
         """The new run's ``init_from`` config section."""
-        return InitFromConfig.model_validate({"run_dir": str(self.run_dir), "source": self.source,
-                                              "env_steps": self.env_steps, "chain_env_steps": self.chain_env_steps,
-                                              "optimizer": self.optimizer is not None})
+        return InitFromConfig.model_validate(
+            {
+                "run_dir": str(self.run_dir),
+                "source": self.source,
+                "env_steps": self.env_steps,
+                "chain_env_steps": self.chain_env_steps,
+                "optimizer": self.optimizer is not None,
+            }
+        )
 
 
 def load_parent(run_dir: str | Path, optimizer: bool = False) -> Parent:
@@ -127,37 +173,65 @@ def load_parent(run_dir: str | Path, optimizer: bool = False) -> Parent:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"--init-from '{run_dir}': no such run directory; pass the directory of the run to start "
-                        "from")
+        raise UserError(f"--init-from '{run_dir}': no such run directory; pass the directory of the run to start from")
     latest, weights = run_dir / "checkpoints" / "latest.pt", run_dir / WEIGHTS
     if latest.is_file():
         payload = checkpoint.load(latest)
         online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
         if not isinstance(online, dict):
-            raise UserError(f"--init-from '{run_dir}': its checkpoint's agent has no 'online' network (the built-in "
-                            "dqn and drqn agents have one); it cannot start another run")
+            raise UserError(
+                f"--init-from '{run_dir}': its checkpoint's agent has no 'online' network (the built-in "
+                "dqn and drqn agents have one); it cannot start another run"
+            )
         state = None
         if optimizer:
             state = payload["agent"].get("optimizer")
             if not isinstance(state, dict):
-                raise UserError(f"--init-from '{run_dir}': its checkpoint holds no optimizer state; drop "
-                                "--init-optimizer to start with a fresh optimizer")
+                raise UserError(
+                    f"--init-from '{run_dir}': its checkpoint holds no optimizer state; drop "
+                    "--init-optimizer to start with a fresh optimizer"
+                )
         env_steps = int(payload["counters"]["env_steps"])
         init = payload["config"].get("init_from")
-        before = int(init.get("chain_env_steps", 0)) if isinstance(init, dict) else 0   # the parent's own offset
-        return Parent(run_dir, "checkpoint", latest, dict(online), state, env_steps, int(before) + env_steps,
-                      tuple(payload["obs_shape"]), int(payload["num_actions"]), int(payload.get("num_extras", 0)),
-                      network_signature(payload["config"]))
+        before = int(init.get("chain_env_steps", 0)) if isinstance(init, dict) else 0  # the parent's own offset
+        return Parent(
+            run_dir,
+            "checkpoint",
+            latest,
+            dict(online),
+            state,
+            env_steps,
+            int(before) + env_steps,
+            tuple(payload["obs_shape"]),
+            int(payload["num_actions"]),
+            int(payload.get("num_extras", 0)),
+            network_signature(payload["config"]),
+        )
     if weights.is_file():
         if optimizer:
-            raise UserError(f"--init-optimizer needs the parent's optimizer state, which only a checkpoint holds: "
-                            f"'{run_dir}' has {WEIGHTS} (the network's weights) but no checkpoints/latest.pt; drop "
-                            "--init-optimizer to start with a fresh optimizer, or put the checkpoint there")
+            raise UserError(
+                f"--init-optimizer needs the parent's optimizer state, which only a checkpoint holds: "
+                f"'{run_dir}' has {WEIGHTS} (the network's weights) but no checkpoints/latest.pt; drop "
+                "--init-optimizer to start with a fresh optimizer, or put the checkpoint there"
+            )
         online, meta = read_weights(weights)
-        return Parent(run_dir, "weights", weights, online, None, meta["env_steps"], meta["chain_env_steps"],
-                      meta["obs_shape"], meta["num_actions"], meta["num_extras"], meta["network"])
-    raise UserError(f"--init-from '{run_dir}': no weights there (expected {latest} or {weights}); pass a run "
-                    "directory written by drl.train")
+        return Parent(
+            run_dir,
+            "weights",
+            weights,
+            online,
+            None,
+            meta["env_steps"],
+            meta["chain_env_steps"],
+            meta["obs_shape"],
+            meta["num_actions"],
+            meta["num_extras"],
+            meta["network"],
+        )
+    raise UserError(
+        f"--init-from '{run_dir}': no weights there (expected {latest} or {weights}); pass a run "
+        "directory written by drl.train"
+    )
 
 
 def _value(v) -> str:
@@ -180,18 +254,21 @@ def start_from(agent, parent: Parent, cfg: Config, obs_shape, num_actions: int, 
     where = f"--init-from '{parent.run_dir}'"
     fix = "the config must match the parent's network"
     mine = {"observations": tuple(obs_shape), "actions": int(num_actions), "extra inputs": int(num_extras)}
-    theirs = {"observations": tuple(parent.obs_shape), "actions": parent.num_actions,
-              "extra inputs": parent.num_extras}
+    theirs = {"observations": tuple(parent.obs_shape), "actions": parent.num_actions, "extra inputs": parent.num_extras}
     differ = [k for k in mine if mine[k] != theirs[k]]
     if differ:
         what = "; ".join(f"{k} {theirs[k]} there, {mine[k]} here" for k in differ)
-        raise UserError(f"{where}: its network was trained on other inputs or actions ({what}); {fix} (the same "
-                        "env settings: observation size, frame stack, buttons, game variables)")
+        raise UserError(
+            f"{where}: its network was trained on other inputs or actions ({what}); {fix} (the same "
+            "env settings: observation size, frame stack, buttons, game variables)"
+        )
     state = agent.state_dict()
     own = state.get("online") if isinstance(state, dict) else None
     if not isinstance(own, dict):
-        raise UserError("this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
-                        "--init-from cannot load weights into it")
+        raise UserError(
+            "this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
+            "--init-from cannot load weights into it"
+        )
     keys = network_signature(cfg.model_dump())
     config_diff = [k for k in NETWORK_KEYS if k in parent.network and parent.network.get(k) != keys[k]]
     missing = [k for k in own if k not in parent.online]
@@ -201,21 +278,30 @@ def start_from(agent, parent: Parent, cfg: Config, obs_shape, num_actions: int, 
         if shapes:
             tensor = f"{shapes[0]} is {_shape(parent.online[shapes[0]])} there, {_shape(own[shapes[0]])} here"
         else:
-            tensor = (f"{len(missing)} tensors of this network are not there (e.g. {missing[0]})" if missing else
-                      f"{len(extra)} tensors there are not in this network (e.g. {extra[0]})")
+            tensor = (
+                f"{len(missing)} tensors of this network are not there (e.g. {missing[0]})"
+                if missing
+                else f"{len(extra)} tensors there are not in this network (e.g. {extra[0]})"
+            )
         named = "".join(f"{k} is {_value(parent.network[k])} there, {_value(keys[k])} here; " for k in config_diff)
         hint = f" (set {' '.join(f'{k}={_value(parent.network[k])}' for k in config_diff)})" if config_diff else ""
         raise UserError(f"{where}: its network does not fit this config ({named}{tensor}); {fix}{hint}")
     online = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in parent.online.items()}
     new = {**state, "online": online, "target": online}
     if parent.optimizer is not None:
-        optimizer = {**parent.optimizer, "param_groups": [
-            {**g, **{k: v for k, v in (("lr", cfg.agent.lr), ("eps", cfg.agent.adam_eps)) if k in g}}
-            for g in parent.optimizer.get("param_groups", [])]}
+        optimizer = {
+            **parent.optimizer,
+            "param_groups": [
+                {**g, **{k: v for k, v in (("lr", cfg.agent.lr), ("eps", cfg.agent.adam_eps)) if k in g}}
+                for g in parent.optimizer.get("param_groups", [])
+            ],
+        }
         new["optimizer"] = optimizer
     try:
         agent.load_state_dict(new)
     except (RuntimeError, KeyError, ValueError) as exc:
         part = "optimizer state" if parent.optimizer is not None else "weights"
-        raise UserError(f"{where}: its {part} does not fit this agent ({first_line(exc, 100)}); {fix}"
-                        + ("; or drop --init-optimizer" if parent.optimizer is not None else "")) from None
+        raise UserError(
+            f"{where}: its {part} does not fit this agent ({first_line(exc, 100)}); {fix}"
+            + ("; or drop --init-optimizer" if parent.optimizer is not None else "")
+        ) from None

@@ -11,6 +11,7 @@ its two children, and with integer-valued priorities (below 2**53) every sum is 
 No per-item Python loops: ``update`` and ``find`` loop over tree levels only (``log2(P)`` iterations), vectorized
 over the batch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ class SumTree:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.num_leaves = self.padded_size(capacity)
-        self.depth = self.num_leaves.bit_length() - 1          # number of levels below the root
+        self.depth = self.num_leaves.bit_length() - 1  # number of levels below the root
         self.tree = np.zeros(2 * self.num_leaves, dtype=np.float64)
         self.max_priority = 1.0
 
@@ -52,7 +53,7 @@ class SumTree:
     @property
     def leaves(self) -> np.ndarray:
         """Read-only float64 view ``[capacity]`` of the priorities."""
-        view = self.tree[self.num_leaves:self.num_leaves + self.capacity]
+        view = self.tree[self.num_leaves : self.num_leaves + self.capacity]
         view.flags.writeable = False
         return view
 
@@ -92,7 +93,7 @@ class SumTree:
         self.max_priority = max(self.max_priority, float(pri.max()))
         tree = self.tree
         for _ in range(self.depth):
-            nodes = np.unique(nodes >> 1)   # sorted unique parents of this level
+            nodes = np.unique(nodes >> 1)  # sorted unique parents of this level
             tree[nodes] = tree[2 * nodes] + tree[2 * nodes + 1]
 
     def min_priority(self) -> float:

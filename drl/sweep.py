@@ -18,6 +18,7 @@ worker processes on the same storage. At the end: a table of the trials, ``OUT/i
 importances, from 2 completed trials on) and ``OUT/best.yaml``, the best trial's config (``python -m drl.train
 OUT/best.yaml``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,12 +48,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", metavar="DIR", help="sweep directory (default OUTPUT_DIR/sweeps/STUDY_NAME)")
     parser.add_argument("--seed", type=int, help="sampler seed (default: the config's seed)")
     parser.add_argument("--pruner", choices=["median", "none"], default="median", help="default median")
-    parser.add_argument("--prune-startup", type=int, default=5, metavar="K",
-                        help="finished trials before any trial is pruned (default 5)")
-    parser.add_argument("--prune-warmup", type=int, default=0, metavar="STEPS",
-                        help="env steps of a trial before it can be pruned (default 0)")
-    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
-                        help="import MODULE first (it registers envs, agents or encoders); repeatable")
+    parser.add_argument(
+        "--prune-startup",
+        type=int,
+        default=5,
+        metavar="K",
+        help="finished trials before any trial is pruned (default 5)",
+    )
+    parser.add_argument(
+        "--prune-warmup",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="env steps of a trial before it can be pruned (default 0)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first (it registers envs, agents or encoders); repeatable",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)
     for name, low in (("trials", 1), ("jobs", 1), ("prune_startup", 0), ("prune_warmup", 0)):
@@ -77,7 +94,7 @@ def with_params(data: dict, params: dict) -> config.Config:
 
 
 def _number(value, kind: str, what: str):
-    if isinstance(value, str):   # YAML 1.1 reads 1e-4 as a string
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
         try:
             value = float(value)
         except ValueError:
@@ -99,15 +116,22 @@ def _distribution(key: str, spec, where: str):
         raise UserError(f"{where}: {key} must be a mapping with type: float, int or categorical (got {spec!r})")
     extra = set(spec) - TYPES[kind] - {"type"}
     if extra:
-        raise UserError(f"{where}: {key}: unknown field(s) {', '.join(sorted(extra))} for type {kind}; "
-                        f"allowed: {', '.join(sorted(TYPES[kind]))}")
+        raise UserError(
+            f"{where}: {key}: unknown field(s) {', '.join(sorted(extra))} for type {kind}; "
+            f"allowed: {', '.join(sorted(TYPES[kind]))}"
+        )
     try:
         if kind == "categorical":
             choices = spec.get("choices")
-            if not isinstance(choices, list) or not choices or \
-                    not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
-                raise UserError(f"{where}: {key}: choices must be a non-empty list of numbers, strings, booleans "
-                                f"or null (got {choices!r})")
+            if (
+                not isinstance(choices, list)
+                or not choices
+                or not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
+            ):
+                raise UserError(
+                    f"{where}: {key}: choices must be a non-empty list of numbers, strings, booleans "
+                    f"or null (got {choices!r})"
+                )
             return CategoricalDistribution(choices)
         if "low" not in spec or "high" not in spec:
             raise UserError(f"{where}: {key}: type {kind} needs low and high")
@@ -119,7 +143,7 @@ def _distribution(key: str, spec, where: str):
         if kind == "float":
             return FloatDistribution(low, high, log=log, step=step)
         return IntDistribution(low, high, log=log, step=step or 1)
-    except ValueError as exc:   # Optuna's own checks: low <= high, log needs low > 0, no step with log
+    except ValueError as exc:  # Optuna's own checks: low <= high, log needs low > 0, no step with log
         raise UserError(f"{where}: {key}: {exc}") from None
 
 
@@ -135,8 +159,10 @@ def load_space(path: Path, base: dict) -> dict:
         raise UserError(f"space file '{path}' does not exist")
     space = config.load_yaml(path)
     if not space:
-        raise UserError(f"{where} is empty; give at least one key, e.g. agent.lr: {{type: float, low: 1.0e-4, "
-                        "high: 1.0e-2, log: true}")
+        raise UserError(
+            f"{where} is empty; give at least one key, e.g. agent.lr: {{type: float, low: 1.0e-4, "
+            "high: 1.0e-2, log: true}"
+        )
     distributions = {}
     for key, spec in space.items():
         distributions[key] = _distribution(str(key), spec, where)
@@ -153,8 +179,10 @@ def ended(study) -> int:
     """Trials that ran to an end: completed, pruned or failed, not those cut short by Ctrl-C."""
     from optuna.trial import TrialState
 
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-               and not t.user_attrs.get("interrupted") for t in study.trials)
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and not t.user_attrs.get("interrupted")
+        for t in study.trials
+    )
 
 
 def run_trial(trial, base: dict, out: Path) -> tuple[float | None, bool]:
@@ -166,7 +194,7 @@ def run_trial(trial, base: dict, out: Path) -> tuple[float | None, bool]:
     run_dir = out / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
 
-    def report(row: dict) -> bool:   # the trainer's eval hook: true stops the run there
+    def report(row: dict) -> bool:  # the trainer's eval hook: true stops the run there
         trial.report(row["return_mean"], row["env_steps"])
         return trial.should_prune()
 
@@ -202,8 +230,11 @@ def optimize(study, distributions: dict, base: dict, out: Path, trials: int) -> 
         else:
             study.tell(trial, value)
         shown = "-" if value is None else f"{value:.3f}"
-        print(f"drl.sweep: trial {trial.number} {'pruned' if pruned else 'complete'} at {steps:,} env steps, "
-              f"return {shown}: {format_params(trial.params)}", flush=True)
+        print(
+            f"drl.sweep: trial {trial.number} {'pruned' if pruned else 'complete'} at {steps:,} env steps, "
+            f"return {shown}: {format_params(trial.params)}",
+            flush=True,
+        )
 
 
 def format_params(params: dict) -> str:
@@ -215,21 +246,34 @@ def open_study(args: argparse.Namespace, storage: str, name: str, seed: int, wor
     in the study (a continued sweep does not repeat the first one's draws) and the median pruner."""
     optuna = require("optuna", "drl.sweep", "sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = optuna.pruners.NopPruner() if args.pruner == "none" else optuna.pruners.MedianPruner(
-        n_startup_trials=args.prune_startup, n_warmup_steps=args.prune_warmup)
+    pruner = (
+        optuna.pruners.NopPruner()
+        if args.pruner == "none"
+        else optuna.pruners.MedianPruner(n_startup_trials=args.prune_startup, n_warmup_steps=args.prune_warmup)
+    )
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", pruner=pruner,
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="maximize", pruner=pruner, load_if_exists=True
+        )
     except (ValueError, ImportError, optuna.exceptions.OptunaError) as exc:
         raise UserError(f"cannot open the study '{name}' in {storage} ({str(exc).splitlines()[0][:160]})") from None
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + 1000 * worker)
     return study
 
 
-def _worker(args: argparse.Namespace, storage: str, name: str, seed: int, worker: int, distributions: dict,
-            base: dict, out: Path, trials: int) -> None:
+def _worker(
+    args: argparse.Namespace,
+    storage: str,
+    name: str,
+    seed: int,
+    worker: int,
+    distributions: dict,
+    base: dict,
+    out: Path,
+    trials: int,
+) -> None:
     """One of ``--jobs`` processes: its share of the trials on the shared storage."""
-    os.environ["TQDM_DISABLE"] = "1"   # no interleaved progress bars
+    os.environ["TQDM_DISABLE"] = "1"  # no interleaved progress bars
     try:
         optimize(open_study(args, storage, name, seed, worker), distributions, base, out, trials)
     except UserError as exc:
@@ -239,23 +283,27 @@ def _worker(args: argparse.Namespace, storage: str, name: str, seed: int, worker
         sys.exit(130)
 
 
-def run_workers(args, storage: str, name: str, seed: int, distributions: dict, base: dict, out: Path,
-                remaining: int) -> None:
+def run_workers(
+    args, storage: str, name: str, seed: int, distributions: dict, base: dict, out: Path, remaining: int
+) -> None:
     jobs = min(args.jobs, remaining)
-    if base["compute"]["threads"] == 0:   # J processes using all cores each oversubscribe the CPU badly
+    if base["compute"]["threads"] == 0:  # J processes using all cores each oversubscribe the CPU badly
         from drl.runtime import cpu_count
+
         base = copy.deepcopy(base)
         base["compute"]["threads"] = max(1, cpu_count() // jobs)
     context = multiprocessing.get_context("spawn")
     shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
-    procs = [context.Process(target=_worker, args=(args, storage, name, seed, i, distributions, base, out, n))
-             for i, n in enumerate(shares)]
+    procs = [
+        context.Process(target=_worker, args=(args, storage, name, seed, i, distributions, base, out, n))
+        for i, n in enumerate(shares)
+    ]
     for proc in procs:
         proc.start()
     try:
         for proc in procs:
             proc.join()
-    except KeyboardInterrupt:   # the workers got the signal too: their trials stop and they exit
+    except KeyboardInterrupt:  # the workers got the signal too: their trials stop and they exit
         for proc in procs:
             proc.join()
         raise
@@ -272,8 +320,9 @@ def trial_table(study) -> str:
     rows = []
     for t in study.trials:
         value = "-" if t.value is None else f"{t.value:.4g}"
-        params = [f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float) else str(t.params.get(k, "-"))
-                  for k in keys]
+        params = [
+            f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float) else str(t.params.get(k, "-")) for k in keys
+        ]
         rows.append([str(t.number), t.state.name.lower(), value, f"{t.user_attrs.get('env_steps', '-')}", *params])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
@@ -294,6 +343,7 @@ def plot_importance(study, path: Path) -> str:
     if not importances:
         return "no parameter importance: the completed trials share no parameter"
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -317,8 +367,10 @@ def write_best(study, base: dict, path: Path) -> str:
     best = study.best_trial
     trained = Path(best.user_attrs.get("run_dir", "")) / "config.yaml"
     cfg = config.load_run_config(trained.parent) if trained.is_file() else with_params(base, best.params)
-    header = (f"# best trial {best.number} of study '{study.study_name}': final return_mean {best.value:.4g}\n"
-              f"# {format_params(best.params)}\n# train it: python -m drl.train {path}\n")
+    header = (
+        f"# best trial {best.number} of study '{study.study_name}': final return_mean {best.value:.4g}\n"
+        f"# {format_params(best.params)}\n# train it: python -m drl.train {path}\n"
+    )
     path.write_text(header + config.to_yaml(cfg))
     return f"best config (trial {best.number}, return {best.value:.4g}): {path}"
 
@@ -340,14 +392,17 @@ def main(argv: list[str]) -> int:
     seed = cfg.seed if args.seed is None else args.seed
     study = open_study(args, storage, name, seed)
     remaining = max(0, args.trials - ended(study))
-    print(f"drl.sweep: study '{name}' ({storage}): {ended(study)} of {args.trials} trials ended, running "
-          f"{remaining} ({min(args.jobs, remaining) or 1} job{'s' if min(args.jobs, remaining) > 1 else ''}); "
-          f"runs in {out}", flush=True)
+    print(
+        f"drl.sweep: study '{name}' ({storage}): {ended(study)} of {args.trials} trials ended, running "
+        f"{remaining} ({min(args.jobs, remaining) or 1} job{'s' if min(args.jobs, remaining) > 1 else ''}); "
+        f"runs in {out}",
+        flush=True,
+    )
     if remaining and args.jobs > 1:
         run_workers(args, storage, name, seed, distributions, base, out, remaining)
     elif remaining:
         optimize(study, distributions, base, out, remaining)
-    study = open_study(args, storage, name, seed)   # the workers' trials too
+    study = open_study(args, storage, name, seed)  # the workers' trials too
     print(trial_table(study))
     for line in (plot_importance(study, out / "importance.png"), write_best(study, base, out / "best.yaml")):
         print(f"drl.sweep: {line}")

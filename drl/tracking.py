@@ -19,6 +19,7 @@ W&B names (x axis ``env_frames``; ``env_steps`` is logged beside it):
 ``TensorBoardTracker`` (``tracking.tensorboard: true``) writes the same scalars to TensorBoard event files in
 ``RUN_DIR/tensorboard/``, with the env steps as the step axis.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,13 +40,19 @@ if TYPE_CHECKING:
     import wandb
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-CHECK_TIMEOUT = 3.0      # seconds for the "is the server there" probe in auto mode
-INIT_TIMEOUT = 30.0      # seconds wandb.init may take before we give up on tracking
-FINISH_TIMEOUT = 120.0   # seconds of upload at the end of an online run (the rest stays on disk for wandb sync)
+CHECK_TIMEOUT = 3.0  # seconds for the "is the server there" probe in auto mode
+INIT_TIMEOUT = 30.0  # seconds wandb.init may take before we give up on tracking
+FINISH_TIMEOUT = 120.0  # seconds of upload at the end of an online run (the rest stays on disk for wandb sync)
 ID_FILE = "wandb_run_id"  # "ID MODE": a resumed online training continues the same W&B run
 
-_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
-              "disabled": "off", "off": "off"}
+_ENV_MODES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "off",
+    "off": "off",
+}
 
 
 def _warn(message: str) -> None:
@@ -128,8 +135,13 @@ def wandb_names(row: dict) -> dict:
         if value is None:
             continue
         if event == "train":
-            name = "train/episode_return" if key == "recent_return" else key if key.startswith("train/") \
+            name = (
+                "train/episode_return"
+                if key == "recent_return"
+                else key
+                if key.startswith("train/")
                 else f"train/{key}"
+            )
         elif event == "episode":
             name = {"return": "train/episode_return", "length": "train/episode_length"}.get(key, f"train/{key}")
         elif event == "eval":
@@ -139,7 +151,7 @@ def wandb_names(row: dict) -> dict:
         out[name] = value
     out["env_frames"] = int(row.get("frames", 0))
     out["env_steps"] = int(row.get("env_steps", 0))
-    if row.get("chain_env_steps") is not None:   # a segment (drl.train --init-from): steps of the whole chain
+    if row.get("chain_env_steps") is not None:  # a segment (drl.train --init-from): steps of the whole chain
         out["chain_env_steps"] = int(row["chain_env_steps"])
     if row.get("wall_time") is not None:
         out["wall_time"] = row["wall_time"]
@@ -187,8 +199,8 @@ class WandbTracker:
             _warn(f"online, run {url}" if url else "online")
 
     def _init(self, cfg: Config, job_type: str) -> None:
-        os.environ.setdefault("WANDB_SILENT", "true")          # our own one line replaces wandb's banner
-        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")   # it mistakes our `agents` package for an LLM SDK
+        os.environ.setdefault("WANDB_SILENT", "true")  # our own one line replaces wandb's banner
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")  # it mistakes our `agents` package for an LLM SDK
         import wandb
 
         run_id = None
@@ -198,13 +210,27 @@ class WandbTracker:
             # the same group: an offline resume cannot know the server's last step, so `wandb sync` could drop rows.
             previous = id_file.read_text().split()
             run_id = previous[0] if previous[1:] == ["online"] else None
-        settings = wandb.Settings(init_timeout=INIT_TIMEOUT, finish_timeout=FINISH_TIMEOUT, silent=True,
-                                  console="off", x_disable_stats=True, reinit="create_new")
+        settings = wandb.Settings(
+            init_timeout=INIT_TIMEOUT,
+            finish_timeout=FINISH_TIMEOUT,
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            reinit="create_new",
+        )
         self.run = wandb.init(
-            project=cfg.tracking.project, entity=cfg.tracking.entity, group=cfg.name, job_type=job_type,
-            name=f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}", config=cfg.model_dump(),
-            dir=str(self.run_dir), mode="online" if self.mode == "online" else "offline",  # _init's only modes
-            id=run_id, resume="allow" if run_id else None, settings=settings)
+            project=cfg.tracking.project,
+            entity=cfg.tracking.entity,
+            group=cfg.name,
+            job_type=job_type,
+            name=f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}",
+            config=cfg.model_dump(),
+            dir=str(self.run_dir),
+            mode="online" if self.mode == "online" else "offline",  # _init's only modes
+            id=run_id,
+            resume="allow" if run_id else None,
+            settings=settings,
+        )
         if job_type == "train":
             id_file.write_text(f"{self.run.id} {self.mode}\n")
         self.sync_dir = Path(self.run.dir).parent  # RUN_DIR/wandb/offline-run-DATE-ID
@@ -271,8 +297,9 @@ class TensorBoardTracker:
     def __init__(self, run_dir: Path, resumed_at: int | None = None):
         tensorboard = require("torch.utils.tensorboard", "tracking.tensorboard", "tensorboard", "tensorboard")
         self.log_dir = Path(run_dir) / self.SUBDIR
-        self.writer = tensorboard.SummaryWriter(str(self.log_dir),
-                                                purge_step=None if resumed_at is None else resumed_at + 1)
+        self.writer = tensorboard.SummaryWriter(
+            str(self.log_dir), purge_step=None if resumed_at is None else resumed_at + 1
+        )
 
     def log_row(self, row: dict) -> None:
         if self.writer is None:

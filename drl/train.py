@@ -1,5 +1,6 @@
 """``python -m drl.train EXPERIMENT [key=value ...] [--init-from RUN_DIR [--init-optimizer]]`` or
 ``python -m drl.train --resume RUN_DIR [key=value ...]``."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,65 +16,98 @@ from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError, first_line
 
-_last_result: dict | None = None   # the result of this process's last main(): run_seeds stops after an interrupted seed
+_last_result: dict | None = None  # the result of this process's last main(): run_seeds stops after an interrupted seed
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m drl.train", description="Train an agent on a named experiment (experiments/*.yaml).",
-        epilog="experiments: " + ", ".join(config.available_experiments()))
+        prog="python -m drl.train",
+        description="Train an agent on a named experiment (experiments/*.yaml).",
+        epilog="experiments: " + ", ".join(config.available_experiments()),
+    )
     parser.add_argument("experiment", nargs="?", help="experiment name or path to a YAML file")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. agent.lr=1e-4 env.num_envs=8")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    parser.add_argument("--init-from", metavar="RUN_DIR",
-                        help="start a new run from the weights of RUN_DIR (its checkpoint, else its weights.safetensors): "
-                        "online and target networks; fresh replay, counters and epsilon schedule (drl/segments.py)")
-    parser.add_argument("--init-optimizer", action="store_true",
-                        help="with --init-from: also take the optimizer state (needs RUN_DIR/checkpoints/latest.pt)")
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start a new run from the weights of RUN_DIR (its checkpoint, else its weights.safetensors): "
+        "online and target networks; fresh replay, counters and epsilon schedule (drl/segments.py)",
+    )
+    parser.add_argument(
+        "--init-optimizer",
+        action="store_true",
+        help="with --init-from: also take the optimizer state (needs RUN_DIR/checkpoints/latest.pt)",
+    )
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: OUTPUT_DIR/NAME-seedS-TIMESTAMP)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
-    parser.add_argument("--seeds", metavar="S,S,...", help="run the experiment once per seed (one W&B group); "
-                        "with --run-dir DIR the runs go to DIR/seedS")
-    parser.add_argument("--parallel", metavar="N", type=int, default=1,
-                        help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)")
-    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
-                        help="import MODULE first (it registers envs, agents or encoders); repeatable")
+    parser.add_argument(
+        "--seeds",
+        metavar="S,S,...",
+        help="run the experiment once per seed (one W&B group); with --run-dir DIR the runs go to DIR/seedS",
+    )
+    parser.add_argument(
+        "--parallel",
+        metavar="N",
+        type=int,
+        default=1,
+        help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first (it registers envs, agents or encoders); repeatable",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     if args.resume and args.experiment and "=" in args.experiment:
         args.overrides.insert(0, args.experiment)
         args.experiment = None
     if args.resume and args.init_from:
-        raise UserError("--init-from starts a new run from another run's weights, --resume continues a run; give "
-                        "one of them")
+        raise UserError(
+            "--init-from starts a new run from another run's weights, --resume continues a run; give one of them"
+        )
     if args.init_optimizer and not args.init_from:
         raise UserError("--init-optimizer takes the optimizer state of the --init-from run; add --init-from RUN_DIR")
     if not args.resume and not args.experiment:
-        parser.error("give an EXPERIMENT (one of: " + ", ".join(config.available_experiments()) + ") or --resume RUN_DIR")
+        parser.error(
+            "give an EXPERIMENT (one of: " + ", ".join(config.available_experiments()) + ") or --resume RUN_DIR"
+        )
     return args
 
 
 def prepare_run_dir(cfg: config.Config, run_dir: str | None, overwrite: bool) -> tuple[Path, Path | None]:
     """Create the run directory. With ``overwrite`` an existing one is moved aside (returned second) and deleted
     only once the new run has been set up (``finish_run_dir``), so a failing start loses nothing."""
-    path = Path(run_dir) if run_dir else Path(cfg.output_dir) / f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = (
+        Path(run_dir)
+        if run_dir
+        else Path(cfg.output_dir) / f"{cfg.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     old = None
     if path.exists():
         if not overwrite:
-            raise UserError(f"run directory '{path}' already exists; use --resume {path} to continue it, "
-                            "--overwrite to replace it, or another --run-dir")
+            raise UserError(
+                f"run directory '{path}' already exists; use --resume {path} to continue it, "
+                "--overwrite to replace it, or another --run-dir"
+            )
         old = path.with_name(f"{path.name}.replaced-{os.getpid()}")
         try:
             path.rename(old)
         except OSError as exc:
-            raise UserError(f"cannot replace run directory '{path}' ({exc.strerror}); remove it or use another "
-                            "--run-dir") from None
+            raise UserError(
+                f"cannot replace run directory '{path}' ({exc.strerror}); remove it or use another --run-dir"
+            ) from None
     try:
         path.mkdir(parents=True)
     except OSError as exc:
         finish_run_dir(None, old, path)
-        raise UserError(f"cannot create run directory '{path}' ({exc.strerror}); set output_dir=... to a writable "
-                        "folder") from None
+        raise UserError(
+            f"cannot create run directory '{path}' ({exc.strerror}); set output_dir=... to a writable folder"
+        ) from None
     if not os.access(path, os.W_OK):
         finish_run_dir(path, old, path)
         raise UserError(f"run directory '{path}' is not writable; set output_dir=... to a writable folder")
@@ -104,49 +138,63 @@ def main(argv: list[str]) -> int:
             raise UserError(f"cannot resume '{run_dir}': no such run directory (expected {run_dir}/config.yaml)")
         cfg = config.load_run_config(run_dir, args.overrides)
         from drl import checkpoint  # heavy import (torch) after the config checks: bad input fails fast
+
         payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
         checkpoint.check_experiment(payload, cfg.name, "resume the run directory that wrote it")
     else:
-        if any(o.split("=", 1)[0].strip().split(".")[0] == "init_from" and o.replace(" ", "") != "init_from=null"
-               for o in args.overrides):
+        if any(
+            o.split("=", 1)[0].strip().split(".")[0] == "init_from" and o.replace(" ", "") != "init_from=null"
+            for o in args.overrides
+        ):
             raise UserError("init_from is written by --init-from, not set by an override: use --init-from RUN_DIR")
         cfg = config.load(args.experiment, args.overrides, imports=args.imports)
-        if cfg.init_from is not None and not args.init_from:   # e.g. a segment's config.yaml as the experiment
-            raise UserError(f"init_from is written by --init-from, not set in a config: use --init-from "
-                            f"{cfg.init_from.run_dir} (or init_from=null to start from scratch)")
+        if cfg.init_from is not None and not args.init_from:  # e.g. a segment's config.yaml as the experiment
+            raise UserError(
+                f"init_from is written by --init-from, not set in a config: use --init-from "
+                f"{cfg.init_from.run_dir} (or init_from=null to start from scratch)"
+            )
         if args.init_from:
             from drl import segments  # heavy import (torch) after the config checks
+
             parent = segments.load_parent(args.init_from, args.init_optimizer)
             cfg.init_from = parent.record()
         if cfg.distributed.collectors:  # Ray is optional: without it, one line before anything is written
             from drl.distributed import require_ray
+
             require_ray(cfg.distributed.address)
         run_dir, old = prepare_run_dir(cfg, args.run_dir, args.overwrite)
         payload = None
     from drl.distributed import trainer_class  # Trainer, or the distributed Learner (distributed.collectors > 0)
     from drl.loop import replay_ratio, write_run_files  # heavy imports (torch) after the config checks
+
     try:  # set-up errors (device, env, memory, checkpoint contents) are one line; a new run dir is removed again
-        trainer = trainer_class(cfg)(cfg, run_dir, resume_from=payload,
-                                     **({"init_from": parent} if parent is not None else {}))
+        trainer = trainer_class(cfg)(
+            cfg, run_dir, resume_from=payload, **({"init_from": parent} if parent is not None else {})
+        )
     except BaseException as exc:
         if not args.resume:
             finish_run_dir(run_dir, old, run_dir)
         if isinstance(exc, (UserError, KeyboardInterrupt)) or not isinstance(exc, Exception):
             raise
         first = first_line(exc, 200, default="")
-        raise UserError(f"could not set up the run: {type(exc).__name__}: {first} (rerun with --debug for the "
-                        "traceback)") from exc
+        raise UserError(
+            f"could not set up the run: {type(exc).__name__}: {first} (rerun with --debug for the traceback)"
+        ) from exc
     finish_run_dir(None, old, run_dir)
     # after the set-up, so a failed resume leaves config.yaml as it was; the run's own config (a distributed
     # learner trains on a copy with prioritized replay)
     write_run_files(trainer.cfg, run_dir)
     try:
-        print(f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
-              f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
-              f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})")
+        print(
+            f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
+            f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
+            f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})"
+        )
         if parent is not None:
-            print(f"drl: started from {parent.path} (its step {parent.env_steps:,}; {parent.chain_env_steps:,} env "
-                  f"steps along the chain){'; optimizer state too' if parent.optimizer is not None else ''}")
+            print(
+                f"drl: started from {parent.path} (its step {parent.env_steps:,}; {parent.chain_env_steps:,} env "
+                f"steps along the chain){'; optimizer state too' if parent.optimizer is not None else ''}"
+            )
         result = trainer.run()
     finally:
         trainer.close()
@@ -180,7 +228,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     cfg = config.load(args.experiment, args.overrides, imports=args.imports)  # config errors once, before any run
     extra = (["--overwrite"] if args.overwrite else []) + [f"--import={m}" for m in args.imports]
-    if args.init_from:   # every seed starts from the same parent
+    if args.init_from:  # every seed starts from the same parent
         extra += ["--init-from", args.init_from, *(["--init-optimizer"] if args.init_optimizer else [])]
     if args.debug:
         extra.append("--debug")
@@ -188,11 +236,21 @@ def run_seeds(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if parallel > 1 and cfg.compute.threads == 0:  # N processes using all cores each oversubscribe the CPU badly
         from drl.runtime import cpu_count
+
         overrides.append(f"compute.threads={max(1, cpu_count() // parallel)}")
-    per_seed = [[args.experiment, *overrides, f"seed={s}",
-                 *(["--run-dir", str(Path(args.run_dir) / f"seed{s}")] if args.run_dir else []), *extra]
-                for s in seeds]
-    print(f"drl: {cfg.name}: seeds {', '.join(map(str, seeds))} ({'sequential' if parallel == 1 else f'{parallel} at once'})")
+    per_seed = [
+        [
+            args.experiment,
+            *overrides,
+            f"seed={s}",
+            *(["--run-dir", str(Path(args.run_dir) / f"seed{s}")] if args.run_dir else []),
+            *extra,
+        ]
+        for s in seeds
+    ]
+    print(
+        f"drl: {cfg.name}: seeds {', '.join(map(str, seeds))} ({'sequential' if parallel == 1 else f'{parallel} at once'})"
+    )
     if parallel == 1:
         for seed, seed_argv in zip(seeds, per_seed):
             _last_result = None
@@ -205,7 +263,7 @@ def run_seeds(args: argparse.Namespace) -> int:
 
 
 def _relay(proc: subprocess.Popen, prefix: str) -> None:
-    assert proc.stdout is not None   # started with stdout=PIPE
+    assert proc.stdout is not None  # started with stdout=PIPE
     for line in proc.stdout:
         sys.stdout.write(prefix + line)
         sys.stdout.flush()
@@ -220,8 +278,14 @@ def _run_parallel(seeds: list[int], per_seed: list[list[str]], parallel: int) ->
         while queue or running:
             while queue and len(running) < parallel:
                 seed, seed_argv = queue.pop(0)
-                proc = subprocess.Popen([sys.executable, "-m", "drl.train", *seed_argv], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "drl.train", *seed_argv],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                    env=env,
+                )
                 relay = threading.Thread(target=_relay, args=(proc, f"[seed {seed}] "), daemon=True)
                 relay.start()
                 running.append((seed, proc, relay))

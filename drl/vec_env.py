@@ -22,6 +22,7 @@ Conventions (N = number of envs stepping together):
   ``truncated`` means "time limit: bootstrap"; ``reset`` means the env really started a new episode
   (game over or time limit). For most worlds ``reset == terminated | truncated``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,13 +38,13 @@ from drl.registry import ENV_KINDS, resolve
 
 @dataclass
 class VecStep:
-    obs: torch.Tensor                      # uint8 [N, C, H, W] (float32 [N, D] for vectors), on device, after autoreset
-    reward: torch.Tensor                   # float32 [N], learning reward
-    terminated: torch.Tensor               # bool [N], no bootstrap (includes Atari life loss)
-    truncated: torch.Tensor                # bool [N], time limit, bootstrap
-    reset: torch.Tensor                    # bool [N], a new episode started in this step
+    obs: torch.Tensor  # uint8 [N, C, H, W] (float32 [N, D] for vectors), on device, after autoreset
+    reward: torch.Tensor  # float32 [N], learning reward
+    terminated: torch.Tensor  # bool [N], no bootstrap (includes Atari life loss)
+    truncated: torch.Tensor  # bool [N], time limit, bootstrap
+    reset: torch.Tensor  # bool [N], a new episode started in this step
     final_obs: torch.Tensor | None = None  # as obs; rows valid where reset (None if no reset)
-    extras: torch.Tensor | None = None     # float32 [N, K] or None
+    extras: torch.Tensor | None = None  # float32 [N, K] or None
     final_extras: torch.Tensor | None = None
     # One dict per episode that ended in this step: {"env": i, "return": native whole-game score,
     # "length": agent steps, ...scenario measures such as "kills" or "survival_tics"}.
@@ -51,7 +52,7 @@ class VecStep:
     # bool [N] or None: envs whose step was lost (a crashed Doom worker restarted with a new game); their
     # ``reward`` and flags are placeholders, and replay stores no transition for them
     dropped: torch.Tensor | None = None
-    labels: torch.Tensor | None = None        # uint8 [N] game-feature bits of obs's newest frame, or None
+    labels: torch.Tensor | None = None  # uint8 [N] game-feature bits of obs's newest frame, or None
     final_labels: torch.Tensor | None = None  # uint8 [N] those of final_obs's newest frame; rows valid where reset
     # The game's own colour screens, for videos only (``make_env(..., screens=True)``): host numpy uint8
     # [N, H, W, 3] of the frames behind ``obs`` / ``final_obs`` (``final_screen`` rows valid where reset; None
@@ -69,19 +70,20 @@ def unpack_labels(labels: torch.Tensor, num_features: int) -> torch.Tensor:
 class VectorEnv(Protocol):
     num_envs: int
     num_actions: int
-    frame_stack: int          # frames per observation
-    frame_channels: int       # channels per frame (1 gray, 3 RGB)
-    frames_per_step: int      # emulator frames per agent step (the frame skip; 1 for torch-native)
+    frame_stack: int  # frames per observation
+    frame_channels: int  # channels per frame (1 gray, 3 RGB)
+    frames_per_step: int  # emulator frames per agent step (the frame skip; 1 for torch-native)
     # optional: ``emulator_fps``, the emulator's real-time frame rate (Atari 60, Doom 35) for videos
-    num_extras: int           # K, 0 when there are no extra inputs
+    num_extras: int  # K, 0 when there are no extra inputs
     device: torch.device
     action_names: list[str]
 
-    def reset(self, seed: int | None = None) -> VecStep: ...   # reward/flags are zeros, reset all True
-    def step(self, actions: torch.Tensor) -> VecStep: ...      # actions int64 [N] on any device
-    def step_async(self, actions: torch.Tensor) -> None: ...   # start a step ...
-    def step_wait(self) -> VecStep: ...                        # ... and finish it
+    def reset(self, seed: int | None = None) -> VecStep: ...  # reward/flags are zeros, reset all True
+    def step(self, actions: torch.Tensor) -> VecStep: ...  # actions int64 [N] on any device
+    def step_async(self, actions: torch.Tensor) -> None: ...  # start a step ...
+    def step_wait(self) -> VecStep: ...  # ... and finish it
     def close(self) -> None: ...
+
     # optional, read through ``fault_counters`` and ``episode_summary`` below:
     # ``fault_counters() -> dict[str, int]``: counters of faults survived so far (Doom: ``worker_restarts``,
     #     ``episodes_dropped``), reported in the train rows;
@@ -108,6 +110,7 @@ class _SplitStepping(Protocol):
 
 class _WholeStepping(Protocol):
     _pending_actions: torch.Tensor | None
+
     def step(self, actions: torch.Tensor) -> VecStep: ...
 
 
@@ -134,8 +137,16 @@ class SyncStepping:
         return self.step(actions)
 
 
-def make_env(cfg, device, seed: int, num_envs: int | None = None, evaluation: bool = False,
-             max_frames: int | None = None, labels: tuple[str, ...] | list[str] = (), screens: bool = False):
+def make_env(
+    cfg,
+    device,
+    seed: int,
+    num_envs: int | None = None,
+    evaluation: bool = False,
+    max_frames: int | None = None,
+    labels: tuple[str, ...] | list[str] = (),
+    screens: bool = False,
+):
     """A vector env of ``cfg.num_envs`` (or ``num_envs``) envs on ``device``, for any registered kind (``cfg`` is its
     ``env`` section). ``evaluation=True`` turns off learning-only signals (e.g. Atari's life loss as terminal);
     ``max_frames`` caps episodes (emulator frames). ``labels`` (``agent.aux.features``) asks for per-step
@@ -147,17 +158,28 @@ def make_env(cfg, device, seed: int, num_envs: int | None = None, evaluation: bo
     if labels:
         if "labels" not in inspect.signature(make).parameters:
             labelling = [k for k in ENV_KINDS.names() if ENV_KINDS.get(k).check_features is not None]
-            raise UserError(f"agent.aux.features needs game-feature labels, which env.kind '{cfg.kind}' does not "
-                            f"produce ({' and '.join(labelling)} {'does' if len(labelling) == 1 else 'do'}); "
-                            "set agent.aux.features=[]")
+            raise UserError(
+                f"agent.aux.features needs game-feature labels, which env.kind '{cfg.kind}' does not "
+                f"produce ({' and '.join(labelling)} {'does' if len(labelling) == 1 else 'do'}); "
+                "set agent.aux.features=[]"
+            )
         extra["labels"] = tuple(labels)
     if screens:
         if not supports_screens(cfg.kind):
-            raise UserError(f"env.kind '{cfg.kind}' cannot record the game's own screen; record the agent's view "
-                            "instead (--video-view agent)")
+            raise UserError(
+                f"env.kind '{cfg.kind}' cannot record the game's own screen; record the agent's view "
+                "instead (--video-view agent)"
+            )
         extra["screens"] = True
-    return make(cfg, num_envs=num_envs or cfg.num_envs, device=device, seed=seed, evaluation=evaluation,
-                max_frames=max_frames, **extra)
+    return make(
+        cfg,
+        num_envs=num_envs or cfg.num_envs,
+        device=device,
+        seed=seed,
+        evaluation=evaluation,
+        max_frames=max_frames,
+        **extra,
+    )
 
 
 def supports_screens(kind: str) -> bool:

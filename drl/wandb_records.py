@@ -9,6 +9,7 @@ header is zero padding. Payloads (joined across FIRST..LAST) are serialized
 ``read_run(path)`` collects what a run logged: run info (id, project, group, job type, name), config, history
 rows, summary and ``define_metric`` records (used by the tests to check what an offline run recorded).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,19 +41,19 @@ def iter_payloads(path: Path) -> Iterator[bytes]:
     pos, pending = HEADER_SIZE, b""
     while pos < len(data):
         left_in_block = BLOCK_SIZE - pos % BLOCK_SIZE
-        if left_in_block < CHUNK_HEADER:          # zero padding at the end of a block
+        if left_in_block < CHUNK_HEADER:  # zero padding at the end of a block
             pos += left_in_block
             continue
         if pos + CHUNK_HEADER > len(data):
-            break                                  # a header cut by a crash
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + CHUNK_HEADER])
+            break  # a header cut by a crash
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER])
         start = pos + CHUNK_HEADER
-        if kind == 0 and length == 0:              # pre-allocated / padded space
+        if kind == 0 and length == 0:  # pre-allocated / padded space
             pos += left_in_block
             continue
         if start + length > len(data):
-            break                                  # a payload cut by a crash
-        payload = data[start:start + length]
+            break  # a payload cut by a crash
+        payload = data[start : start + length]
         pos = start + length
         if kind == FULL:
             pending = b""
@@ -104,8 +105,14 @@ def read_run(path: Path) -> dict:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            out["run"] = {"id": r.run_id, "entity": r.entity, "project": r.project, "group": r.run_group,
-                          "job_type": r.job_type, "name": r.display_name}
+            out["run"] = {
+                "id": r.run_id,
+                "entity": r.entity,
+                "project": r.project,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "name": r.display_name,
+            }
             update_config(r.config)
         elif kind == "config":
             update_config(record.config)

@@ -11,6 +11,7 @@ trajectories (checked every step), but colour 210x160 frames without the stack. 
 so this shows the game's own screen of exactly the episodes the agent plays (max-pooled over the last two emulator
 frames, as the agent's frames are; flicker, an input corruption, is not drawn on it).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,34 +25,61 @@ from drl.vec_env import AsyncStepping, VecStep
 
 def atari_games() -> list[str]:
     import ale_py.roms
+
     return sorted(ale_py.roms.get_all_rom_ids())
 
 
 class AtariVecEnv(AsyncStepping):
     frame_channels = 1
     num_extras = 0
-    emulator_fps = 60          # the Atari 2600's frame rate (real-time video)
+    emulator_fps = 60  # the Atari 2600's frame rate (real-time video)
 
-    def __init__(self, game: str, num_envs: int, device: torch.device, seed: int = 0, frame_skip: int = 4,
-                 frame_stack: int = 4, sticky_actions: float = 0.0, noop_max: int = 30,
-                 life_loss_terminal: bool = True, clip_rewards: bool = True, max_episode_frames: int = 108_000,
-                 flicker: float = 0.0, num_threads: int = 0, screens: bool = False):
+    def __init__(
+        self,
+        game: str,
+        num_envs: int,
+        device: torch.device,
+        seed: int = 0,
+        frame_skip: int = 4,
+        frame_stack: int = 4,
+        sticky_actions: float = 0.0,
+        noop_max: int = 30,
+        life_loss_terminal: bool = True,
+        clip_rewards: bool = True,
+        max_episode_frames: int = 108_000,
+        flicker: float = 0.0,
+        num_threads: int = 0,
+        screens: bool = False,
+    ):
         from ale_py.vector_env import AtariVectorEnv
         from gymnasium.spaces import Discrete
 
         self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
         self.frames_per_step = frame_skip  # emulator frames per agent step
         self.life_loss_terminal, self.clip_rewards, self.flicker = life_loss_terminal, clip_rewards, flicker
-        common: dict[str, Any] = dict(num_threads=num_threads, repeat_action_probability=sticky_actions,
-                      max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", frameskip=frame_skip,
-                      maxpool=True, noop_max=noop_max, episodic_life=False, reward_clipping=False, use_fire_reset=True)
-        self.env = AtariVectorEnv(game, num_envs, img_height=84, img_width=84, grayscale=True, stack_num=frame_stack,
-                                  **common)
+        common: dict[str, Any] = dict(
+            num_threads=num_threads,
+            repeat_action_probability=sticky_actions,
+            max_num_frames_per_episode=max_episode_frames,
+            autoreset_mode="SameStep",
+            frameskip=frame_skip,
+            maxpool=True,
+            noop_max=noop_max,
+            episodic_life=False,
+            reward_clipping=False,
+            use_fire_reset=True,
+        )
+        self.env = AtariVectorEnv(
+            game, num_envs, img_height=84, img_width=84, grayscale=True, stack_num=frame_stack, **common
+        )
         # the same games in colour at full size, stepped with the same actions (videos only)
-        self.screen_env = (AtariVectorEnv(game, num_envs, img_height=210, img_width=160, grayscale=False,
-                                          stack_num=1, **common) if screens else None)
+        self.screen_env = (
+            AtariVectorEnv(game, num_envs, img_height=210, img_width=160, grayscale=False, stack_num=1, **common)
+            if screens
+            else None
+        )
         action_space = self.env.single_action_space
-        assert isinstance(action_space, Discrete)   # ALE's actions: indices into the game's action set
+        assert isinstance(action_space, Discrete)  # ALE's actions: indices into the game's action set
         self.num_actions = int(action_space.n)
         self.action_names = [f"action_{i}" for i in range(self.num_actions)]
         self.seed = seed
@@ -97,9 +125,14 @@ class AtariVecEnv(AsyncStepping):
             keep, _ = self._flicker_step(torch.ones(n, dtype=torch.bool, device=self.device))
             self._keep = keep
         false = torch.zeros(n, dtype=torch.bool, device=self.device)
-        return VecStep(obs=self._obs(obs, keep), reward=torch.zeros(n, device=self.device), terminated=false,
-                       truncated=false.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device),
-                       screen=screen)
+        return VecStep(
+            obs=self._obs(obs, keep),
+            reward=torch.zeros(n, device=self.device),
+            terminated=false,
+            truncated=false.clone(),
+            reset=torch.ones(n, dtype=torch.bool, device=self.device),
+            screen=screen,
+        )
 
     def step_async(self, actions: torch.Tensor) -> None:
         """ALE's threads step the games; ``step_wait`` collects (the GIL is free meanwhile)."""
@@ -144,10 +177,16 @@ class AtariVecEnv(AsyncStepping):
             self._keep = keep
         final_obs = self._obs(info["final_obs"], keep_final) if reset.any() else None
         return VecStep(
-            obs=self._obs(obs, keep), reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
-            terminated=torch.as_tensor(learn_terminal, device=dev), truncated=torch.as_tensor(truncated & ~terminated, device=dev),
-            reset=torch.as_tensor(reset, device=dev), final_obs=final_obs, episodes=episodes,
-            screen=screen, final_screen=final_screen)
+            obs=self._obs(obs, keep),
+            reward=torch.as_tensor(learn_reward, dtype=torch.float32, device=dev),
+            terminated=torch.as_tensor(learn_terminal, device=dev),
+            truncated=torch.as_tensor(truncated & ~terminated, device=dev),
+            reset=torch.as_tensor(reset, device=dev),
+            final_obs=final_obs,
+            episodes=episodes,
+            screen=screen,
+            final_screen=final_screen,
+        )
 
     def close(self) -> None:
         self.env.close()
@@ -155,8 +194,16 @@ class AtariVecEnv(AsyncStepping):
             self.screen_env.close()
 
 
-def make_atari_env(cfg, *, num_envs: int, device: torch.device, seed: int, evaluation: bool = False,
-                   max_frames: int | None = None, screens: bool = False) -> AtariVecEnv:
+def make_atari_env(
+    cfg,
+    *,
+    num_envs: int,
+    device: torch.device,
+    seed: int,
+    evaluation: bool = False,
+    max_frames: int | None = None,
+    screens: bool = False,
+) -> AtariVecEnv:
     """``env.kind: atari``; an unknown ``env.game`` is a one-line error naming the closest ROMs."""
     import difflib
 
@@ -165,10 +212,23 @@ def make_atari_env(cfg, *, num_envs: int, device: torch.device, seed: int, evalu
     games = atari_games()
     if cfg.game not in games:
         close = difflib.get_close_matches(cfg.game, games, n=3)
-        raise ConfigError(f"unknown Atari game '{cfg.game}' (env.game); "
-                          + (f"did you mean {', '.join(close)}?" if close else "use an ale-py ROM name like pong"))
-    return AtariVecEnv(cfg.game, num_envs, device, seed=seed, frame_skip=cfg.frame_skip,
-                       frame_stack=cfg.frame_stack, sticky_actions=cfg.sticky_actions, noop_max=cfg.noop_max,
-                       life_loss_terminal=cfg.life_loss_terminal and not evaluation, clip_rewards=cfg.clip_rewards,
-                       max_episode_frames=max_frames or cfg.max_episode_frames, flicker=cfg.flicker,
-                       num_threads=cfg.num_threads, screens=screens)
+        raise ConfigError(
+            f"unknown Atari game '{cfg.game}' (env.game); "
+            + (f"did you mean {', '.join(close)}?" if close else "use an ale-py ROM name like pong")
+        )
+    return AtariVecEnv(
+        cfg.game,
+        num_envs,
+        device,
+        seed=seed,
+        frame_skip=cfg.frame_skip,
+        frame_stack=cfg.frame_stack,
+        sticky_actions=cfg.sticky_actions,
+        noop_max=cfg.noop_max,
+        life_loss_terminal=cfg.life_loss_terminal and not evaluation,
+        clip_rewards=cfg.clip_rewards,
+        max_episode_frames=max_frames or cfg.max_episode_frames,
+        flicker=cfg.flicker,
+        num_threads=cfg.num_threads,
+        screens=screens,
+    )

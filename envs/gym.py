@@ -12,6 +12,7 @@ Observations become one of two kinds, each stored in replay in its own dtype:
 ``frame_stack`` stacks the last observations along the first axis (zeros before an episode's start).
 Episode reports carry the env's own (unscaled) return and length. One agent step is one env step.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -38,8 +39,9 @@ def _register_namespace(env_id: str) -> None:
     try:
         getattr(importlib.import_module(module), function)()
     except ImportError:
-        raise ConfigError(f"env.id '{env_id}' needs the {namespace} package; install it with "
-                          f"pip install -e '.[{extra}]'") from None
+        raise ConfigError(
+            f"env.id '{env_id}' needs the {namespace} package; install it with pip install -e '.[{extra}]'"
+        ) from None
 
 
 def observation_layout(space) -> tuple[str, tuple[int, ...]]:
@@ -53,11 +55,13 @@ def observation_layout(space) -> tuple[str, tuple[int, ...]]:
         if space.dtype in (np.uint8, np.bool_) and len(shape) in (2, 3):
             if len(shape) == 2:
                 return "image", (1, *shape)
-            channels_first = shape[0] <= 4 < shape[-1]    # Gymnasium's images are [H, W, C] unless clearly not
+            channels_first = shape[0] <= 4 < shape[-1]  # Gymnasium's images are [H, W, C] unless clearly not
             return "image", shape if channels_first else (shape[2], shape[0], shape[1])
         return "vector", (int(np.prod(shape)),)
-    raise ConfigError(f"observation space {space} is not supported (env.id); drl takes Box images or vectors and "
-                      "Discrete observations: wrap the env with a gymnasium ObservationWrapper")
+    raise ConfigError(
+        f"observation space {space} is not supported (env.id); drl takes Box images or vectors and "
+        "Discrete observations: wrap the env with a gymnasium ObservationWrapper"
+    )
 
 
 class GymVecEnv:
@@ -66,34 +70,55 @@ class GymVecEnv:
     frames_per_step = 1
     num_extras = 0
 
-    def __init__(self, env_id: str, num_envs: int, device: torch.device, seed: int = 0, kwargs: dict | None = None,
-                 vectorization: str = "sync", frame_stack: int = 1, max_episode_steps: int | None = None,
-                 screens: bool = False):
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        device: torch.device,
+        seed: int = 0,
+        kwargs: dict | None = None,
+        vectorization: str = "sync",
+        frame_stack: int = 1,
+        max_episode_steps: int | None = None,
+        screens: bool = False,
+    ):
         import gymnasium as gym
         from gymnasium import spaces
 
         _register_namespace(env_id)
         if env_id not in gym.registry:
             import difflib
+
             close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-            raise ConfigError(f"unknown Gymnasium id '{env_id}' (env.id); "
-                              + (f"did you mean {', '.join(close)}? " if close else "")
-                              + "register it first (a module in `imports` that calls gymnasium.register)")
+            raise ConfigError(
+                f"unknown Gymnasium id '{env_id}' (env.id); "
+                + (f"did you mean {', '.join(close)}? " if close else "")
+                + "register it first (a module in `imports` that calls gymnasium.register)"
+            )
         make_kwargs = dict(kwargs or {})
         if max_episode_steps is not None:
             make_kwargs["max_episode_steps"] = max_episode_steps
-        self.screens = screens   # videos: each env's own render() after every step (not the finished episode's last)
+        self.screens = screens  # videos: each env's own render() after every step (not the finished episode's last)
         if screens:
             make_kwargs["render_mode"] = "rgb_array"
         # what make_vec builds for vectorization sync / async (typed as the VectorEnv base, which has no call())
-        self.vector = cast("gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv", gym.make_vec(
-            env_id, num_envs=num_envs, vectorization_mode=vectorization,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **make_kwargs))
+        self.vector = cast(
+            "gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv",
+            gym.make_vec(
+                env_id,
+                num_envs=num_envs,
+                vectorization_mode=vectorization,
+                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                **make_kwargs,
+            ),
+        )
         action_space = self.vector.single_action_space
         if not isinstance(action_space, spaces.Discrete):
             self.vector.close()
-            raise ConfigError(f"env.id '{env_id}' has action space {action_space}; drl's agents take Discrete "
-                              "actions only (discretize it with a gymnasium ActionWrapper)")
+            raise ConfigError(
+                f"env.id '{env_id}' has action space {action_space}; drl's agents take Discrete "
+                "actions only (discretize it with a gymnasium ActionWrapper)"
+            )
         self.obs_kind, frame_shape = observation_layout(self.vector.single_observation_space)
         self.num_envs, self.device, self.frame_stack = num_envs, torch.device(device), frame_stack
         self.num_actions = int(action_space.n)
@@ -102,8 +127,13 @@ class GymVecEnv:
         self.frame_channels = frame_shape[0]
         self.frame_shape = frame_shape
         self._space = self.vector.single_observation_space
-        self._stack = torch.zeros(num_envs, frame_stack * frame_shape[0], *frame_shape[1:],
-                                  dtype=torch.uint8 if self.obs_kind == "image" else torch.float32, device=self.device)
+        self._stack = torch.zeros(
+            num_envs,
+            frame_stack * frame_shape[0],
+            *frame_shape[1:],
+            dtype=torch.uint8 if self.obs_kind == "image" else torch.float32,
+            device=self.device,
+        )
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._seed = seed
@@ -123,9 +153,9 @@ class GymVecEnv:
             return to_device(torch.from_numpy(obs.reshape(len(obs), -1).astype(np.float32)), self.device)
         if obs.dtype == np.bool_:
             obs = obs.astype(np.uint8) * 255
-        if obs.ndim == 3:                                  # [N, H, W]
+        if obs.ndim == 3:  # [N, H, W]
             obs = obs[:, None]
-        elif tuple(obs.shape[1:]) != self.frame_shape:     # [N, H, W, C] -> [N, C, H, W]
+        elif tuple(obs.shape[1:]) != self.frame_shape:  # [N, H, W, C] -> [N, C, H, W]
             obs = obs.transpose(0, 3, 1, 2)
         return to_device(torch.from_numpy(np.ascontiguousarray(obs)), self.device)
 
@@ -145,12 +175,18 @@ class GymVecEnv:
         self._returns[:] = 0
         self._lengths[:] = 0
         n = self.num_envs
-        self._stack = self._push(torch.zeros_like(self._stack), self._frames(obs), torch.ones(n, dtype=torch.bool,
-                                                                                               device=self.device))
+        self._stack = self._push(
+            torch.zeros_like(self._stack), self._frames(obs), torch.ones(n, dtype=torch.bool, device=self.device)
+        )
         zeros = torch.zeros(n, dtype=torch.bool, device=self.device)
-        return VecStep(obs=self._stack, reward=torch.zeros(n, device=self.device), terminated=zeros,
-                       truncated=zeros.clone(), reset=torch.ones(n, dtype=torch.bool, device=self.device),
-                       screen=self._screens())
+        return VecStep(
+            obs=self._stack,
+            reward=torch.zeros(n, device=self.device),
+            terminated=zeros,
+            truncated=zeros.clone(),
+            reset=torch.ones(n, dtype=torch.bool, device=self.device),
+            screen=self._screens(),
+        )
 
     def _screens(self) -> np.ndarray | None:
         """uint8 [N, H, W, 3] from each env's ``render()`` (``render_mode="rgb_array"``), or None when off."""
@@ -176,20 +212,28 @@ class GymVecEnv:
         done = np.logical_or(terminated, truncated)
         self._returns += reward
         self._lengths += 1
-        episodes = [{"env": int(i), "return": float(self._returns[i]), "length": int(self._lengths[i])}
-                    for i in np.nonzero(done)[0]]
+        episodes = [
+            {"env": int(i), "return": float(self._returns[i]), "length": int(self._lengths[i])}
+            for i in np.nonzero(done)[0]
+        ]
         self._returns[done] = 0
         self._lengths[done] = 0
         reset = torch.from_numpy(done).to(self.device)
         final_obs = None
-        if done.any():   # same-step autoreset: obs[i] already starts the next episode, info holds the last one
+        if done.any():  # same-step autoreset: obs[i] already starts the next episode, info holds the last one
             final = np.stack([info["final_obs"][i] if done[i] else obs[i] for i in range(self.num_envs)])
             final_obs = self._push(self._stack, self._frames(final), None)
         self._stack = self._push(self._stack, self._frames(obs), reset)
-        return VecStep(obs=self._stack, reward=torch.from_numpy(reward.astype(np.float32)).to(self.device),
-                       terminated=torch.from_numpy(np.asarray(terminated, dtype=bool)).to(self.device),
-                       truncated=torch.from_numpy(np.asarray(truncated & ~terminated, dtype=bool)).to(self.device),
-                       reset=reset, final_obs=final_obs, episodes=episodes, screen=self._screens())
+        return VecStep(
+            obs=self._stack,
+            reward=torch.from_numpy(reward.astype(np.float32)).to(self.device),
+            terminated=torch.from_numpy(np.asarray(terminated, dtype=bool)).to(self.device),
+            truncated=torch.from_numpy(np.asarray(truncated & ~terminated, dtype=bool)).to(self.device),
+            reset=reset,
+            final_obs=final_obs,
+            episodes=episodes,
+            screen=self._screens(),
+        )
 
     def step(self, actions: torch.Tensor) -> VecStep:
         self.step_async(actions)
@@ -199,16 +243,34 @@ class GymVecEnv:
         self.vector.close()
 
 
-def make_gym_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                 max_frames: int | None = None, screens: bool = False) -> GymVecEnv:
+def make_gym_env(
+    cfg,
+    *,
+    num_envs: int,
+    device,
+    seed: int,
+    evaluation: bool = False,
+    max_frames: int | None = None,
+    screens: bool = False,
+) -> GymVecEnv:
     """``env.kind: gym``. In evaluation ``max_frames`` (agent steps here) caps episodes that have a longer limit
     or none."""
     limit = cfg.max_episode_steps
     if evaluation and max_frames:
         import gymnasium as gym
+
         _register_namespace(cfg.id)
         registered = gym.registry[cfg.id].max_episode_steps if cfg.id in gym.registry else None
         own = limit or registered
         limit = min(own, max_frames) if own else max_frames
-    return GymVecEnv(cfg.id, num_envs, device, seed=seed, kwargs=cfg.kwargs, vectorization=cfg.vectorization,
-                     frame_stack=cfg.frame_stack, max_episode_steps=limit, screens=screens)
+    return GymVecEnv(
+        cfg.id,
+        num_envs,
+        device,
+        seed=seed,
+        kwargs=cfg.kwargs,
+        vectorization=cfg.vectorization,
+        frame_stack=cfg.frame_stack,
+        max_episode_steps=limit,
+        screens=screens,
+    )

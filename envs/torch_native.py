@@ -19,6 +19,7 @@ The step path has no Python loop over envs and no numpy; the only host syncs are
 on steps where episodes end, one small copy to build ``episodes``. Actions are not range-checked (that would
 need a sync); pass ints in ``[0, num_actions)``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,7 +46,7 @@ class _TorchEnv(SyncStepping):
 
     frame_stack = 1
     frame_channels = 1
-    frames_per_step = 1   # no frame skip
+    frames_per_step = 1  # no frame skip
     num_extras = 0
     num_actions: int
     action_names: list[str]
@@ -106,12 +107,10 @@ class _TorchEnv(SyncStepping):
         idx = done.nonzero().squeeze(1)  # the one per-step sync
         if idx.numel() > 0:
             final_obs = self._render()
-            info = torch.stack(
-                [idx.double(), self._ep_return[idx].double(), self._ep_length[idx].double()]
-            ).cpu().tolist()
-            episodes = [
-                {"env": int(i), "return": float(r), "length": int(n)} for i, r, n in zip(*info)
-            ]
+            info = (
+                torch.stack([idx.double(), self._ep_return[idx].double(), self._ep_length[idx].double()]).cpu().tolist()
+            )
+            episodes = [{"env": int(i), "return": float(r), "length": int(n)} for i, r, n in zip(*info)]
             self._begin(done)
             self._ep_return.masked_fill_(done, 0.0)
             self._ep_length.masked_fill_(done, 0)
@@ -164,8 +163,15 @@ class CatchEnv(_TorchEnv):
     action_names = ["LEFT", "STAY", "RIGHT"]
     _STATE = ("ball_row", "ball_col", "paddle_col")
 
-    def __init__(self, num_envs: int, device: str | torch.device = "cpu", seed: int = 0,
-                 height: int = 10, width: int = 5, paddle_width: int = 1):
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        height: int = 10,
+        width: int = 5,
+        paddle_width: int = 1,
+    ):
         if height < 2 or width < 1 or not 1 <= paddle_width <= width:
             raise ValueError(f"bad catch size: height={height} width={width} paddle_width={paddle_width}")
         super().__init__(num_envs, device, seed)
@@ -197,7 +203,7 @@ class CatchEnv(_TorchEnv):
     def _render(self) -> torch.Tensor:
         h, w = self.height, self.width
         frame = torch.zeros(self.num_envs, h * w, dtype=torch.uint8, device=self.device)
-        paddle = (h - 1) * w + self._paddle_col[:, None] + self._paddle_offsets   # [N, paddle_width]
+        paddle = (h - 1) * w + self._paddle_col[:, None] + self._paddle_offsets  # [N, paddle_width]
         frame.scatter_(1, paddle, 255)
         frame[self._rows, self._ball_row * w + self._ball_col] = 255
         return frame.view(self.num_envs, 1, h, w)
@@ -222,8 +228,15 @@ class MemoryEnv(_TorchEnv):
     action_names = ["LEFT", "RIGHT"]
     _STATE = ("cue", "t")
 
-    def __init__(self, num_envs: int, device: str | torch.device = "cpu", seed: int = 0,
-                 length: int = 6, height: int = 5, width: int = 5):
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        length: int = 6,
+        height: int = 5,
+        width: int = 5,
+    ):
         if length < 1 or height < 2 or width < 3:
             raise ValueError(f"bad memory size: length={length} height={height} width={width}")
         super().__init__(num_envs, device, seed)
@@ -253,18 +266,20 @@ class MemoryEnv(_TorchEnv):
         return reward, done
 
     def _render(self) -> torch.Tensor:
-        t = self._t.clamp(max=self.length - 1)[:, None, None, None]             # terminal frame = junction
+        t = self._t.clamp(max=self.length - 1)[:, None, None, None]  # terminal frame = junction
         base = torch.where(t == 0, self._cue_frames[self._cue], self._corridor_frame)
         return torch.where(t == self.length - 1, torch.maximum(base, self._junction_marker), base)
 
 
-def make_catch_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                   max_frames: int | None = None) -> CatchEnv:
+def make_catch_env(
+    cfg, *, num_envs: int, device, seed: int, evaluation: bool = False, max_frames: int | None = None
+) -> CatchEnv:
     """``env.kind: catch`` (episodes have a fixed length: no time limit applies)."""
     return CatchEnv(num_envs, device=device, seed=seed, height=cfg.size)
 
 
-def make_memory_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                    max_frames: int | None = None) -> MemoryEnv:
+def make_memory_env(
+    cfg, *, num_envs: int, device, seed: int, evaluation: bool = False, max_frames: int | None = None
+) -> MemoryEnv:
     """``env.kind: memory`` (episodes last ``cfg.size`` steps)."""
     return MemoryEnv(num_envs, device=device, seed=seed, length=cfg.size)

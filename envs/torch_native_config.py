@@ -1,5 +1,6 @@
 """``env:`` of ``env.kind: catch`` and ``env.kind: memory`` (the envs: ``drl.envs.torch_native``). A module of its
 own, so validating a config imports no torch."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -11,9 +12,9 @@ from drl.config import EnvSection
 
 class CatchEnvConfig(EnvSection):
     kind: Literal["catch"] = "catch"
-    size: int = Field(10, ge=3, le=84)               # board height in pixels (the width is 5)
+    size: int = Field(10, ge=3, le=84)  # board height in pixels (the width is 5)
 
 
 class MemoryEnvConfig(EnvSection):
     kind: Literal["memory"] = "memory"
-    size: int = Field(10, ge=3, le=84)               # corridor length (steps per episode)
+    size: int = Field(10, ge=3, le=84)  # corridor length (steps per episode)

@@ -4,6 +4,7 @@
 ``[B, F]``; the Q head (and the LSTM of recurrent agents) is built on top of it by drl. Trained on catch by
 examples/catch-tiny.yaml and examples/train_from_python.py.
 """
+
 from torch import nn
 
 import drl

@@ -1,7 +1,8 @@
 """Train drl's agents from Python on a custom environment and with a custom encoder, then act with the result.
 
-    python -m examples.train_from_python [OUT_DIR]      (from the repository root, so `examples` is importable)
+python -m examples.train_from_python [OUT_DIR]      (from the repository root, so `examples` is importable)
 """
+
 import sys
 from pathlib import Path
 
@@ -16,8 +17,10 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/examples")
 # 1. a custom environment: a YAML of our own, with overrides
 cfg = drl.load_config("examples/corridor.yaml", overrides=["tracking.wandb=off", "seed=1"])
 corridor = drl.learn(cfg, run_dir=out / "corridor", overwrite=True)
-print(f"corridor: final evaluation {corridor.eval['return_mean']:.2f} after {corridor.env_steps} steps "
-      f"({len(corridor.metrics('episode'))} training episodes)")
+print(
+    f"corridor: final evaluation {corridor.eval['return_mean']:.2f} after {corridor.env_steps} steps "
+    f"({len(corridor.metrics('episode'))} training episodes)"
+)
 
 # 2. a custom encoder on a built-in world: a named experiment with overrides
 cfg = drl.load_config("catch", overrides=["network.encoder=tiny", "total_steps=20000", "tracking.wandb=off"])

@@ -17,6 +17,7 @@ evaluation is printed beside the other commit's, not compared.
 
 Exit status: 0 when every check agrees, 1 when one differs, 2 on bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ CHECKS: dict[str, tuple[list[str], bool]] = {
     "catch": (["catch"], True),
     "memory-drqn": (["memory", "total_steps=15000"], True),
     "pong-10k": (["atari-pong", "total_steps=10000", "agent.learning_starts=1000"], True),
-    "doom-basic-drqn": (["doom-basic", "total_steps=3000", "agent.learning_starts=500", "env.num_envs=2",
-                         "eval.interval=1500", "eval.episodes=2", "eval.num_envs=2"], True),
+    "doom-basic-drqn": (
+        [
+            "doom-basic",
+            "total_steps=3000",
+            "agent.learning_starts=500",
+            "env.num_envs=2",
+            "eval.interval=1500",
+            "eval.episodes=2",
+            "eval.num_envs=2",
+        ],
+        True,
+    ),
     "catch-distributed": (["catch", "distributed.collectors=2", "total_steps=20000"], False),
 }
 
@@ -61,8 +72,13 @@ def checkout(commit: str | None, into: Path) -> Path:
     if commit is not None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(into), commit], check=True)
         return into
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file():
@@ -76,8 +92,22 @@ def install(tree: Path, into: Path) -> Path:
     when its experiments are not package data yet (the layout before drl.envs / drl.agents)."""
     if "package-dir" not in (tree / "pyproject.toml").read_text():
         return tree
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(into), str(tree)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(into),
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"identity: could not install {tree}: {proc.stderr.strip().splitlines()[-1:]}")
     return into
@@ -87,9 +117,14 @@ def train(site: Path, name: str, out: Path) -> tuple[str, int, dict]:
     (experiment, *overrides), exact = CHECKS[name]
     run_dir = out / name
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(site), "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "drl.train", experiment, *overrides, *PINNED, "--run-dir",
-                           str(run_dir)], cwd=site, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drl.train", experiment, *overrides, *PINNED, "--run-dir", str(run_dir)],
+        cwd=site,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"identity: {name} failed with the code in {site}:\n{proc.stderr[-2000:]}")
     return run_digest(run_dir / "metrics.jsonl", exact)
@@ -130,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         kind = "bit-identical" if CHECKS[check][1] else "same schedule"
         if not same:
             differ.append(check)
-        line = f"  {check:18s} {kind if same else 'DIFFERENT':13s} rows {before[check][1]} / {after[check][1]}  " \
-               f"sha256 {before[check][0][:12]} / {after[check][0][:12]}"
+        line = (
+            f"  {check:18s} {kind if same else 'DIFFERENT':13s} rows {before[check][1]} / {after[check][1]}  "
+            f"sha256 {before[check][0][:12]} / {after[check][0][:12]}"
+        )
         if not CHECKS[check][1]:
             line += f"  final eval {final_score(before[check][2])} / {final_score(after[check][2])}"
         print(line)

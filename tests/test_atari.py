@@ -1,4 +1,5 @@
 """The Atari vector env on real ALE games: autoreset, stored transitions, whole-game unclipped scores."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,17 @@ def test_contract_and_no_transition_spans_autoreset():
         replay.add_step(obs, first, actions, step)
         for e in range(E):
             nxt = step.final_obs[e] if step.reset[e] else step.obs[e]
-            transitions[e].append(dict(obs=obs[e], action=int(actions[e]), reward=float(step.reward[e]),
-                                       term=bool(step.terminated[e]), trunc=bool(step.truncated[e]),
-                                       reset=bool(step.reset[e]), next=nxt))
+            transitions[e].append(
+                dict(
+                    obs=obs[e],
+                    action=int(actions[e]),
+                    reward=float(step.reward[e]),
+                    term=bool(step.terminated[e]),
+                    trunc=bool(step.truncated[e]),
+                    reset=bool(step.reset[e]),
+                    next=nxt,
+                )
+            )
             if step.reset[e]:
                 resets += 1
                 # the new episode's first stack is zero-padded; the terminal stack is a different picture
@@ -48,8 +57,16 @@ def test_reported_returns_are_unclipped_whole_game_scores():
     its raw rewards must equal the reported returns, while learning rewards are clipped and lives cut episodes."""
     E, game, cap = 2, "space_invaders", 3000
     env = AtariVecEnv(game, E, torch.device("cpu"), seed=3, max_episode_frames=cap, num_threads=1)
-    raw = AtariVectorEnv(game, E, num_threads=1, autoreset_mode="SameStep", reward_clipping=False,
-                         max_num_frames_per_episode=cap, noop_max=30, repeat_action_probability=0.0)
+    raw = AtariVectorEnv(
+        game,
+        E,
+        num_threads=1,
+        autoreset_mode="SameStep",
+        reward_clipping=False,
+        max_num_frames_per_episode=cap,
+        noop_max=30,
+        repeat_action_probability=0.0,
+    )
     env.reset(seed=3)
     raw.reset(seed=3)
     rng = np.random.default_rng(0)
@@ -115,10 +132,10 @@ def test_screens_are_the_colour_frames_of_the_games_the_agent_sees():
     same, shifted, finals = [], [], 0
     previous = step.obs[:, -1].float()
     generator = torch.Generator().manual_seed(0)
-    for _ in range(250):   # 100 agent steps per episode at this cap: two autoresets per env
+    for _ in range(250):  # 100 agent steps per episode at this cap: two autoresets per env
         step = env.step(torch.randint(0, env.num_actions, (E,), generator=generator))
         gray = _luminance_84(step.screen)
-        same.append((gray - step.obs[:, -1].float()).abs().amax().item())     # worst pixel
+        same.append((gray - step.obs[:, -1].float()).abs().amax().item())  # worst pixel
         shifted.append((gray - previous).abs().amax().item())
         previous = step.obs[:, -1].float()
         if step.reset.any():
@@ -132,4 +149,4 @@ def test_screens_are_the_colour_frames_of_the_games_the_agent_sees():
     assert max(same) < 60
     assert np.mean(shifted) > 2 * np.mean(same)  # ... and not the frame one step earlier, where the ball has moved
     colour = step.screen.astype(int)
-    assert (np.abs(colour[..., 0] - colour[..., 1]) > 20).mean() > 0.1   # Pong's orange field is not gray
+    assert (np.abs(colour[..., 0] - colour[..., 1]) > 20).mean() > 0.1  # Pong's orange field is not gray

@@ -1,6 +1,7 @@
 """Game-feature head (Lample & Chaplot 2017) and Arnold's regularizers: labels through replay against a naive
 reference, the BCE loss learning a known answer (DQN and DRQN, masked), labels from real Doom games, evaluation's
 accuracy, config validation, and the train / eval mode convention of dropout and batch norm."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,6 +27,7 @@ CPU = torch.device("cpu")
 
 # ------------------------------------------------------------------------------------------ labels in replay
 
+
 def label_of(frames: torch.Tensor) -> torch.Tensor:
     """A frame's label as a function of its content, never 0 for a real frame ([E, 1, H, W] -> uint8 [E])."""
     return (frames.flatten(1).long().sum(1) % 255 + 1).to(torch.uint8)
@@ -37,9 +39,21 @@ def fill_labeled(replay, stream, steps, rng):
         obs = stream.obs()
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
-        replay.add(StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
-                              lstm_state=(torch.zeros(1, stream.E, 2), torch.zeros(1, stream.E, 2)),
-                              labels=label_of(obs[:, -1:]), final_labels=label_of(final[:, -1:])))
+        replay.add(
+            StepRecord(
+                obs[:, -1:],
+                first,
+                actions,
+                reward,
+                term,
+                trunc,
+                reset,
+                final[:, -1:],
+                lstm_state=(torch.zeros(1, stream.E, 2), torch.zeros(1, stream.E, 2)),
+                labels=label_of(obs[:, -1:]),
+                final_labels=label_of(final[:, -1:]),
+            )
+        )
         first = reset
 
 
@@ -51,18 +65,26 @@ def test_transition_labels_are_those_of_the_sampled_obs(stack):
     fill_labeled(replay, stream, 300, rng)
     batch = replay.sample(256)
     assert batch.labels.dtype == torch.uint8 and batch.labels.shape == (256,)
-    assert torch.equal(batch.labels, label_of(batch.obs[:, -1:]))   # the newest frame's label
+    assert torch.equal(batch.labels, label_of(batch.obs[:, -1:]))  # the newest frame's label
 
 
 def test_sequence_labels_follow_their_positions_and_are_zero_after_the_episode_end():
     rng = np.random.default_rng(5)
     stream = NaiveStream(3, 1, rng, p_term=0.05, p_trunc=0.04, p_life=0.0)
-    replay = ReplayBuffer(100_000, 3, (1, 3, 3), 1, n_step=2, labels=True, seed=2,
-                          sequences=dict(length=8, burn_in=2, overlap=4, state_size=2))
+    replay = ReplayBuffer(
+        100_000,
+        3,
+        (1, 3, 3),
+        1,
+        n_step=2,
+        labels=True,
+        seed=2,
+        sequences=dict(length=8, burn_in=2, overlap=4, state_size=2),
+    )
     fill_labeled(replay, stream, 400, rng)
     batch = replay.sample(64)
     assert batch.labels.shape == batch.actions.shape == (10, 64)
-    real = (batch.obs.flatten(2) > 0).any(2)                      # [W, B]: a frame of the episode, not padding
+    real = (batch.obs.flatten(2) > 0).any(2)  # [W, B]: a frame of the episode, not padding
     expected = torch.where(real, label_of(batch.obs.flatten(0, 1)).view(10, 64), 0)
     assert torch.equal(batch.labels, expected)
     assert (~real).any(), "the sample should reach past some episode ends"
@@ -73,15 +95,28 @@ def test_replay_without_labels_stores_none():
     off, on = ReplayBuffer(**kwargs), ReplayBuffer(**kwargs, labels=True)
     assert off.storage.labels is None and "labels" not in off.state_dict()
     assert off.nbytes() == ReplayBuffer.bytes_needed(**kwargs)
-    assert on.nbytes() - off.nbytes() == on.storage.num_envs * on.storage.capacity == ReplayBuffer.bytes_needed(
-        **kwargs, labels=True) - ReplayBuffer.bytes_needed(**kwargs)
+    assert (
+        on.nbytes() - off.nbytes()
+        == on.storage.num_envs * on.storage.capacity
+        == ReplayBuffer.bytes_needed(**kwargs, labels=True) - ReplayBuffer.bytes_needed(**kwargs)
+    )
     no = torch.zeros(2, dtype=torch.bool)
-    with pytest.raises(ValueError, match="labels"):   # a replay that stores labels needs them
-        on.add(StepRecord(torch.zeros(2, 1, 3, 3, dtype=torch.uint8), first=no, action=torch.zeros(2),
-                          reward=torch.zeros(2), terminated=no, truncated=no, reset=no))
+    with pytest.raises(ValueError, match="labels"):  # a replay that stores labels needs them
+        on.add(
+            StepRecord(
+                torch.zeros(2, 1, 3, 3, dtype=torch.uint8),
+                first=no,
+                action=torch.zeros(2),
+                reward=torch.zeros(2),
+                terminated=no,
+                truncated=no,
+                reset=no,
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------ the loss learns
+
 
 def images_and_labels(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse 6x6 images; bit 0: a bright pixel in the top-left 3x3 corner, bit 1: one in the bottom row."""
@@ -93,8 +128,17 @@ def images_and_labels(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.T
 
 def make(algo: str, *overrides: str):
     base = {"dqn": "catch", "drqn": "memory"}[algo]
-    cfg = config.load(base, ["compute.bf16=off", "network.encoder=small", "network.hidden=32",
-                             "network.lstm_size=16", "agent.lr=1e-3", *overrides])
+    cfg = config.load(
+        base,
+        [
+            "compute.bf16=off",
+            "network.encoder=small",
+            "network.hidden=32",
+            "network.lstm_size=16",
+            "agent.lr=1e-3",
+            *overrides,
+        ],
+    )
     torch.manual_seed(0)
     cls = {"dqn": DQN, "drqn": DRQN}[algo]
     return cls(cfg, EnvSpec((1, 6, 6), torch.uint8, 3), CPU, False, torch.Generator().manual_seed(0))
@@ -102,9 +146,16 @@ def make(algo: str, *overrides: str):
 
 def transition_batch(n: int, g: torch.Generator) -> TransitionBatch:
     obs, labels = images_and_labels(n, g)
-    return TransitionBatch(obs=obs, actions=torch.randint(0, 3, (n,), generator=g), returns=torch.zeros(n),
-                           next_obs=obs, discounts=torch.zeros(n), weights=torch.ones(n), indices=np.arange(n),
-                           labels=labels)
+    return TransitionBatch(
+        obs=obs,
+        actions=torch.randint(0, 3, (n,), generator=g),
+        returns=torch.zeros(n),
+        next_obs=obs,
+        discounts=torch.zeros(n),
+        weights=torch.ones(n),
+        indices=np.arange(n),
+        labels=labels,
+    )
 
 
 def sequence_batch(T: int, B: int, g: torch.Generator) -> SequenceBatch:
@@ -114,11 +165,19 @@ def sequence_batch(T: int, B: int, g: torch.Generator) -> SequenceBatch:
     labels = labels.view(T + 1, B)
     labels[:T][~mask] ^= 3
     zeros = torch.zeros(1, B, 16)
-    return SequenceBatch(obs=obs.view(T + 1, B, 1, 6, 6), actions=torch.randint(0, 3, (T + 1, B), generator=g),
-                         returns=torch.zeros(T, B), bootstrap=torch.arange(1, T + 1)[:, None].expand(T, B),
-                         discounts=torch.zeros(T, B), mask=mask, state=(zeros, zeros.clone()),
-                         weights=torch.ones(B), indices=np.arange(B), episode_start=torch.ones(B, dtype=torch.bool),
-                         labels=labels)
+    return SequenceBatch(
+        obs=obs.view(T + 1, B, 1, 6, 6),
+        actions=torch.randint(0, 3, (T + 1, B), generator=g),
+        returns=torch.zeros(T, B),
+        bootstrap=torch.arange(1, T + 1)[:, None].expand(T, B),
+        discounts=torch.zeros(T, B),
+        mask=mask,
+        state=(zeros, zeros.clone()),
+        weights=torch.ones(B),
+        indices=np.arange(B),
+        episode_start=torch.ones(B, dtype=torch.bool),
+        labels=labels,
+    )
 
 
 @pytest.mark.parametrize("algo", ["dqn", "drqn"])
@@ -140,10 +199,15 @@ def test_the_head_is_off_by_default_and_adds_nothing():
     assert agent.predict_features(torch.zeros(2, 1, 6, 6, dtype=torch.uint8)) is None
     assert not hasattr(agent.online, "feature_head")
     assert set(agent.update(transition_batch(8, torch.Generator().manual_seed(0)))) == {
-        "q_mean", "loss", "grad_norm", "td_error"}
+        "q_mean",
+        "loss",
+        "grad_norm",
+        "td_error",
+    }
 
 
 # ------------------------------------------------------------------------------------------ labels from Doom
+
 
 class FakeLabel:
     def __init__(self, value, name, category):
@@ -161,11 +225,11 @@ def test_labeler_counts_visible_pixels_of_each_category():
     buf[0, :2], buf[1, 0], buf[3, 3] = 10, 20, 30
     seen = lambda *labels: labeler(FakeState(buf, list(labels)))  # noqa: E731
     assert seen(FakeLabel(10, "Zombieman", "Monster")) == 0b010
-    assert seen(FakeLabel(20, "DoomPlayer", "Player")) == 0b010          # a deathmatch bot
-    assert seen(FakeLabel(10, "DoomPlayer", "Self")) == 0                # the agent's own weapon sprite
-    assert seen(FakeLabel(99, "Zombieman", "Monster")) == 0              # listed, but no pixel in the frame
+    assert seen(FakeLabel(20, "DoomPlayer", "Player")) == 0b010  # a deathmatch bot
+    assert seen(FakeLabel(10, "DoomPlayer", "Self")) == 0  # the agent's own weapon sprite
+    assert seen(FakeLabel(99, "Zombieman", "Monster")) == 0  # listed, but no pixel in the frame
     assert seen(FakeLabel(30, "Medikit", "Health"), FakeLabel(20, "Clip", "Ammo")) == 0b101
-    assert seen(FakeLabel(30, "Poison", "Health")) == 0                  # health_gathering_supreme's poison
+    assert seen(FakeLabel(30, "Poison", "Health")) == 0  # health_gathering_supreme's poison
     with pytest.raises(ValueError, match="valid: enemy"):
         FeatureLabeler(["enemies"])
 
@@ -175,14 +239,18 @@ def test_sight_line_against_walls_openings_and_the_field_of_view():
 
     # a wall from (5, -1) to (5, 1); a two-sided line from (5, 3) to (5, 5) whose opening spans z 20..60
     walls = (np.array([[5, -1, 5, 1], [5, 3, 5, 5]], float), np.array([[np.inf, -np.inf], [20.0, 60.0]]))
-    player = (0.0, 0.0, 0.0, 0.0)   # at the origin at floor height 0, facing east; eye at z 41
-    targets = np.array([[10, 0, 0],     # behind the wall
-                        [3, 0, 0],      # in front of it
-                        [10, 8, 0],     # through the opening: the sight line crosses x=5 at y=4, z ~= 55
-                        [10, 8, 60],    # through the opening, but the line is too high there (z ~= 85)
-                        [-3, 0, 0],     # behind the player
-                        [1, 3, 0]],     # 72 degrees to the left: outside 90, inside 160
-                       float)
+    player = (0.0, 0.0, 0.0, 0.0)  # at the origin at floor height 0, facing east; eye at z 41
+    targets = np.array(
+        [
+            [10, 0, 0],  # behind the wall
+            [3, 0, 0],  # in front of it
+            [10, 8, 0],  # through the opening: the sight line crosses x=5 at y=4, z ~= 55
+            [10, 8, 60],  # through the opening, but the line is too high there (z ~= 85)
+            [-3, 0, 0],  # behind the player
+            [1, 3, 0],
+        ],  # 72 degrees to the left: outside 90, inside 160
+        float,
+    )
     assert in_sight(player, targets, walls, 90.0).tolist() == [False, True, True, False, False, False]
     assert in_sight(player, targets, walls, 160.0).tolist() == [False, True, True, False, False, True]
 
@@ -206,7 +274,7 @@ def test_doom_basic_shows_the_monster_on_the_first_frame_of_every_episode():
                 assert (step.labels[step.reset] == 0b10).all(), "the monster is in view at each episode start"
                 assert torch.equal(step.final_labels[step.reset], before[step.reset])  # final_obs = last seen
         assert starts >= 4
-    with DoomVectorEnv(DoomSettings("basic"), num_envs=1, seed=3) as env:   # off: no labels at all
+    with DoomVectorEnv(DoomSettings("basic"), num_envs=1, seed=3) as env:  # off: no labels at all
         assert env.reset().labels is None and env.step(torch.zeros(1, dtype=torch.long)).labels is None
 
 
@@ -223,9 +291,11 @@ def test_deathmatch_gives_labels_although_it_runs_with_viz_nocheat():
 
 # ------------------------------------------------------------------------------------------ evaluation
 
+
 class LabeledCountdown:
     """Env 0 has episodes of 3 steps, env 1 of 4. A frame's label is 1 on an episode's first frame and on every
     frame of odd-numbered episodes, else 0."""
+
     num_envs, num_actions, frame_stack, frame_channels, frames_per_step, num_extras = 2, 2, 1, 1, 1, 0
 
     def __init__(self):
@@ -233,9 +303,15 @@ class LabeledCountdown:
 
     def _step(self, reset, episodes):
         labels = torch.from_numpy((self.t == 0) | (self.k % 2 == 1)).to(torch.uint8)
-        return VecStep(obs=torch.zeros(2, 1, 2, 2, dtype=torch.uint8), reward=torch.zeros(2),
-                       terminated=torch.from_numpy(reset), truncated=torch.zeros(2, dtype=torch.bool),
-                       reset=torch.from_numpy(reset), episodes=episodes, labels=labels)
+        return VecStep(
+            obs=torch.zeros(2, 1, 2, 2, dtype=torch.uint8),
+            reward=torch.zeros(2),
+            terminated=torch.from_numpy(reset),
+            truncated=torch.zeros(2, dtype=torch.bool),
+            reset=torch.from_numpy(reset),
+            episodes=episodes,
+            labels=labels,
+        )
 
     def reset(self, seed=None):
         self.t[:], self.k[:] = 0, 0
@@ -266,11 +342,12 @@ class AlwaysSees:
 def test_evaluation_reports_the_heads_accuracy_per_episode():
     episodes = evaluate(AlwaysSees(), LabeledCountdown(), 4, epsilon=0.0)
     by_env = {e: [ep["aux_accuracy"] for ep in episodes if ep["env"] == e] for e in (0, 1)}
-    assert by_env == {0: pytest.approx([1 / 3, 1]), 1: [0.25, 1]}   # labels 1,0,0 then 1,1,1; 1,0,0,0 then 1,1,1,1
+    assert by_env == {0: pytest.approx([1 / 3, 1]), 1: [0.25, 1]}  # labels 1,0,0 then 1,1,1; 1,0,0,0 then 1,1,1,1
     assert summarize(episodes)["aux_accuracy_mean"] == pytest.approx((1 / 3 + 1 + 0.25 + 1) / 4)
 
 
 # ------------------------------------------------------------------------------------------ config
+
 
 @pytest.mark.doom
 def test_unknown_feature_names_are_a_one_line_config_error():
@@ -283,8 +360,10 @@ def test_unknown_feature_names_are_a_one_line_config_error():
 @pytest.mark.doom
 def test_the_head_is_off_in_every_experiment_but_the_features_one_and_deathmatch():
     on = {name: config.load(name).agent.aux.features for name in config.available_experiments()}
-    assert {name: f for name, f in on.items() if f} == {"doom-defend-the-center-features": ["enemy_drawn"],
-                                                        "doom-deathmatch": ["target", "enemy"]}   # Arnold's
+    assert {name: f for name, f in on.items() if f} == {
+        "doom-defend-the-center-features": ["enemy_drawn"],
+        "doom-deathmatch": ["target", "enemy"],
+    }  # Arnold's
     cfg = config.load("doom-defend-the-center-features")
     base = config.load("doom-defend-the-center")
     assert cfg.agent.aux.weight == 1.0 and cfg.env == base.env and cfg.network == base.network
@@ -300,12 +379,13 @@ def test_kinds_without_labels_refuse_the_head():
 
 # ------------------------------------------------------------------------------------------ dropout, batch norm
 
+
 def test_batch_norm_sits_after_each_conv_and_leaves_the_plain_layout_alone():
     cfg = config.NetworkConfig(encoder="doom", batch_norm=True)
     kinds = [type(m).__name__ for m in doom_encoder((1, 60, 80), cfg)]
     assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Flatten"]
     plain = doom_encoder((1, 60, 80), config.NetworkConfig(encoder="doom"))
-    assert list(plain.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]   # old checkpoints load
+    assert list(plain.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # old checkpoints load
     with pytest.raises(UserError, match="batch_norm"):
         QNetwork(config.NetworkConfig(encoder="mlp", batch_norm=True), (4,), 2)
 
@@ -361,15 +441,32 @@ def test_dropout_is_on_in_the_loss_only_and_targets_come_from_eval_mode(algo, mo
 
 # ------------------------------------------------------------------------------------------ end to end
 
+
 @pytest.mark.doom
 def test_a_doom_run_with_the_head_logs_its_loss_and_evaluates_its_accuracy(tmp_path):
     from drl.api import learn
 
-    cfg = config.load("doom-basic", [
-        "agent.aux.features=[enemy]", "total_steps=320", "env.num_envs=2", "env.doom.timeout=60",
-        "agent.learning_starts=160", "agent.train_freq=16", "agent.batch_size=4", "replay.capacity=2000",
-        "eval.interval=1000000", "eval.episodes=2", "eval.num_envs=2", "log_interval=80",
-        "checkpoint_interval=1000000", "tracking.wandb=off", "compute.threads=1", "compute.bf16=off"])
+    cfg = config.load(
+        "doom-basic",
+        [
+            "agent.aux.features=[enemy]",
+            "total_steps=320",
+            "env.num_envs=2",
+            "env.doom.timeout=60",
+            "agent.learning_starts=160",
+            "agent.train_freq=16",
+            "agent.batch_size=4",
+            "replay.capacity=2000",
+            "eval.interval=1000000",
+            "eval.episodes=2",
+            "eval.num_envs=2",
+            "log_interval=80",
+            "checkpoint_interval=1000000",
+            "tracking.wandb=off",
+            "compute.threads=1",
+            "compute.bf16=off",
+        ],
+    )
     result = learn(cfg, tmp_path / "run")
     train = [row for row in result.metrics("train") if "train/aux_loss" in row]
     assert train and all(0.0 <= row["train/aux_accuracy"] <= 1.0 for row in train)

@@ -1,5 +1,6 @@
 """Smoke test of ``python -m drl.bench --quick --skip-sb3``: every section is measured and positive (no timing
 assertions: the figures of a quick run mean nothing). About 20-25 s on an idle 2-core machine."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ def _positive(value) -> bool:
 @pytest.mark.slow
 def test_quick_bench_writes_every_section(tmp_path):
     out = tmp_path / "tmp.json"
-    proc = subprocess.run([sys.executable, "-m", "drl.bench", "--quick", "--skip-sb3", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drl.bench", "--quick", "--skip-sb3", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     result = json.loads(out.read_text())
     assert {"meta", "pong", "doom", "update", "replay", "vecenv", "memory", "targets"} <= result.keys()
@@ -29,13 +35,18 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert machine["cpu"] and machine["cores"] >= 1 and machine["torch"]
     assert isinstance(machine["cpu_bf16_native"], bool) and isinstance(machine["amx"], bool)
     assert result["meta"]["quick"] and result["meta"]["errors"] == []
-    sections = result["meta"]["section_seconds"]   # where a full bench spends its time (budget: 15 min)
+    sections = result["meta"]["section_seconds"]  # where a full bench spends its time (budget: 15 min)
     assert set(sections) == {"pong+doom", "update", "replay", "vecenv", "distributed"}
     assert all(s >= 0 for s in sections.values()) and sum(sections.values()) <= result["meta"]["duration_s"]
 
     cpu_pong, cpu_doom = result["pong"]["cpu"], result["doom"]["cpu"]
-    for run in (cpu_pong["drl_same_hp"], cpu_pong["drl_same_hp_sequential"], cpu_pong["drl_default"],
-                cpu_doom["drl_drqn"], cpu_doom["drl_drqn_sequential"]):
+    for run in (
+        cpu_pong["drl_same_hp"],
+        cpu_pong["drl_same_hp_sequential"],
+        cpu_pong["drl_default"],
+        cpu_doom["drl_drqn"],
+        cpu_doom["drl_drqn_sequential"],
+    ):
         assert _positive(run["sps"]) and _positive(run["updates_per_s"]) and _positive(run["peak_rss_mb"])
     assert cpu_pong["drl_same_hp"]["num_envs"] == 1 and cpu_pong["drl_same_hp"]["batch_size"] == 32
     assert cpu_doom["drl_drqn"]["algo"] == "drqn"
@@ -43,16 +54,15 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert _positive(cpu_pong["overlap_gain"]) and _positive(cpu_doom["overlap_gain"])  # vs overlap_env=false
 
     cases = result["update"]["cpu"]["cases"]
-    precisions = ("fp32", "bf16") if machine["cpu_bf16_native"] else ("fp32",)   # emulated bf16 is skipped
-    assert {(c["batch_size"], c["precision"]) for c in cases.values()} == {(b, p) for b in (32, 64)
-                                                                          for p in precisions}
+    precisions = ("fp32", "bf16") if machine["cpu_bf16_native"] else ("fp32",)  # emulated bf16 is skipped
+    assert {(c["batch_size"], c["precision"]) for c in cases.values()} == {(b, p) for b in (32, 64) for p in precisions}
     for case in cases.values():
         assert _positive(case["floor_ms"]) and _positive(case["drl_ms"]) and _positive(case["share"])
-    if machine["cpu_bf16_native"]:   # acting's precision choice (compute.act_bf16), measured both ways
+    if machine["cpu_bf16_native"]:  # acting's precision choice (compute.act_bf16), measured both ways
         acting = result["update"]["cpu"]["acting"]
         assert acting["default"] == "fp32" and {"b1", "b4"} <= acting.keys()
         assert all(_positive(acting[k]["fp32_ms"]) and _positive(acting[k]["bf16_ms"]) for k in ("b1", "b4"))
-    layouts = result["update"]["cpu"]["fp32_layouts"]   # the fp32 path's layout choice, measured both ways
+    layouts = result["update"]["cpu"]["fp32_layouts"]  # the fp32 path's layout choice, measured both ways
     assert {c["batch_size"] for c in layouts.values()} == {32, 64}
     assert all(_positive(c["nchw_ms"]) and _positive(c["channels_last_ms"]) for c in layouts.values())
 
@@ -67,10 +77,16 @@ def test_quick_bench_writes_every_section(tmp_path):
         assert kind["counts"] and all(_positive(c["sps"]) for c in kind["counts"].values())
 
     assert result["memory"] and all(_positive(v) for v in result["memory"].values())
-    assert {t["name"] for t in result["targets"]} == {"pong_cap_share", "pong_time_to_18_vs_sb3", "update_share",
-                                                     "atari_vecenv_sps", "doom_vecenv_sps", "doom_drqn_vs_sb3"}
+    assert {t["name"] for t in result["targets"]} == {
+        "pong_cap_share",
+        "pong_time_to_18_vs_sb3",
+        "update_share",
+        "atari_vecenv_sps",
+        "doom_vecenv_sps",
+        "doom_drqn_vs_sb3",
+    }
     (cap,) = [t for t in result["targets"] if t["name"] == "pong_cap_share"]
-    assert _positive(cap["measured"])          # drl at SB3's hyperparameters against the update floor's cap
+    assert _positive(cap["measured"])  # drl at SB3's hyperparameters against the update floor's cap
     time_to_18 = result["time_to_18"]["cpu"]  # no SB3 figure without SB3: no ratio, but the drl side is there
     assert time_to_18.get("ratio") is None and time_to_18["drl_sps"] == cpu_pong["drl_default"]["sps"]
 
@@ -79,8 +95,13 @@ def test_quick_bench_writes_every_section(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_bench_on_a_device_this_machine_lacks_is_a_one_line_error(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "drl.bench", "--devices", "cuda", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drl.bench", "--devices", "cuda", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == ["drl.bench: --devices cuda: this machine has cpu; pick from those"]
     assert not out.exists()
@@ -88,7 +109,7 @@ def test_bench_on_a_device_this_machine_lacks_is_a_one_line_error(tmp_path):
 
 def _naive_frames_to_score(frames, returns, threshold, window):
     for end in range(window, len(returns) + 1):
-        if sum(returns[end - window:end]) / window >= threshold:
+        if sum(returns[end - window : end]) / window >= threshold:
             return frames[end - 1]
     return None
 
@@ -104,8 +125,9 @@ def test_frames_to_a_training_score_matches_a_naive_scan():
         returns = np.round(rng.normal(10 + trial / 20, 6, n)).tolist()
         frames = np.cumsum(rng.integers(100, 5000, n)).tolist()
         window = int(rng.integers(1, 12))
-        assert frames_to_train_return(np.array(frames), np.array(returns), 14.0, window) == \
-            _naive_frames_to_score(frames, returns, 14.0, window)
+        assert frames_to_train_return(np.array(frames), np.array(returns), 14.0, window) == _naive_frames_to_score(
+            frames, returns, 14.0, window
+        )
 
 
 def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_never_got_there(tmp_path):
@@ -118,23 +140,25 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
         run = tmp_path / name
         run.mkdir()
         (run / "config.yaml").write_text(to_yaml(load("atari-pong", [f"seed={len(name)}", f"name={name}", *overrides])))
-        rows = [{"event": "episode", "env_steps": 10_000 * (i + 1), "frames": 40_000 * (i + 1), "return": r}
-                for i, r in enumerate(returns)]
+        rows = [
+            {"event": "episode", "env_steps": 10_000 * (i + 1), "frames": 40_000 * (i + 1), "return": r}
+            for i, r in enumerate(returns)
+        ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    write_run("pong-a", [-21.0] * 5 + [19.0] * 10)                  # 10 games >= 18 end at game 15: 150k steps
+    write_run("pong-a", [-21.0] * 5 + [19.0] * 10)  # 10 games >= 18 end at game 15: 150k steps
     write_run("pong-bb", [-21.0] * 20 + [20.0] * 10, ["compute.threads=1", "total_steps=400000"])  # 300k steps
-    write_run("pong-ccc", [17.0] * 40)                               # not within 400k steps: counts as never
-    write_run("pong-dddd", [17.0] * 39, ["eval.stop_at=18"])         # ended at 390k without it: not counted
-    write_run("atari-pong-s1", [19.0] * 10, ["agent.lr=1e-4"])       # another config: not counted
+    write_run("pong-ccc", [17.0] * 40)  # not within 400k steps: counts as never
+    write_run("pong-dddd", [17.0] * 39, ["eval.stop_at=18"])  # ended at 390k without it: not counted
+    write_run("atari-pong-s1", [19.0] * 10, ["agent.lr=1e-4"])  # another config: not counted
     pong = {"cpu": {"drl_default": {"sps": 50.0}, "sb3": {"sps": 25.0}}}
     (row,) = time_to_score(pong, tmp_path).values()
     assert row["drl_runs"] == {"pong-a": 150_000, "pong-bb": 300_000, "pong-ccc": None}
-    assert row["drl_steps"] == 300_000                              # median of 150k, 300k and "never"
+    assert row["drl_steps"] == 300_000  # median of 150k, 300k and "never"
     assert row["drl_minutes"] == 300_000 / 50 / 60
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
-    (missing,) = time_to_score(pong, tmp_path / "no-such-dir").values()   # e.g. installed without docs/runs
+    (missing,) = time_to_score(pong, tmp_path / "no-such-dir").values()  # e.g. installed without docs/runs
     assert "drl_steps" not in missing and "no committed runs" in missing["skipped"]
 
 
@@ -143,6 +167,7 @@ def test_busy_cores_sees_a_spinning_process():
     """The bench's busy check samples /proc/stat (the load average lags by minutes): a process spinning on one core
     beside it must show as at least half a busy core."""
     from drl.bench.cli import busy_cores
+
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)

@@ -1,5 +1,6 @@
 """drl.compare on real short runs (two experiments x two seeds, made with drl.train --seeds, one of them --parallel),
 on the committed runs in docs/runs/ and on small run directories written here."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ FAST_CATCH = ["total_steps=2500", *_FAST]
 
 
 def cli(module: str, *args, env: dict, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +44,21 @@ def runs(tmp_path_factory):
     a = cli("drl.train", "catch", *FAST_CATCH, "--seeds", "0,1", "--run-dir", tmp / "a", env=env)
     assert a.returncode == 0, a.stderr[-2000:]
     # group "catch-fast": another learning rate, two seeds at once, tracking off
-    b = cli("drl.train", "catch", *FAST_CATCH, "name=catch-fast", "agent.lr=0.003", "tracking.wandb=off",
-            "--seeds", "0,1", "--parallel", "2", "--run-dir", tmp / "b", env=env)
+    b = cli(
+        "drl.train",
+        "catch",
+        *FAST_CATCH,
+        "name=catch-fast",
+        "agent.lr=0.003",
+        "tracking.wandb=off",
+        "--seeds",
+        "0,1",
+        "--parallel",
+        "2",
+        "--run-dir",
+        tmp / "b",
+        env=env,
+    )
     assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-2000:]
     assert "[seed 0]" in b.stdout and "[seed 1]" in b.stdout
     return tmp, env
@@ -72,8 +92,11 @@ def test_compare_writes_curves_and_a_consistent_table(runs):
     assert ET.parse(svg).getroot().tag.endswith("svg")
 
     table = (out / "table_return_mean.md").read_text()
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in table.splitlines() if line.startswith("| catch")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in table.splitlines()
+        if line.startswith("| catch")
+    }
     assert set(rows) == {"catch", "catch-fast"}
     assert "catch" in proc.stdout and "catch-fast" in proc.stdout
     summary = json.loads((out / "summary_return_mean.json").read_text())["groups"]
@@ -121,12 +144,15 @@ def test_a_group_of_one_run_shows_no_spread(runs):
     assert summary["groups"]["catch"]["final_std"] is None
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["/nonexistent/runs"], "no runs found"),
-    (["--metric", "kills_mean"], "no run has eval metric 'kills_mean'"),
-    (["--wandb", "someone/drl"], "--wandb"),
-    (["--wandb", "no-slash"], "ENTITY/PROJECT"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["/nonexistent/runs"], "no runs found"),
+        (["--metric", "kills_mean"], "no run has eval metric 'kills_mean'"),
+        (["--wandb", "someone/drl"], "--wandb"),
+        (["--wandb", "no-slash"], "ENTITY/PROJECT"),
+    ],
+)
 def test_compare_errors_are_one_line_exit_2(runs, args, needle):
     tmp, env = runs
     if args[0] == "--metric":
@@ -142,8 +168,9 @@ def test_compare_errors_are_one_line_exit_2(runs, args, needle):
 DOCS_RUNS = ROOT / "docs" / "runs"
 
 
-def write_run(path: Path, name: str, seed: int, env: dict, evals: list, episodes: list = (),
-              frame_skip: int = 4, train: list = ()) -> Path:
+def write_run(
+    path: Path, name: str, seed: int, env: dict, evals: list, episodes: list = (), frame_skip: int = 4, train: list = ()
+) -> Path:
     """A run directory as drl.train leaves it: config.yaml, and metrics.jsonl with eval rows ``(env_steps,
     return_mean)``, episode rows ``(env_steps, return)`` and train rows ``(env_steps, sps, updates so far)`` (by
     default one, without an update count)."""
@@ -151,8 +178,10 @@ def write_run(path: Path, name: str, seed: int, env: dict, evals: list, episodes
     (path / "config.yaml").write_text(yaml.safe_dump({"name": name, "seed": seed, "env": env}))
     rows = [{"event": "episode", "env_steps": s, "return": r, "length": 10} for s, r in episodes]
     rows += [{"event": "eval", "env_steps": s, "return_mean": v} for s, v in evals]
-    rows += [{"event": "train", "env_steps": s, "sps": sps, "recent_return": 0.0, "updates": updates}
-             for s, sps, updates in train]
+    rows += [
+        {"event": "train", "env_steps": s, "sps": sps, "recent_return": 0.0, "updates": updates}
+        for s, sps, updates in train
+    ]
     if not train:
         rows.append({"event": "train", "env_steps": evals[-1][0], "sps": 100.0, "recent_return": 0.0})
     rows.sort(key=lambda row: row["env_steps"])  # stable: episodes before the eval at the same step
@@ -170,8 +199,9 @@ def run_compare(tmp_path: Path, *args) -> tuple[subprocess.CompletedProcess, dic
     assert proc.returncode == 0, proc.stderr
     lines = [l for l in (out / "table_return_mean.md").read_text().splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].split("|")[1:-1]]
-    table = {cells[0]: dict(zip(header, cells))
-             for cells in ([c.strip() for c in l.split("|")[1:-1]] for l in lines[2:])}
+    table = {
+        cells[0]: dict(zip(header, cells)) for cells in ([c.strip() for c in l.split("|")[1:-1]] for l in lines[2:])
+    }
     return proc, json.loads((out / "summary_return_mean.json").read_text())["groups"], table
 
 
@@ -210,19 +240,22 @@ def test_a_repeated_seed_counts_once(tmp_path):
     assert legend_texts(figure_for([tmp_path / "other"])) == ["catch-y: 2 seeds"]
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"kind": "atari", "game": "pong", "doom": {}}, "atari pong"),
-    ({"kind": "doom", "game": "pong", "doom": {"scenario": "Deadly_Corridor"}}, "doom deadly_corridor"),
-    ({"kind": "doom", "doom": {}}, "doom health_gathering"),    # DoomSettings' default scenario
-    ({"kind": "doom", "doom": "basic"}, "doom basic"),
-    ({"kind": "doom"}, "doom health_gathering"),
-    ({"kind": "memory", "game": "pong", "size": 6}, "memory"),  # env.game is an unused default there
-    ({"kind": "gym", "id": "MinAtar/Breakout-v1", "kwargs": {}}, "gym MinAtar/Breakout-v1"),
-    ({"kind": "procgen", "game": "coinrun"}, "procgen coinrun"),
-    ({"game": "pong"}, "unknown env"),
-    ("not a section", "unknown env"),
-    (None, "unknown env"),
-])
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"kind": "atari", "game": "pong", "doom": {}}, "atari pong"),
+        ({"kind": "doom", "game": "pong", "doom": {"scenario": "Deadly_Corridor"}}, "doom deadly_corridor"),
+        ({"kind": "doom", "doom": {}}, "doom health_gathering"),  # DoomSettings' default scenario
+        ({"kind": "doom", "doom": "basic"}, "doom basic"),
+        ({"kind": "doom"}, "doom health_gathering"),
+        ({"kind": "memory", "game": "pong", "size": 6}, "memory"),  # env.game is an unused default there
+        ({"kind": "gym", "id": "MinAtar/Breakout-v1", "kwargs": {}}, "gym MinAtar/Breakout-v1"),
+        ({"kind": "procgen", "game": "coinrun"}, "procgen coinrun"),
+        ({"game": "pong"}, "unknown env"),
+        ("not a section", "unknown env"),
+        (None, "unknown env"),
+    ],
+)
 def test_env_name_from_config(env, name):
     assert compare.env_name({"name": "x", "env": env}) == name
     assert compare.env_name({}) == compare.env_name(None) == "unknown env"
@@ -243,8 +276,10 @@ def test_each_environment_gets_its_own_panel_and_table_rows(tmp_path):
     assert set(panels) == {"atari pong", "doom health_gathering"}
     assert 2000 < panels["doom health_gathering"].get_ylim()[1] < 2500  # Doom's best eval is 2,100
     assert -25 < panels["atari pong"].get_ylim()[0] and panels["atari pong"].get_ylim()[1] < 25  # Pong: -21..21
-    assert [t.get_text() for t in panels["atari pong"].get_legend().get_texts()] == ["atari-pong: 1 seed",
-                                                                                   "threshold 0"]
+    assert [t.get_text() for t in panels["atari pong"].get_legend().get_texts()] == [
+        "atari-pong: 1 seed",
+        "threshold 0",
+    ]
 
     # the same environment: one panel, no env column (the table as before)
     proc, summary, table = run_compare(tmp_path / "memory", DOCS_RUNS / "memory-drqn", DOCS_RUNS / "memory-dqn")
@@ -293,15 +328,22 @@ def test_training_return_curves(tmp_path):
 
 def test_train_window_must_be_positive(tmp_path):
     write_run(tmp_path / "r", "catch-x", 0, {"kind": "catch"}, [(10, 0.0)])
-    proc = cli("drl.compare", tmp_path / "r", "--train-window", "0", "--out", tmp_path / "out",
-               env=offline_env(tmp_path))
+    proc = cli(
+        "drl.compare", tmp_path / "r", "--train-window", "0", "--out", tmp_path / "out", env=offline_env(tmp_path)
+    )
     assert proc.returncode == 2 and "--train-window must be at least 1" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_interquartile_mean_over_seeds(tmp_path):
     for seed, final in enumerate([0.0, 1.0, 2.0, 100.0]):
-        write_run(tmp_path / f"seed{seed}", "catch-x", seed, {"kind": "catch"}, [(10, 0.0), (20, final)],
-                  [(5, final), (20, final + 1)])
+        write_run(
+            tmp_path / f"seed{seed}",
+            "catch-x",
+            seed,
+            {"kind": "catch"},
+            [(10, 0.0), (20, final)],
+            [(5, final), (20, final + 1)],
+        )
     _, summary, table = run_compare(tmp_path, tmp_path / "seed")
     row, s = table["catch-x"], summary["catch-x"]
     assert row["IQM"] == "1.500" and row["final return_mean (mean ± std)"].startswith("25.750 ± ")
@@ -315,21 +357,31 @@ def test_steps_per_second_leave_out_the_replay_prefill(tmp_path):
     prefill = [(1000, 1000.0, 0), (2000, 1100.0, 0), (3000, 400.0, 120)]
     for seed, learning in enumerate([[60.0, 70.0, 90.0], [80.0, 50.0, 80.0]]):
         train = prefill + [(4000 + 1000 * i, sps, 370 + 250 * i) for i, sps in enumerate(learning)]
-        write_run(tmp_path / f"seed{seed}", "pong-x", seed, {"kind": "atari", "game": "pong"}, [(6000, -20.0)],
-                  train=train)
+        write_run(
+            tmp_path / f"seed{seed}", "pong-x", seed, {"kind": "atari", "game": "pong"}, [(6000, -20.0)], train=train
+        )
     _, summary, table = run_compare(tmp_path, tmp_path / "seed")
     assert summary["pong-x"]["sps_learning"] == 75.0 and table["pong-x"]["steps/s learning"] == "75"
 
 
 def test_compare_without_matplotlib_is_a_one_line_error(tmp_path):
     write_run(tmp_path / "seed0", "catch-x", 0, {"kind": "catch"}, [(10, 0.0)])
-    code = ("import sys; sys.modules['matplotlib'] = None; from drl.cli import run_cli; from drl.compare import main; "
-            "run_cli('drl.compare', main)")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from drl.cli import run_cli; from drl.compare import main; "
+        "run_cli('drl.compare', main)"
+    )
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "seed0"), "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=offline_env(tmp_path), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "seed0"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=offline_env(tmp_path),
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "drl.compare: error: drl.compare draws its curves with matplotlib, which is not installed here: "
-        "pip install matplotlib (or reinstall drl)"]
+        "pip install matplotlib (or reinstall drl)"
+    ]
     assert not out.exists()  # nothing written

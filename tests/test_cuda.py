@@ -1,5 +1,6 @@
 """CUDA: the training path on a GPU, where the machine has one (skipped elsewhere; ``scripts/gpu_check.sh`` runs
 these on a lent GPU machine). Each test compares against the CPU path or a learning threshold, never a timing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def train(experiment: str, overrides: list[str], run_dir) -> tuple[dict, Trainer
 
 @pytest.mark.parametrize("frames_on_device", [False, True])
 def test_dqn_learns_catch_on_cuda(tmp_path, frames_on_device):
-    result, trainer = train("catch", ["total_steps=20000", "eval.interval=5000",
-                                      f"replay.frames_on_device={frames_on_device}"], tmp_path)
+    result, trainer = train(
+        "catch", ["total_steps=20000", "eval.interval=5000", f"replay.frames_on_device={frames_on_device}"], tmp_path
+    )
     assert trainer.device.type == "cuda" and trainer.replay.storage.frames.is_cuda == frames_on_device
     assert result["eval"]["return_mean"] >= 0.9, result
 
@@ -36,8 +38,11 @@ def test_dqn_learns_catch_on_cuda(tmp_path, frames_on_device):
 @pytest.mark.parametrize("frames_on_device", [False, True])
 def test_drqn_remembers_the_cue_on_cuda(tmp_path, frames_on_device):
     """cuDNN's fused LSTM under bf16 autocast (CUDA's default precision here): the recurrent learning test."""
-    result, _ = train("memory", ["agent.algo=drqn", "total_steps=12000", "eval.interval=6000",
-                                 f"replay.frames_on_device={frames_on_device}"], tmp_path)
+    result, _ = train(
+        "memory",
+        ["agent.algo=drqn", "total_steps=12000", "eval.interval=6000", f"replay.frames_on_device={frames_on_device}"],
+        tmp_path,
+    )
     assert result["eval"]["return_mean"] >= 0.9, result
 
 
@@ -46,11 +51,21 @@ def test_drqn_remembers_the_cue_on_cuda(tmp_path, frames_on_device):
 def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences, frames_on_cuda):
     """Host replay sampled onto CUDA, and replay whose frames live on CUDA (``replay.frames_on_device``), give
     the batch the all-CPU replay gives, value for value."""
+
     def filled(frames_device=None):
         rng = np.random.default_rng(0)
         stack = 1 if sequences else 4
-        replay = ReplayBuffer(500, 3, (1, 3, 3), stack, n_step=3, gamma=0.9, seed=1, frames_device=frames_device,
-                              sequences=dict(length=8, burn_in=2, overlap=4, state_size=HIDDEN) if sequences else None)
+        replay = ReplayBuffer(
+            500,
+            3,
+            (1, 3, 3),
+            stack,
+            n_step=3,
+            gamma=0.9,
+            seed=1,
+            frames_device=frames_device,
+            sequences=dict(length=8, burn_in=2, overlap=4, state_size=HIDDEN) if sequences else None,
+        )
         if sequences:
             fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
         else:

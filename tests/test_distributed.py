@@ -8,6 +8,7 @@ sent through Ray, a collector that cannot start (one line), a killed collector r
 SIGINT (exit 130, checkpoint, no Ray process left) and --resume, and eval.stop_at ending a run (with target
 syncs counted in env steps, as in a single-process run).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,8 +38,10 @@ pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "DRL_THREADS": "1"}
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="ray is not installed (pip install -e '.[ray]'): no local cluster to test on")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="ray is not installed (pip install -e '.[ray]'): no local cluster to test on",
+)
 FAST = ["distributed.collectors=2", "compute.threads=1", "tracking.wandb=off", "eval.interval=10000"]
 
 
@@ -46,7 +49,7 @@ FAST = ["distributed.collectors=2", "compute.threads=1", "tracking.wandb=off", "
 def test_apex_epsilons():
     assert apex_epsilon(0, 1) == 0.4
     eps = [apex_epsilon(i, 8) for i in range(8)]
-    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
+    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4**8)
     assert all(a > b for a, b in zip(eps, eps[1:]))
 
 
@@ -64,12 +67,12 @@ def test_td_priorities_are_n_step_td_errors():
         for e in range(E):
             ret, k, boot = 0.0, 0, True
             while k < n and t + k < T:
-                ret += gamma ** k * float(rewards[t + k, e])
+                ret += gamma**k * float(rewards[t + k, e])
                 k += 1
                 if terminated[t + k - 1, e] or truncated[t + k - 1, e]:
-                    boot = False   # terminated: no bootstrap; time limit: not computable at the collector
+                    boot = False  # terminated: no bootstrap; time limit: not computable at the collector
                     break
-            value = gamma ** k * float(q[t + k, e].max()) if boot else 0.0
+            value = gamma**k * float(q[t + k, e].max()) if boot else 0.0
             assert float(got[t, e]) == pytest.approx(abs(ret + value - float(q[t, e, actions[t, e]])), abs=1e-5)
     # the replay's own n-step helper agrees on the windows that fit in the chunk
     returns, _, _ = n_step_returns(rewards.T, terminated.T, reset.T, n, gamma)
@@ -104,8 +107,13 @@ def sequence_arguments(cfg, sequences: bool) -> dict | None:
     """The replay's sequence arguments for a recurrent agent's config (None for transitions)."""
     if not sequences:
         return None
-    return dict(length=cfg.replay.sequence_length, burn_in=cfg.replay.burn_in, overlap=cfg.replay.sequence_overlap,
-                state_size=cfg.network.lstm_size, eta=cfg.replay.priority_eta)
+    return dict(
+        length=cfg.replay.sequence_length,
+        burn_in=cfg.replay.burn_in,
+        overlap=cfg.replay.sequence_overlap,
+        state_size=cfg.network.lstm_size,
+        eta=cfg.replay.priority_eta,
+    )
 
 
 @pytest.mark.parametrize("experiment", ["catch", "memory"])
@@ -114,11 +122,20 @@ def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
     E, frame_shape = col.env.num_envs, (col.channels, *col.spec.obs_shape[1:])
 
     def buffer(streams: int) -> ReplayBuffer:
-        return ReplayBuffer(2000 * streams, streams, frame_shape, 1, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
-                            prioritized=True, alpha=cfg.replay.alpha, sequences=sequence_arguments(cfg, col.sequences))
+        return ReplayBuffer(
+            2000 * streams,
+            streams,
+            frame_shape,
+            1,
+            n_step=cfg.agent.n_step,
+            gamma=cfg.agent.gamma,
+            prioritized=True,
+            alpha=cfg.replay.alpha,
+            sequences=sequence_arguments(cfg, col.sequences),
+        )
 
     ref, dist = buffer(E), buffer(3 * E)
-    streams = np.arange(E, 2 * E)                 # this collector's streams sit between two others
+    streams = np.arange(E, 2 * E)  # this collector's streams sit between two others
     chunks = [col.collect([], -1, explore=False) for _ in range(3)]
     for chunk in chunks:
         add_to_replay(dist, chunk, streams)
@@ -134,7 +151,7 @@ def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
         assert (d.start_count[streams] == r.start_count).all() and r.start_count.sum() > 0
         assert torch.equal(d.start_slot[streams], r.start_slot)
         assert torch.equal(d.start_state[streams], r.start_state)
-        assert float(r.start_state.abs().sum()) > 0      # real LSTM states, not zeros
+        assert float(r.start_state.abs().sum()) > 0  # real LSTM states, not zeros
     # the collector's priorities replaced the replay's max priority on every entry the chunks created
     leaves = dist.prioritizer.tree.leaves
     for chunk in chunks:
@@ -148,15 +165,25 @@ def test_chunks_make_the_same_replay_as_the_single_process_path(experiment):
 def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
     """The learner stores the chunks that arrive together as one write; a warm-up chunk (no priorities, random
     actions) may sit beside a chunk with priorities."""
-    cfg = config.load(experiment, ["tracking.wandb=off", "distributed.collectors=2", "env.num_envs=4",
-                                   "distributed.chunk_steps=40"])
+    cfg = config.load(
+        experiment, ["tracking.wandb=off", "distributed.collectors=2", "env.num_envs=4", "distributed.chunk_steps=40"]
+    )
     cfg.replay.prioritized = True
     cols = [Collector(cfg.model_dump(), i, 2) for i in range(2)]
     E, frame_shape = 4, (cols[0].channels, *cols[0].spec.obs_shape[1:])
     buffers = []
     for _ in range(2):
-        buffers.append(ReplayBuffer(1000 * 2 * E, 2 * E, frame_shape, 1, n_step=cfg.agent.n_step, prioritized=True,
-                                    sequences=sequence_arguments(cfg, cols[0].sequences)))
+        buffers.append(
+            ReplayBuffer(
+                1000 * 2 * E,
+                2 * E,
+                frame_shape,
+                1,
+                n_step=cfg.agent.n_step,
+                prioritized=True,
+                sequences=sequence_arguments(cfg, cols[0].sequences),
+            )
+        )
     one_by_one, merged = buffers
     streams = [np.arange(E), np.arange(E, 2 * E)]
     for r in range(4):
@@ -178,8 +205,14 @@ def test_without_ray_the_key_is_a_one_line_error(tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     run_dir = tmp_path / "run"
     env = {**ENV, "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}
-    proc = subprocess.run([sys.executable, "-m", "drl.train", "catch", "distributed.collectors=2", "--run-dir",
-                           str(run_dir)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drl.train", "catch", "distributed.collectors=2", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install" in lines[0] and "ray" in lines[0], proc.stderr
@@ -188,13 +221,24 @@ def test_without_ray_the_key_is_a_one_line_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- Ray
 def train(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "drl.train", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "drl.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def start(tmp_path: Path, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "drl.train", *map(str, args)], cwd=ROOT, env=ENV,
-                            stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "drl.train", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=open(tmp_path / "stdout.txt", "w"),
+        stderr=open(tmp_path / "stderr.txt", "w"),
+    )
 
 
 def rows(run_dir: Path, event: str) -> list[dict]:
@@ -225,7 +269,7 @@ def test_catch_is_solved_with_two_collectors(tmp_path):
     assert len(last["collector_sps"]) == 2 and last["collector_restarts"] == 0 and last["insert_rate"] > 0
     assert any(r["weight_lag_mean"] is not None for r in train_rows) and last["updates"] > 0
     assert {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
-    assert config.load_run_config(run_dir).replay.prioritized   # Ape-X: prioritized replay
+    assert config.load_run_config(run_dir).replay.prioritized  # Ape-X: prioritized replay
 
 
 @needs_ray
@@ -256,11 +300,25 @@ def test_catch_is_solved_on_a_running_cluster_with_the_replay_in_its_own_actor(t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_bin = Path(sys.executable).with_name("ray")
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")   # Ray's socket paths must stay under 108 bytes
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     log = tmp_path / "head.txt"
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=3",
-                             "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"],
-                            env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=3",
+            "--include-dashboard=false",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=ENV,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while "Ray runtime started" not in log.read_text():
@@ -268,19 +326,23 @@ def test_catch_is_solved_on_a_running_cluster_with_the_replay_in_its_own_actor(t
             assert time.monotonic() < deadline, "ray start --head did not come up in 180 s"
             time.sleep(0.5)
         run_dir = tmp_path / "run"
-        proc = train("catch", *FAST, f"distributed.address=127.0.0.1:{port}", "distributed.replay=actor",
-                     "--run-dir", run_dir)
+        proc = train(
+            "catch", *FAST, f"distributed.address=127.0.0.1:{port}", "distributed.replay=actor", "--run-dir", run_dir
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"joined the Ray cluster at 127.0.0.1:{port} (1 node(s), 3 CPUs)" in proc.stdout
-        assert head.poll() is None              # the cluster outlives the run that joined it
+        assert head.poll() is None  # the cluster outlives the run that joined it
         assert rows(run_dir, "eval")[-1]["return_mean"] >= 0.9, rows(run_dir, "eval")[-1]
         train_rows = rows(run_dir, "train")
         assert train_rows[-1]["updates"] > 0 and {r["collector"] for r in rows(run_dir, "episode")} == {0, 1}
         # single log windows can read 0 (5 of 29 in one run under load): the actor must have stored in some window
-        assert all(r["replay_actor_share"] >= 0 for r in train_rows) and max(r["replay_actor_share"] for r in train_rows) > 0
+        assert (
+            all(r["replay_actor_share"] >= 0 for r in train_rows)
+            and max(r["replay_actor_share"] for r in train_rows) > 0
+        )
         assert config.load_run_config(run_dir).distributed.replay == "actor"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)     # --block: stopping it stops the node's processes
+        os.killpg(head.pid, signal.SIGTERM)  # --block: stopping it stops the node's processes
         head.wait(timeout=60)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -303,11 +365,19 @@ def test_memory_task_is_solved_with_drqn_sequences_through_ray(tmp_path):
 @needs_ray
 def test_a_collector_that_cannot_start_is_a_one_line_error(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train("atari-pong", "env.game=pongg", "distributed.collectors=1", "tracking.wandb=off", "--run-dir",
-                 run_dir, timeout=300)
+    proc = train(
+        "atari-pong",
+        "env.game=pongg",
+        "distributed.collectors=1",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [
-        "drl.train: error: collector 0 could not start: unknown Atari game 'pongg' (env.game); did you mean pong?"]
+        "drl.train: error: collector 0 could not start: unknown Atari game 'pongg' (env.game); did you mean pong?"
+    ]
     assert not run_dir.exists()
 
 
@@ -331,7 +401,7 @@ def test_sigint_stops_everything_and_the_run_resumes(tmp_path):
     run_dir = tmp_path / "run"
     proc = start(tmp_path, "catch", *FAST, "total_steps=1000000", "--run-dir", run_dir)
     wait_for(lambda: any(r["updates"] > 0 for r in rows(run_dir, "train")), 240, "learner updates", proc)
-    tree = set(descendants(proc.pid))           # raylet, GCS, collectors, ...
+    tree = set(descendants(proc.pid))  # raylet, GCS, collectors, ...
     assert len(tree) >= 3
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)

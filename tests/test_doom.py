@@ -3,6 +3,7 @@
 Real games in real processes (no mocks). Games are never created in the pytest process itself (several games
 in one process have hung for users): scenario loading runs in one subprocess, vector envs use worker processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------ helpers
 
+
 def _pgrp_members(pgids: set[int]) -> list[int]:
     """Live (non-zombie) processes whose process group is one of ``pgids``."""
     out = []
@@ -42,6 +44,7 @@ def worker_pids(env: DoomVectorEnv) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ action sets
 
+
 def test_action_set_combinatorial_expansion():
     parsed = parse_actions("turn_lr+attack")
     assert [n for n, _ in parsed] == ["turn_left+attack", "turn_right+attack"]
@@ -51,8 +54,15 @@ def test_action_set_combinatorial_expansion():
     assert a.vectors == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]]
     assert all(type(x) is int for v in a.vectors for x in v)  # plain Python ints for vizdoom
     b = ActionSet.from_spec("noop;move_fb+turn_lr;move_lr")
-    assert b.names == ["noop", "move_forward+turn_left", "move_forward+turn_right", "move_backward+turn_left",
-                       "move_backward+turn_right", "move_left", "move_right"]
+    assert b.names == [
+        "noop",
+        "move_forward+turn_left",
+        "move_forward+turn_right",
+        "move_backward+turn_left",
+        "move_backward+turn_right",
+        "move_left",
+        "move_right",
+    ]
     assert b.vectors[0] == [0] * len(b.buttons)
     assert sum(b.vectors[1]) == 2
 
@@ -127,6 +137,7 @@ def test_every_scenario_loads_with_its_defaults(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ vector env
+
 
 @pytest.fixture(scope="module")
 def basic_env():
@@ -221,7 +232,7 @@ def test_worker_killed_mid_run_is_replaced(caplog):
         all_pids.add(new)
         # the dropped episode: a truncated reset, no report, a fresh zero-padded stack
         assert bool(st.reset[0]) and bool(st.truncated[0]) and not bool(st.terminated[0])
-        assert st.dropped.tolist() == [True, False]     # replay stores no transition for the lost step
+        assert st.dropped.tolist() == [True, False]  # replay stores no transition for the lost step
         assert not bool(st.reset[1]) and float(st.reward[0]) == 0.0 and not st.episodes
         assert bool((st.obs[0, 0] == 0).all()) and bool((st.obs[0, 1] > 0).any())
         assert not _pgrp_members({victim})  # the old worker's engine went with it
@@ -271,7 +282,7 @@ def test_block_resize_equals_naive_rounded_block_mean(shape, out):
     for c in range(chw.shape[0]):
         for y in range(out[0]):
             for x in range(out[1]):
-                block = chw[c, y * fy:(y + 1) * fy, x * fx:(x + 1) * fx].astype(np.int64)
+                block = chw[c, y * fy : (y + 1) * fy, x * fx : (x + 1) * fx].astype(np.int64)
                 expected[c, y, x] = (block.sum() + block.size // 2) // block.size
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
 
@@ -293,7 +304,7 @@ def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_i
             if g == 3:
                 os.kill(worker_pids(env)[1], signal.SIGKILL)
                 st = env.step(torch.zeros(5, dtype=torch.long))
-                assert env.fault_counters() == {"worker_restarts": 1, "episodes_dropped": 2}   # the train rows'
+                assert env.fault_counters() == {"worker_restarts": 1, "episodes_dropped": 2}  # the train rows'
                 assert st.reset[3:].all() and all(ep["env"] < 3 for ep in st.episodes)  # 0-2 may end naturally
                 assert st.truncated[3:].all() and not st.terminated[3:].any() and (st.reward[3:] == 0).all()
                 st = env.step(torch.zeros(5, dtype=torch.long))
@@ -321,11 +332,11 @@ def test_eval_max_frames_caps_doom_episodes_and_sets_a_limit_where_there_is_none
     try:
         env.reset(seed=3)
         for step_count in range(1, 30):  # noqa: B007 (read after the loop)
-            st = env.step(torch.zeros(1, dtype=torch.long))       # turn left: no shot, no death in 40 tics
+            st = env.step(torch.zeros(1, dtype=torch.long))  # turn left: no shot, no death in 40 tics
             if st.episodes:
                 break
         assert st.episodes and bool(st.truncated[0]) and not bool(st.terminated[0])
-        assert step_count == 40 // cfg.frame_skip      # 40 tics of play (the engine's tic count adds its start tics)
+        assert step_count == 40 // cfg.frame_skip  # 40 tics of play (the engine's tic count adds its start tics)
     finally:
         env.close()
 
@@ -337,7 +348,7 @@ def _one_shaped_episode(settings: DoomSettings, action_at) -> tuple[list[np.ndar
     env = DoomVectorEnv(settings, num_envs=1, device="cpu", seed=5)
     try:
         variables, shaped = [env.reset().extras[0].numpy()], 0.0
-        for t in range(600):   # 2,100 tics at skip 4 = 525 steps at most
+        for t in range(600):  # 2,100 tics at skip 4 = 525 steps at most
             st = env.step(torch.tensor([action_at(t, env.action_names)]))
             variables.append((st.final_extras if st.reset[0] else st.extras)[0].numpy())
             shaped += float(st.reward[0])
@@ -351,26 +362,35 @@ def _one_shaped_episode(settings: DoomSettings, action_at) -> tuple[list[np.ndar
 def test_event_shaping_terms_against_the_game_variables():
     """Arnold's event terms: ``ammo_used`` once per step whose ammo fell, ``injured`` once per step whose health fell,
     checked against the raw game variables the agent sees, over one whole defend_the_center episode."""
-    s = DoomSettings("defend_the_center", game_variables="health, ammo2", game_variable_scale=1.0,
-                     shaping={"ammo_used": -1.0, "injured": -10.0})
+    s = DoomSettings(
+        "defend_the_center",
+        game_variables="health, ammo2",
+        game_variable_scale=1.0,
+        shaping={"ammo_used": -1.0, "injured": -10.0},
+    )
     variables, shaped, episode = _one_shaped_episode(s, lambda t, names: names.index("attack"))
-    expected = sum(-10.0 * float(now[0] < prev[0]) - 1.0 * float(now[1] < prev[1])
-                   for prev, now in zip(variables, variables[1:]))
-    assert expected <= -20.0   # it fired (26 bullets) and was hit before it died
-    assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)   # learning reward = native + terms
+    expected = sum(
+        -10.0 * float(now[0] < prev[0]) - 1.0 * float(now[1] < prev[1]) for prev, now in zip(variables, variables[1:])
+    )
+    assert expected <= -20.0  # it fired (26 bullets) and was hit before it died
+    assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)  # learning reward = native + terms
 
 
 def test_health_gain_and_injured_together_against_the_health_variable():
     """Both terms read one HEALTH value: gains pay per point, falls cost once per step (health_gathering, where the
     floor hurts every few steps and medikits heal)."""
-    s = DoomSettings("health_gathering", game_variables="health", game_variable_scale=1.0,
-                     shaping={"health_gain": 1.0, "injured": -10.0})
+    s = DoomSettings(
+        "health_gathering",
+        game_variables="health",
+        game_variable_scale=1.0,
+        shaping={"health_gain": 1.0, "injured": -10.0},
+    )
     walk_and_turn = lambda t, names: names.index("turn_left" if t % 40 >= 30 else "move_forward")  # noqa: E731
     variables, shaped, episode = _one_shaped_episode(s, walk_and_turn)
     health = [float(v[0]) for v in variables]
     gained = sum(max(0.0, now - prev) for prev, now in zip(health, health[1:]))
     expected = gained - 10.0 * sum(float(now < prev) for prev, now in zip(health, health[1:]))
-    assert gained > 0 and expected < -100.0   # it picked up a medikit, and the floor hurt it many times
+    assert gained > 0 and expected < -100.0  # it picked up a medikit, and the floor hurt it many times
     assert shaped - episode["return"] == pytest.approx(expected, abs=1e-3)
 
 
@@ -388,19 +408,22 @@ def test_deathmatch_reports_frags_deaths_and_game_minutes():
                 break
         (episode,) = st.episodes
         assert {"frags", "deaths", "minutes"} <= episode.keys()
-        assert 36 <= episode["minutes"] * 35 * 60 <= 44   # the 40-tic limit, in minutes of game time
+        assert 36 <= episode["minutes"] * 35 * 60 <= 44  # the 40-tic limit, in minutes of game time
         assert episode["length"] * 4 == pytest.approx(episode["minutes"] * 35 * 60, abs=4)
     finally:
         env.close()
-    eps = [{"return": 0.0, "frags": 3.0, "deaths": 1.0, "minutes": 2.0},
-           {"return": 0.0, "frags": -1.0, "deaths": 3.0, "minutes": 2.0}]
-    out = summarize(eps, env)   # Doom's summarize_episodes (drl.vec_env contract), env closed or not
+    eps = [
+        {"return": 0.0, "frags": 3.0, "deaths": 1.0, "minutes": 2.0},
+        {"return": 0.0, "frags": -1.0, "deaths": 3.0, "minutes": 2.0},
+    ]
+    out = summarize(eps, env)  # Doom's summarize_episodes (drl.vec_env contract), env closed or not
     assert out["frags_mean"] == 1.0 and out["deaths_mean"] == 2.0
-    assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0   # totals, not means of ratios
+    assert out["kd"] == 2.0 / 4.0 and out["frags_per_minute"] == 2.0 / 4.0  # totals, not means of ratios
     assert "kd" not in summarize([{"return": 1.0, "kills": 2.0}], env)
 
 
 # ------------------------------------------------------------------------------------------ Arnold's deathmatch recipe
+
 
 def test_optional_groups_give_arnolds_53_combined_actions():
     """``a*b*c*d``: each group pressed in one of its ways or not at all, all combinations but "nothing"; checked
@@ -419,7 +442,7 @@ def test_optional_groups_give_arnolds_53_combined_actions():
     got = [frozenset(b for b, on in zip(actions.buttons, v) if on) for v in actions.vectors]
     assert len(got) == len(set(got)) == len(naive) == 3 * 3 * 3 * 2 - 1
     assert set(got) == naive
-    assert len(ActionSet.from_spec("turn_left;move_forward*attack").names) == 1 + 3   # mixes with ';'
+    assert len(ActionSet.from_spec("turn_left;move_forward*attack").names) == 1 + 3  # mixes with ';'
     with pytest.raises(ValueError, match="mixes"):
         parse_actions("move_forward+attack*turn_lr")
     with pytest.raises(ValueError, match="twice"):
@@ -484,9 +507,9 @@ def test_arnolds_pickup_terms_render_and_crosshair_on_the_engine(tmp_path):
     for term in ("medikit", "ammo", "injured", "ammo_used", "death"):
         assert events.get(term, 0) > 0, (term, events)
     assert "weapon" not in events
-    assert res["shaped"] == pytest.approx(res["expected"])   # deathmatch has no native reward: shaping is all
+    assert res["shaped"] == pytest.approx(res["expected"])  # deathmatch has no native reward: shaping is all
     assert res["shape"] == [3, 60, 108]
-    assert res["diff_centre"] > 0 and res["diff_elsewhere"] == 0   # the crosshair is drawn in the middle only
+    assert res["diff_centre"] > 0 and res["diff_elsewhere"] == 0  # the crosshair is drawn in the middle only
 
 
 def test_reset_on_respawn_starts_a_new_life_for_the_learner():
@@ -497,7 +520,7 @@ def test_reset_on_respawn_starts_a_new_life_for_the_learner():
         s = DoomSettings("deathmatch", num_bots=7, buttons="attack;turn_lr", reset_on_respawn=flag)
         with DoomVectorEnv(s, num_envs=1, device="cpu", seed=4) as env:
             env.reset()
-            for _ in range(1000):   # firing rockets at close range kills the agent soon
+            for _ in range(1000):  # firing rockets at close range kills the agent soon
                 st = env.step(torch.zeros(1, dtype=torch.long))
                 if st.terminated.any():
                     seen[flag] = (bool(st.reset[0]), len(st.episodes))
@@ -511,11 +534,22 @@ def test_games_starting_at_once_in_one_working_directory_all_start(tmp_path):
     import subprocess
     import sys
 
-    script = ("from drl.envs.doom import DoomGame, DoomSettings\n"
-              "g = DoomGame(DoomSettings(scenario='basic'), seed=0); g.reset(); g.step(0); g.close(); print('ok')\n")
+    script = (
+        "from drl.envs.doom import DoomGame, DoomSettings\n"
+        "g = DoomGame(DoomSettings(scenario='basic'), seed=0); g.reset(); g.step(0); g.close(); print('ok')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     outcomes = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     failed = [(rc, err[-300:]) for rc, out, err in outcomes if rc != 0 or "ok" not in out]
     assert not failed, failed

@@ -4,6 +4,7 @@ each arm pays what it should, and scripted agents score what they must (remember
 
 Games run in one subprocess (several games in one pytest process have hung for users), as in test_doom.py.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -103,18 +104,19 @@ def probe(tmp_path_factory):
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))
 def test_committed_wad_is_what_the_generator_writes(variant, tmp_path):
     written = t_maze.write_wad(variant, tmp_path / f"{variant}.wad")
-    assert written.read_bytes() == t_maze.wad_path(variant).read_bytes(), \
+    assert written.read_bytes() == t_maze.wad_path(variant).read_bytes(), (
         "rerun `python -m drl.envs.doom.t_maze` and commit the WADs"
+    )
 
 
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))
 def test_cue_randomizes_and_is_seeded(probe, variant):
     res = probe[variant]
-    assert 10 <= sum(res["cues"]) <= 30               # both cues, about half each, over 40 episodes
+    assert 10 <= sum(res["cues"]) <= 30  # both cues, about half each, over 40 episodes
     first, second = res["seeded"]
-    assert first == second                            # the same seed draws the same cue
+    assert first == second  # the same seed draws the same cue
     means = res["first_mean"]
-    assert min(means["0"]) > max(means["1"]) + 10     # red and blue rooms differ even in gray
+    assert min(means["0"]) > max(means["1"]) + 10  # red and blue rooms differ even in gray
 
 
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))
@@ -124,9 +126,9 @@ def test_cue_is_the_only_difference_and_is_gone_long_before_the_choice(probe, va
     differs = probe[variant]["differs"]
     teleport = differs.index(False)
     assert teleport >= 3 and all(differs[:teleport])  # the cue is in view for the first steps
-    assert not any(differs[teleport:])                # then no frame tells the cues apart
+    assert not any(differs[teleport:])  # then no frame tells the cues apart
     frames_without_cue = probe[variant]["length"] - teleport
-    assert frames_without_cue >= 4 * 4                # at least 4x a 4-frame stack before the choice
+    assert frames_without_cue >= 4 * 4  # at least 4x a 4-frame stack before the choice
     if variant == "t_maze_long":
         assert frames_without_cue >= 2 * (probe["t_maze"]["length"] - probe["t_maze"]["differs"].index(False))
 
@@ -136,12 +138,12 @@ def test_each_arm_pays_what_it_should(probe, variant):
     arms = probe[variant]["arms"]
     for key, (success, ret, terminated, truncated, learning_return) in arms.items():
         cue, arm = key.split("-")
-        right = (cue == "0") == (arm == "west")       # red: west, blue: east
+        right = (cue == "0") == (arm == "west")  # red: west, blue: east
         assert success == float(right), key
-        assert terminated and not truncated, key      # an arm ends the episode (not the time limit)
+        assert terminated and not truncated, key  # an arm ends the episode (not the time limit)
         # +1 for the right arm, nothing for the wrong one, minus the living cost (1e-4 per tic)
         assert ret == pytest.approx(float(right), abs=0.05) and (ret < 1.0 if right else ret < 0.0), key
-        assert learning_return == pytest.approx(ret), key   # no shaping: the learning reward is the native one
+        assert learning_return == pytest.approx(ret), key  # no shaping: the learning reward is the native one
 
 
 @pytest.mark.parametrize("variant", sorted(t_maze.VARIANTS))
@@ -157,8 +159,8 @@ def test_a_scripted_agent_that_remembers_succeeds_and_one_that_ignores_is_at_cha
 def test_outcome_regions():
     geo = t_maze.VARIANTS["t_maze"]
     y = geo.corridor_length + geo.half_width
-    assert geo.outcome(0.0, 0.0) is None                       # the cue room lies west of the maze: not an arm
-    assert geo.outcome(geo.maze_x, y) is None                  # the junction itself
+    assert geo.outcome(0.0, 0.0) is None  # the cue room lies west of the maze: not an arm
+    assert geo.outcome(geo.maze_x, y) is None  # the junction itself
     assert geo.outcome(geo.maze_x - geo.half_width - geo.goal_depth, y) == 0
     assert geo.outcome(geo.maze_x + geo.half_width + geo.goal_depth, y) == 1
     assert geo.outcome(geo.maze_x - 500, geo.corridor_length - 1) is None

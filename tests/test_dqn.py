@@ -1,4 +1,5 @@
 """DQN learning rule: Double-DQN target against a hand computation on a small fixed network."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,13 @@ from drl.replay import TransitionBatch
 def make_agent(double: bool) -> DQN:
     cfg = config.load("catch", [f"agent.double={str(double).lower()}", "compute.bf16=off"])
     torch.manual_seed(0)
-    agent = DQN(cfg, EnvSpec((1, 4, 3), torch.uint8, num_actions=3), device=torch.device("cpu"), bf16=False,
-                generator=torch.Generator().manual_seed(0))
+    agent = DQN(
+        cfg,
+        EnvSpec((1, 4, 3), torch.uint8, num_actions=3),
+        device=torch.device("cpu"),
+        bf16=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():  # a target network that differs from the online one
         for p in agent.target.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -29,8 +35,10 @@ def batch_of(n=16) -> TransitionBatch:
         actions=torch.randint(0, 3, (n,), generator=g),
         returns=torch.randn(n, generator=g),
         next_obs=torch.randint(0, 256, (n, 1, 4, 3), dtype=torch.uint8, generator=g),
-        discounts=torch.tensor([0.99 ** 3, 0.0, 0.99] * (n // 3) + [0.99 ** 3] * (n % 3)),
-        weights=torch.ones(n), indices=np.arange(n))
+        discounts=torch.tensor([0.99**3, 0.0, 0.99] * (n // 3) + [0.99**3] * (n % 3)),
+        weights=torch.ones(n),
+        indices=np.arange(n),
+    )
 
 
 @pytest.mark.parametrize("double", [True, False])
@@ -39,9 +47,9 @@ def test_target_equals_hand_computation(double):
     _, td, _ = agent.loss(batch)
     with torch.no_grad():
         for b in range(len(batch.actions)):
-            q = agent.online(batch.obs[b:b + 1])[0]
-            q_next_online = agent.online(batch.next_obs[b:b + 1])[0]
-            q_next_target = agent.target(batch.next_obs[b:b + 1])[0]
+            q = agent.online(batch.obs[b : b + 1])[0]
+            q_next_online = agent.online(batch.next_obs[b : b + 1])[0]
+            q_next_target = agent.target(batch.next_obs[b : b + 1])[0]
             a_star = int(np.argmax(q_next_online.numpy())) if double else int(np.argmax(q_next_target.numpy()))
             target = float(batch.returns[b]) + float(batch.discounts[b]) * float(q_next_target[a_star])
             assert float(td[b]) == pytest.approx(target - float(q[int(batch.actions[b])]), abs=1e-5)
@@ -118,7 +126,7 @@ def test_images_are_scaled_straight_to_bf16_under_autocast_with_the_values_autoc
     outside = scale_obs(every)
     assert inside.dtype == torch.bfloat16 and outside.dtype == torch.float32
     assert torch.equal(inside, outside.to(torch.bfloat16))
-    assert scale_obs(inside) is inside and scale_obs(outside) is outside    # scaling twice is scaling once
+    assert scale_obs(inside) is inside and scale_obs(outside) is outside  # scaling twice is scaling once
     agent = make_agent(True)
     obs = batch_of().obs
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -135,8 +143,17 @@ def test_prioritized_replay_end_to_end(tmp_path, experiment):
     import drl
     from drl.api import create_run_dir
 
-    cfg = drl.load_config(experiment, ["replay.prioritized=true", "total_steps=2000", "agent.learning_starts=500",
-                                       "eval.interval=100000", "tracking.wandb=off", "compute.threads=1"])
+    cfg = drl.load_config(
+        experiment,
+        [
+            "replay.prioritized=true",
+            "total_steps=2000",
+            "agent.learning_starts=500",
+            "eval.interval=100000",
+            "tracking.wandb=off",
+            "compute.threads=1",
+        ],
+    )
     with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "run")) as trainer:
         trainer.run()
         replay, agent = trainer.replay, trainer.agent
@@ -149,11 +166,12 @@ def test_prioritized_replay_end_to_end(tmp_path, experiment):
         replay.update_priorities(batch.indices, td, getattr(batch, "mask", None))
         if agent.sampler == "sequences":
             err = td.abs() * batch.mask
-            per_item = cfg.replay.priority_eta * err.max(0).values \
-                + (1 - cfg.replay.priority_eta) * err.sum(0) / batch.mask.sum(0).clamp(min=1)
+            per_item = cfg.replay.priority_eta * err.max(0).values + (1 - cfg.replay.priority_eta) * err.sum(
+                0
+            ) / batch.mask.sum(0).clamp(min=1)
         else:
             per_item = td.abs()
-        last = {int(i): b for b, i in enumerate(batch.indices)}        # a repeated index keeps its last value
+        last = {int(i): b for b, i in enumerate(batch.indices)}  # a repeated index keeps its last value
         expected = (per_item.double().numpy() + cfg.replay.priority_eps) ** cfg.replay.alpha
         got = tree.get(np.array(list(last)))
         assert np.allclose(got, expected[list(last.values())], rtol=1e-5)
@@ -163,6 +181,7 @@ def test_channels_last_is_the_fp32_cpu_default_and_computes_the_same_update():
     """compute.channels_last=auto: oneDNN's NHWC layout for fp32 on a CPU, NCHW under bf16 autocast and on CUDA;
     both layouts give the same loss, TD errors and gradients for the same weights and batch."""
     from drl import runtime
+
     compute = config.load("atari-pong", []).compute
     assert compute.channels_last == "auto"
     assert runtime.use_channels_last(compute, torch.device("cpu"), bf16=False)
@@ -175,17 +194,23 @@ def test_channels_last_is_the_fp32_cpu_default_and_computes_the_same_update():
     for layout in ("on", "off"):
         cfg = config.load("atari-pong", [f"compute.channels_last={layout}", "compute.bf16=off"])
         torch.manual_seed(0)
-        agents[layout] = DQN(cfg, spec, device=torch.device("cpu"), bf16=False,
-                             generator=torch.Generator().manual_seed(0))
+        agents[layout] = DQN(
+            cfg, spec, device=torch.device("cpu"), bf16=False, generator=torch.Generator().manual_seed(0)
+        )
     conv = next(m for m in agents["on"].online.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not agents["off"].channels_last
     g = torch.Generator().manual_seed(2)
     n = 8
-    batch = TransitionBatch(obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
-                            actions=torch.randint(0, 6, (n,), generator=g), returns=torch.randn(n, generator=g),
-                            next_obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
-                            discounts=torch.full((n,), 0.99 ** 3), weights=torch.ones(n), indices=np.arange(n))
+    batch = TransitionBatch(
+        obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
+        actions=torch.randint(0, 6, (n,), generator=g),
+        returns=torch.randn(n, generator=g),
+        next_obs=torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
+        discounts=torch.full((n,), 0.99**3),
+        weights=torch.ones(n),
+        indices=np.arange(n),
+    )
     grads = {}
     for layout, agent in agents.items():
         loss, td, _ = agent.loss(batch)
@@ -204,20 +229,26 @@ def test_acting_precision_on_a_cpu(act_bf16):
     from drl import runtime
 
     cfg = config.load("atari-pong", [f"compute.act_bf16={act_bf16}"])
-    assert runtime.use_bf16_acting(cfg.compute, torch.device("cuda"), bf16=True) and \
-        not runtime.use_bf16_acting(cfg.compute, torch.device("cpu"), bf16=False)
+    assert runtime.use_bf16_acting(cfg.compute, torch.device("cuda"), bf16=True) and not runtime.use_bf16_acting(
+        cfg.compute, torch.device("cpu"), bf16=False
+    )
     torch.manual_seed(0)
-    agent = DQN(cfg, EnvSpec((4, 84, 84), torch.uint8, num_actions=6), device=torch.device("cpu"), bf16=True,
-                generator=torch.Generator().manual_seed(0))
+    agent = DQN(
+        cfg,
+        EnvSpec((4, 84, 84), torch.uint8, num_actions=6),
+        device=torch.device("cpu"),
+        bf16=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         q_fp32 = agent.online(obs)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             q_bf16 = agent.online(obs)
-    assert not torch.equal(q_fp32, q_bf16)   # the two precisions are told apart
+    assert not torch.equal(q_fp32, q_bf16)  # the two precisions are told apart
     acting = agent.q_values(agent.online, obs, acting=True)
     assert torch.equal(acting, q_bf16 if act_bf16 == "on" else q_fp32)
-    assert torch.equal(agent.q_values(agent.online, obs), q_bf16)   # targets and the loss keep bf16
+    assert torch.equal(agent.q_values(agent.online, obs), q_bf16)  # targets and the loss keep bf16
     actions, _ = agent.act(obs, None, epsilon=0.0)
     assert torch.equal(actions, acting.argmax(1))
 
@@ -228,8 +259,13 @@ def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
 
     cfg = config.load("doom-basic")
     torch.manual_seed(0)
-    agent = DRQN(cfg, EnvSpec((1, 60, 80), torch.uint8, num_actions=3, num_extras=1), device=torch.device("cpu"),
-                 bf16=True, generator=torch.Generator().manual_seed(0))
+    agent = DRQN(
+        cfg,
+        EnvSpec((1, 60, 80), torch.uint8, num_actions=3, num_extras=1),
+        device=torch.device("cpu"),
+        bf16=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     g = torch.Generator().manual_seed(4)
     obs, extras = torch.randint(0, 256, (2, 1, 60, 80), dtype=torch.uint8, generator=g), torch.rand(2, 1, generator=g)
     state = agent.initial_state(2)
@@ -238,7 +274,7 @@ def test_recurrent_acting_is_fp32_on_a_cpu_by_default():
     q_act, state_act = agent.unroll(agent.online, obs[None], extras[None], state, acting=True)
     assert torch.equal(q_act, q_fp32.float()) and all(torch.equal(a, b) for a, b in zip(state_act, state_fp32))
     q_train = agent.unroll(agent.online, obs[None], extras[None], state)[0]
-    assert not torch.equal(q_train, q_act)   # the loss's unroll runs under bf16 autocast
+    assert not torch.equal(q_train, q_act)  # the loss's unroll runs under bf16 autocast
 
 
 @pytest.mark.parametrize("algo", ["dqn", "drqn"])

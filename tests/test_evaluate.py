@@ -1,4 +1,5 @@
 """drl.evaluate on a short catch run's checkpoint: score table, an mp4 that imageio reads back, W&B eval run."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,19 @@ def test_evaluate_prints_scores_and_writes_a_readable_video(trained):
     tmp, run_dir, env = trained
     video = tmp / "videos" / "catch.mp4"
     episodes, num_envs = 6, 4
-    proc = cli("drl.evaluate", run_dir, "--episodes", episodes, "--num-envs", num_envs, "--video", video,
-               "--wandb", "auto", env=env)
+    proc = cli(
+        "drl.evaluate",
+        run_dir,
+        "--episodes",
+        episodes,
+        "--num-envs",
+        num_envs,
+        "--video",
+        video,
+        "--wandb",
+        "auto",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     header, values = [l.split() for l in proc.stdout.splitlines()[1:3]]
     assert header == ["episodes", "mean", "median", "std", "min", "max", "length"]
@@ -67,10 +79,12 @@ def test_evaluate_bad_input_is_one_line_exit_2(trained):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1
     assert lines[0] == "drl.evaluate: error: --episodes must be >= 1 (got 0)"
-    for args, needle in (([run_dir, "--checkpoint", tmp / "missing.pt"], "does not exist"),
-                         ([tmp / "not-a-run"], "not a run directory"),
-                         ([run_dir, "--video", tmp / "out.gif"], ".mp4"),
-                         ([run_dir, "--epsilon", "2"], "--epsilon")):
+    for args, needle in (
+        ([run_dir, "--checkpoint", tmp / "missing.pt"], "does not exist"),
+        ([tmp / "not-a-run"], "not a run directory"),
+        ([run_dir, "--video", tmp / "out.gif"], ".mp4"),
+        ([run_dir, "--epsilon", "2"], "--epsilon"),
+    ):
         with pytest.raises(UserError, match=needle) as err:
             evaluate_main([str(a) for a in args])
         assert "\n" not in str(err.value)
@@ -99,25 +113,38 @@ def test_atari_videos_show_the_games_colour_screen_or_on_request_the_agents_view
     it is a one-line error."""
     env = offline_env(tmp_path)
     run_dir = tmp_path / "pong"
-    proc = cli("drl.train", "atari-pong", "total_steps=400", "env.num_envs=2", "agent.learning_starts=200",
-               "replay.capacity=1000", "eval.interval=100000", "eval.max_frames=200", "eval.num_envs=1",
-               "compute.threads=1", "tracking.wandb=off", "--run-dir", run_dir, env=env)
+    proc = cli(
+        "drl.train",
+        "atari-pong",
+        "total_steps=400",
+        "env.num_envs=2",
+        "agent.learning_starts=200",
+        "replay.capacity=1000",
+        "eval.interval=100000",
+        "eval.max_frames=200",
+        "eval.num_envs=1",
+        "compute.threads=1",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     shapes = {}
     for view in ("game", "agent"):
         video = tmp_path / f"{view}.mp4"
-        args = ["--video-view", view] if view == "agent" else []      # game is the default for Atari
+        args = ["--video-view", view] if view == "agent" else []  # game is the default for Atari
         proc = cli("drl.evaluate", run_dir, "--episodes", 1, "--video", video, "--wandb", "off", *args, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"env 0's {view} view" in proc.stdout
         reader = imageio.get_reader(video, format="FFMPEG")
         frames = [frame.astype(int) for frame in reader]
         reader.close()
-        assert len(frames) == 200 // 4 + 1          # the capped episode: 50 agent steps, first frame included
+        assert len(frames) == 200 // 4 + 1  # the capped episode: 50 agent steps, first frame included
         shapes[view] = frames[0].shape
-        spread = np.mean([np.abs(f[..., 0] - f[..., 2]).mean() for f in frames])   # colour: channels differ
+        spread = np.mean([np.abs(f[..., 0] - f[..., 2]).mean() for f in frames])  # colour: channels differ
         assert (spread > 20) if view == "game" else (spread < 3)
-    assert shapes == {"game": (432, 320, 3), "agent": (336, 336, 3)}   # 210x160 x2 (padded to 16); 84x84 x4
+    assert shapes == {"game": (432, 320, 3), "agent": (336, 336, 3)}  # 210x160 x2 (padded to 16); 84x84 x4
 
     with pytest.raises(UserError, match="cannot record the game's own screen"):
         evaluate_main([str(trained[1]), "--video", str(tmp_path / "c.mp4"), "--video-view", "game"])

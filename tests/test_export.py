@@ -1,5 +1,6 @@
 """``python -m drl.export`` on a short real catch run: the Hub folder's files, the model card's metadata (parsed from
 its YAML front matter, and by huggingface_hub), the weights, the video, and loading the folder back."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ EPISODES = 6
 
 
 def cli(module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=env or ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or ENV,
+        timeout=300,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -72,9 +79,12 @@ def test_the_model_card_front_matter_is_hub_metadata_with_the_evaluation(exporte
     assert f"over {EPISODES} episodes" in (out / "README.md").read_text()
 
     hub = pytest.importorskip("huggingface_hub")
-    (result,) = hub.ModelCard.load(out / "README.md").data.eval_results   # the Hub's own parser
-    assert (result.task_type, result.dataset_name, result.metric_type) == ("reinforcement-learning", "catch",
-                                                                           "mean_reward")
+    (result,) = hub.ModelCard.load(out / "README.md").data.eval_results  # the Hub's own parser
+    assert (result.task_type, result.dataset_name, result.metric_type) == (
+        "reinforcement-learning",
+        "catch",
+        "mean_reward",
+    )
     assert result.metric_value == metric["value"]
 
 
@@ -97,7 +107,7 @@ def test_the_video_is_one_evaluation_episode(exported):
     reader = imageio.get_reader(out / "replay.mp4", format="FFMPEG")
     frames = [frame for frame in reader]
     reader.close()
-    assert len(frames) == 9 + 1                       # a catch episode: its first frame and 9 steps
+    assert len(frames) == 9 + 1  # a catch episode: its first frame and 9 steps
     assert frames[0].shape == (320, 160, 3) and frames[0].max() > 200
 
 
@@ -108,6 +118,7 @@ def test_the_loaded_folder_acts_like_the_run(exported):
     generator = torch.Generator().manual_seed(0)
     obs = torch.randint(0, 256, (256, *from_run.spec.obs_shape), dtype=torch.uint8, generator=generator)
     from drl.envs.torch_native import CatchEnv
+
     env = CatchEnv(64, seed=3)
     step = env.reset(seed=3)
     real = [step.obs]
@@ -118,7 +129,7 @@ def test_the_loaded_folder_acts_like_the_run(exported):
     a, _ = from_run.act(obs, None, epsilon=0.0)
     b, _ = from_export.act(obs, None, epsilon=0.0)
     assert torch.equal(a, b) and len(set(a.tolist())) > 1
-    proc = cli("drl.evaluate", out, "--episodes", 4, "--wandb", "off")    # drl.evaluate loads the folder too
+    proc = cli("drl.evaluate", out, "--episodes", 4, "--wandb", "off")  # drl.evaluate loads the folder too
     assert proc.returncode == 0 and "4 episodes" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -141,7 +152,7 @@ def test_push_without_a_login_says_how_to_log_in(exported, tmp_path):
     pytest.importorskip("huggingface_hub")
     run_dir, _, _ = exported
     env = {k: v for k, v in ENV.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
-    env["HF_HOME"] = str(tmp_path / "hf-home")        # no stored token
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # no stored token
     proc = cli("drl.export", run_dir, tmp_path / "hub", "--push", "someone/catch-dqn", env=env)
     one_line_error(proc, "hf auth login", "HF_TOKEN")
     assert not (tmp_path / "hub").exists(), "nothing is evaluated or written without a login"
@@ -152,6 +163,12 @@ def test_push_without_huggingface_hub_names_the_install(exported, tmp_path):
     fake = tmp_path / "shadow" / "huggingface_hub"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named huggingface_hub')\n")
-    proc = cli("drl.export", run_dir, tmp_path / "hub", "--push", "someone/catch-dqn",
-               env={**ENV, "PYTHONPATH": str(fake.parent)})
+    proc = cli(
+        "drl.export",
+        run_dir,
+        tmp_path / "hub",
+        "--push",
+        "someone/catch-dqn",
+        env={**ENV, "PYTHONPATH": str(fake.parent)},
+    )
     one_line_error(proc, "pip install huggingface_hub", ".[hub]")

@@ -1,4 +1,5 @@
 """drl as a framework: registries, typed per-kind env config, Gymnasium envs, the Python API, user modules."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,7 +22,7 @@ from tests.helpers import ROOT
 # ---------------------------------------------------------------- registries
 def test_registry_names_unknown_entries_and_refuses_silent_replacement():
     reg = Registry("thing", "section.thing")
-    reg.register("alpha", "math:sqrt")                    # lazy "module:attribute"
+    reg.register("alpha", "math:sqrt")  # lazy "module:attribute"
 
     @reg.register("beta")
     def beta():
@@ -36,11 +37,14 @@ def test_registry_names_unknown_entries_and_refuses_silent_replacement():
     assert reg.get("beta") is len
 
 
-@pytest.mark.parametrize("override,message", [
-    ("network.encoder=natur", "unknown encoder 'natur' (network.encoder); did you mean nature?"),
-    ("agent.algo=dqm", "unknown agent 'dqm' (agent.algo); did you mean dqn?"),
-    ("env.kind=atary", "unknown environment kind 'atary' (env.kind); did you mean atari?"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("network.encoder=natur", "unknown encoder 'natur' (network.encoder); did you mean nature?"),
+        ("agent.algo=dqm", "unknown agent 'dqm' (agent.algo); did you mean dqn?"),
+        ("env.kind=atary", "unknown environment kind 'atary' (env.kind); did you mean atari?"),
+    ],
+)
 def test_unknown_registered_names_are_one_line_errors(override, message):
     with pytest.raises(UserError) as err:
         config.load("catch", [override])
@@ -57,7 +61,7 @@ def test_each_env_kind_has_its_own_section():
     doom = config.load("doom-deathmatch")
     assert type(doom.env.doom) is DoomSettingsConfig and doom.env.doom.shaping["frag"] == 1.0
     with pytest.raises(config.ConfigError, match=r"unknown config key 'env.game' for env.kind 'doom'"):
-        config.load("doom-basic", ["env.game=pong"])        # an Atari key in a Doom run: an error, not ignored
+        config.load("doom-basic", ["env.game=pong"])  # an Atari key in a Doom run: an error, not ignored
     with pytest.raises(config.ConfigError, match=r"env.doom.num_bots has the wrong type"):
         config.load("doom-deathmatch", ["env.doom.num_bots=many"])
     with pytest.raises(config.ConfigError, match=r"unknown config key 'env.doom.scenarioo'.*env.doom.scenario"):
@@ -147,7 +151,11 @@ def test_gym_env_streams_equal_single_gymnasium_envs():
             o, r, term, trunc, _ = env.step(int(actions[i]))
             returns[i] += r
             lengths[i] += 1
-            assert float(step.reward[i]) == r and bool(step.terminated[i]) == term and bool(step.reset[i]) == (term or trunc)
+            assert (
+                float(step.reward[i]) == r
+                and bool(step.terminated[i]) == term
+                and bool(step.reset[i]) == (term or trunc)
+            )
             nxt = np.concatenate([stacks[i][4:], o.astype(np.float32)])
             if term or trunc:
                 resets += 1
@@ -183,7 +191,7 @@ def test_gym_screens_are_each_envs_own_render():
                 step = vec.step(torch.from_numpy(actions))
                 for i, env in enumerate(singles):
                     _, _, term, trunc, _ = env.step(int(actions[i]))
-                    if term or trunc:   # same-step autoreset: the screen already shows the next episode
+                    if term or trunc:  # same-step autoreset: the screen already shows the next episode
                         env.reset()
         finally:
             vec.close()
@@ -212,11 +220,15 @@ def test_gym_async_vectorization_equals_sync():
 def test_gym_observation_kinds_and_unsupported_spaces():
     from drl.envs.gym import GymVecEnv
 
-    minatar = GymVecEnv("MinAtar/Breakout-v1", 2, torch.device("cpu"), seed=0)   # bool [10, 10, 4] images
+    minatar = GymVecEnv("MinAtar/Breakout-v1", 2, torch.device("cpu"), seed=0)  # bool [10, 10, 4] images
     step = minatar.reset(seed=0)
-    assert step.obs.shape == (2, 4, 10, 10) and step.obs.dtype == torch.uint8 and set(step.obs.unique().tolist()) <= {0, 255}
+    assert (
+        step.obs.shape == (2, 4, 10, 10)
+        and step.obs.dtype == torch.uint8
+        and set(step.obs.unique().tolist()) <= {0, 255}
+    )
     minatar.close()
-    frozen = GymVecEnv("FrozenLake-v1", 2, torch.device("cpu"), seed=0)           # Discrete(16) -> one-hot
+    frozen = GymVecEnv("FrozenLake-v1", 2, torch.device("cpu"), seed=0)  # Discrete(16) -> one-hot
     assert frozen.reset(seed=0).obs.sum(dim=1).tolist() == [1.0, 1.0]
     frozen.close()
     with pytest.raises(config.ConfigError, match=r"action space Box.*Discrete actions only"):
@@ -234,21 +246,39 @@ def test_replay_of_float_vectors_equals_naive_stacks():
     first = torch.tensor([True])
     for t in range(5):
         done = torch.tensor([t == 2])
-        replay.add(StepRecord(obs[t], first, torch.tensor([t % 2]), torch.tensor([float(t)]), done,
-                              torch.tensor([False]), done, final_frame=obs[t + 1] if t == 2 else None))
+        replay.add(
+            StepRecord(
+                obs[t],
+                first,
+                torch.tensor([t % 2]),
+                torch.tensor([float(t)]),
+                done,
+                torch.tensor([False]),
+                done,
+                final_frame=obs[t + 1] if t == 2 else None,
+            )
+        )
         first = done
     batch = replay.sample(64)
     assert batch.obs.dtype == torch.float32
     for b in range(64):
-        t = int(batch.returns[b])                       # reward t was given at step t
+        t = int(batch.returns[b])  # reward t was given at step t
         expected = torch.cat([obs[t - 1][0] if t not in (0, 3) else torch.zeros(3), obs[t][0]])
         assert torch.equal(batch.obs[b], expected)
 
 
 # ---------------------------------------------------------------- the Python API and user modules
 def test_learn_creates_the_run_and_returns_the_final_evaluation(tmp_path):
-    cfg = drl.load_config("catch", overrides=["total_steps=3000", "eval.interval=1000", "agent.learning_starts=500",
-                                              "tracking.wandb=off", "compute.threads=1"])
+    cfg = drl.load_config(
+        "catch",
+        overrides=[
+            "total_steps=3000",
+            "eval.interval=1000",
+            "agent.learning_starts=500",
+            "tracking.wandb=off",
+            "compute.threads=1",
+        ],
+    )
     result = drl.learn(cfg, run_dir=tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
     evals = result.metrics("eval")
@@ -265,8 +295,16 @@ def test_learn_creates_the_run_and_returns_the_final_evaluation(tmp_path):
 def test_trainer_is_a_context_manager_that_closes_its_envs(tmp_path):
     from drl.api import create_run_dir
 
-    cfg = drl.load_config("cartpole", overrides=["total_steps=200", "env.vectorization=async", "env.num_envs=2",
-                                                 "eval.interval=100000", "tracking.wandb=off"])
+    cfg = drl.load_config(
+        "cartpole",
+        overrides=[
+            "total_steps=200",
+            "env.vectorization=async",
+            "env.num_envs=2",
+            "eval.interval=100000",
+            "tracking.wandb=off",
+        ],
+    )
     with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "run")) as trainer:
         workers = list(trainer.env.vector.processes)
         assert all(p.is_alive() for p in workers)
@@ -284,21 +322,32 @@ def test_custom_env_from_the_cli(tmp_path, how):
         yaml.write_text((ROOT / "examples/corridor.yaml").read_text().replace("imports: [examples.corridor_env]", ""))
         args = [str(yaml), "--import", "examples.corridor_env"]
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "drl.train", *args, "tracking.wandb=off", "compute.threads=1",
-                           "--run-dir", str(run)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "drl.train", *args, "tracking.wandb=off", "compute.threads=1", "--run-dir", str(run)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "TQDM_DISABLE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     from drl.metrics import read_metrics
-    assert read_metrics(run / "metrics.jsonl")[-1]["return_mean"] == 1.0    # the optimum: straight to the goal
+
+    assert read_metrics(run / "metrics.jsonl")[-1]["return_mean"] == 1.0  # the optimum: straight to the goal
     assert "imports:\n- examples.corridor_env" in (run / "config.yaml").read_text()
 
 
 @pytest.mark.slow
 def test_custom_encoder_and_env_from_python(tmp_path):
     """examples/train_from_python.py: the custom env and the custom encoder, trained and used from Python."""
-    proc = subprocess.run([sys.executable, "-m", "examples.train_from_python", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900,
-                          env={**__import__("os").environ, "TQDM_DISABLE": "1", "DRL_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.train_from_python", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__("os").environ, "TQDM_DISABLE": "1", "DRL_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "corridor: final evaluation 1.00" in proc.stdout
     assert "catch with the tiny encoder: final evaluation" in proc.stdout

@@ -13,6 +13,7 @@ from), every import statement, those inside functions included:
   (``drl.registry``), whose lazy ``"module:attribute"`` strings are not imports; the built-ins' table at the end of
   ``drl/registry.py`` is the one place that names them.
 """
+
 from __future__ import annotations
 
 import ast
@@ -27,9 +28,23 @@ from tests.helpers import ROOT
 
 PLUG_INS = ("drl.envs", "drl.agents")
 TOOLS = ("drl.bench",)
-NAMED_CORE = ["drl.config", "drl.registry", "drl.loop", "drl.replay", "drl.networks", "drl.metrics", "drl.tracking",
-              "drl.evaluate", "drl.vec_env", "drl.checkpoint", "drl.segments", "drl.agent", "drl.distributed",
-              "drl.distributed.collector", "drl.distributed.learner"]
+NAMED_CORE = [
+    "drl.config",
+    "drl.registry",
+    "drl.loop",
+    "drl.replay",
+    "drl.networks",
+    "drl.metrics",
+    "drl.tracking",
+    "drl.evaluate",
+    "drl.vec_env",
+    "drl.checkpoint",
+    "drl.segments",
+    "drl.agent",
+    "drl.distributed",
+    "drl.distributed.collector",
+    "drl.distributed.learner",
+]
 
 
 def module_files() -> dict[str, Path]:
@@ -44,27 +59,33 @@ def module_files() -> dict[str, Path]:
 
 
 def _type_checking(test: ast.expr) -> bool:
-    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or \
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    return (
+        isinstance(test, ast.Name)
+        and test.id == "TYPE_CHECKING"
+        or isinstance(test, ast.Attribute)
+        and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(source: str, module: str, is_package: bool, known: set[str]) -> list[tuple[str, bool]]:
     """The drl modules that ``module``'s source imports, each as ``(name, only_under_TYPE_CHECKING)``."""
     found: list[tuple[str, bool]] = []
-    here = module.split(".") if is_package else module.split(".")[:-1]   # the package relative imports start from
+    here = module.split(".") if is_package else module.split(".")[:-1]  # the package relative imports start from
 
     def visit(node: ast.AST, type_checking: bool) -> None:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.append((alias.name, type_checking))
         elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else node.module
+            base = (
+                ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module
+            )
             for alias in node.names:
                 found.append((f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base, type_checking))
         for child in ast.iter_child_nodes(node):
-            visit(child, type_checking or isinstance(node, ast.If) and _type_checking(node.test)
-                  and child in node.body)
+            visit(child, type_checking or isinstance(node, ast.If) and _type_checking(node.test) and child in node.body)
 
     visit(ast.parse(source), False)
     return [(name, tc) for name, tc in found if name in known]
@@ -72,14 +93,16 @@ def imports_of(source: str, module: str, is_package: bool, known: set[str]) -> l
 
 def import_graph() -> dict[str, list[tuple[str, bool]]]:
     files = module_files()
-    return {name: imports_of(path.read_text(), name, path.stem == "__init__", set(files))
-            for name, path in files.items()}
+    return {
+        name: imports_of(path.read_text(), name, path.stem == "__init__", set(files)) for name, path in files.items()
+    }
 
 
 def cycle(graph: dict[str, list[tuple[str, bool]]]) -> list[str] | None:
     """A cycle of run-time imports (``[a, b, ..., a]``), or None."""
-    edges = {m: {name for name, type_checking in names if not type_checking and name != m}
-             for m, names in graph.items()}
+    edges = {
+        m: {name for name, type_checking in names if not type_checking and name != m} for m, names in graph.items()
+    }
     try:
         tuple(graphlib.TopologicalSorter(edges).static_order())
     except graphlib.CycleError as exc:
@@ -129,15 +152,22 @@ def make():
         from drl.loop import evaluate
 """
     assert imports_of(source, "drl.envs", True, KNOWN) == [
-        ("drl.config", False), ("drl.envs.doom.labels", False), ("drl.agents", True), ("drl.loop", False)]
+        ("drl.config", False),
+        ("drl.envs.doom.labels", False),
+        ("drl.agents", True),
+        ("drl.loop", False),
+    ]
     assert imports_of("from .. import config", "drl.envs", True, KNOWN) == [("drl.config", False)]
     assert imports_of("from .labels import x", "drl.envs.doom.game", False, KNOWN) == [("drl.envs.doom.labels", False)]
 
 
-@pytest.mark.parametrize("planted, expected", [
-    ({"drl.loop": [("drl.config", False)], "drl.config": [("drl.loop", False)]}, ["drl.loop", "drl.config"]),
-    ({"drl.loop": [("drl.config", False)], "drl.config": [("drl.loop", True)]}, None),   # TYPE_CHECKING only
-])
+@pytest.mark.parametrize(
+    "planted, expected",
+    [
+        ({"drl.loop": [("drl.config", False)], "drl.config": [("drl.loop", False)]}, ["drl.loop", "drl.config"]),
+        ({"drl.loop": [("drl.config", False)], "drl.config": [("drl.loop", True)]}, None),  # TYPE_CHECKING only
+    ],
+)
 def test_the_checker_finds_a_cycle(planted, expected):
     found = cycle(planted)
     assert found is None if expected is None else set(found) == set(expected) and found[0] == found[-1]

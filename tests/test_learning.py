@@ -1,4 +1,5 @@
 """Learning: DQN solves the torch-native catch task within a CI-sized budget, fixed seed."""
+
 from __future__ import annotations
 
 from drl import config
@@ -7,8 +8,9 @@ from drl.metrics import read_metrics
 
 
 def test_dqn_learns_catch_and_stops_at_the_first_evaluation_that_reaches_stop_at(tmp_path):
-    cfg = config.load("catch", ["total_steps=40000", "seed=0", "eval.interval=2500", "eval.stop_at=0.9",
-                                "tracking.wandb=off"])
+    cfg = config.load(
+        "catch", ["total_steps=40000", "seed=0", "eval.interval=2500", "eval.stop_at=0.9", "tracking.wandb=off"]
+    )
     trainer = Trainer(cfg, tmp_path)
     try:
         result = trainer.run()
@@ -22,8 +24,9 @@ def test_dqn_learns_catch_and_stops_at_the_first_evaluation_that_reaches_stop_at
 
 
 def train_memory(algo: str, tmp_path) -> float:
-    cfg = config.load("memory", [f"agent.algo={algo}", "total_steps=12000", "seed=0", "eval.interval=6000",
-                                 "tracking.wandb=off"])
+    cfg = config.load(
+        "memory", [f"agent.algo={algo}", "total_steps=12000", "seed=0", "eval.interval=6000", "tracking.wandb=off"]
+    )
     (tmp_path / algo).mkdir()
     trainer = Trainer(cfg, tmp_path / algo)
     try:

@@ -1,6 +1,7 @@
 """Reliability with real processes: signals (checkpoint, exit code, no orphaned workers), exact resume,
 determinism, numerical faults, safe checkpoints (safetensors + JSON, the earlier torch format with weights_only,
 atomic under SIGKILL), Doom worker restarts."""
+
 from __future__ import annotations
 
 import json
@@ -29,15 +30,22 @@ VOLATILE = {"wall_time", "sps", "eval_seconds"}  # timings; everything else must
 
 
 def train(*args, timeout: float = 300):
-    return subprocess.run([sys.executable, "-m", "drl.train", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "drl.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def start(tmp_path: Path, *args) -> subprocess.Popen:
     out = open(tmp_path / "stdout.txt", "w")
     err = open(tmp_path / "stderr.txt", "w")
-    return subprocess.Popen([sys.executable, "-m", "drl.train", *map(str, args)], cwd=ROOT, env=ENV, stdout=out,
-                            stderr=err)
+    return subprocess.Popen(
+        [sys.executable, "-m", "drl.train", *map(str, args)], cwd=ROOT, env=ENV, stdout=out, stderr=err
+    )
 
 
 def rows(run_dir: Path, event: str | None = None) -> list[dict]:
@@ -87,17 +95,33 @@ def stop_and_check(proc: subprocess.Popen, sig: int, run_dir: Path, tree: set[in
 @pytest.mark.doom
 def test_sigterm_doom_run_restarts_a_killed_worker_then_checkpoints_and_leaves_no_processes(tmp_path):
     run_dir = tmp_path / "doom"
-    proc = start(tmp_path, "doom-basic", "total_steps=1000000", "agent.learning_starts=200", "agent.batch_size=4",
-                 "agent.train_freq=32", "replay.capacity=4000", "log_interval=100", "eval.interval=1000000",
-                 "env.num_envs=2", "tracking.wandb=off", "--run-dir", run_dir)
+    proc = start(
+        tmp_path,
+        "doom-basic",
+        "total_steps=1000000",
+        "agent.learning_starts=200",
+        "agent.batch_size=4",
+        "agent.train_freq=32",
+        "replay.capacity=4000",
+        "log_interval=100",
+        "eval.interval=1000000",
+        "env.num_envs=2",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+    )
     try:
         wait_for(lambda: rows(run_dir, "train"), 180, "a first train row", proc)
         workers = doom_workers(proc.pid)
         assert len(workers) == 2, workers
         tree = set(descendants(proc.pid))
         os.kill(workers[0], signal.SIGKILL)  # a crashed worker is replaced; the run goes on and logs it
-        wait_for(lambda: any((r.get("worker_restarts") or 0) >= 1 for r in rows(run_dir, "train")), 120,
-                 "a train row with worker_restarts >= 1", proc)
+        wait_for(
+            lambda: any((r.get("worker_restarts") or 0) >= 1 for r in rows(run_dir, "train")),
+            120,
+            "a train row with worker_restarts >= 1",
+            proc,
+        )
         row = [r for r in rows(run_dir, "train") if r.get("worker_restarts")][-1]
         assert row["worker_restarts"] == 1 and row["episodes_dropped"] == 1
         assert "restarting it with new games" in (tmp_path / "stderr.txt").read_text()  # the warning
@@ -113,8 +137,18 @@ def test_sigterm_doom_run_restarts_a_killed_worker_then_checkpoints_and_leaves_n
 
 def test_sigint_catch_run_checkpoints_exits_130_and_resumes(tmp_path):
     run_dir = tmp_path / "catch"
-    proc = start(tmp_path, "catch", "total_steps=10000000", "env.num_envs=8", "agent.learning_starts=200",
-                 "log_interval=200", "eval.interval=10000000", "tracking.wandb=off", "--run-dir", run_dir)
+    proc = start(
+        tmp_path,
+        "catch",
+        "total_steps=10000000",
+        "env.num_envs=8",
+        "agent.learning_starts=200",
+        "log_interval=200",
+        "eval.interval=10000000",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+    )
     try:
         wait_for(lambda: len(rows(run_dir, "train")) >= 2, 120, "two train rows", proc)
         payload = stop_and_check(proc, signal.SIGINT, run_dir, set(descendants(proc.pid)))
@@ -131,9 +165,20 @@ def test_sigint_catch_run_checkpoints_exits_130_and_resumes(tmp_path):
 
 def test_sigterm_during_a_long_evaluation_stops_within_10s(tmp_path):
     run_dir = tmp_path / "catch"
-    proc = start(tmp_path, "catch", "total_steps=10000000", "env.num_envs=8", "agent.learning_starts=200",
-                 "log_interval=200", "eval.interval=400", "eval.episodes=100000000", "eval.num_envs=8",
-                 "tracking.wandb=off", "--run-dir", run_dir)
+    proc = start(
+        tmp_path,
+        "catch",
+        "total_steps=10000000",
+        "env.num_envs=8",
+        "agent.learning_starts=200",
+        "log_interval=200",
+        "eval.interval=400",
+        "eval.episodes=100000000",
+        "eval.num_envs=8",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+    )
     try:  # the train row at step 400 is written just before the (endless) evaluation starts
         wait_for(lambda: any(r["env_steps"] >= 400 for r in rows(run_dir, "train")), 120, "step 400", proc)
         time.sleep(1.0)
@@ -147,10 +192,21 @@ def test_sigterm_during_a_long_evaluation_stops_within_10s(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- resume, determinism
-CATCH = ["env.num_envs=16", "agent.learning_starts=1000", "agent.batch_size=32", "agent.train_freq=8",
-         "agent.target_update_interval=800", "agent.eps_decay_steps=6000", "log_interval=500", "eval.interval=2500",
-         "eval.episodes=16", "eval.num_envs=16", "checkpoint_interval=3000", "replay.save_in_checkpoint=true",
-         "tracking.wandb=off"]
+CATCH = [
+    "env.num_envs=16",
+    "agent.learning_starts=1000",
+    "agent.batch_size=32",
+    "agent.train_freq=8",
+    "agent.target_update_interval=800",
+    "agent.eps_decay_steps=6000",
+    "log_interval=500",
+    "eval.interval=2500",
+    "eval.episodes=16",
+    "eval.num_envs=16",
+    "checkpoint_interval=3000",
+    "replay.save_in_checkpoint=true",
+    "tracking.wandb=off",
+]
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +249,21 @@ def test_catch_is_deterministic(catch_reference, tmp_path):
 
 
 def test_atari_pong_is_deterministic(tmp_path):
-    small = ["total_steps=10000", "agent.learning_starts=8000", "agent.batch_size=8", "agent.train_freq=16",
-             "replay.capacity=12000", "eval.interval=10000", "eval.episodes=1", "eval.num_envs=1",
-             "eval.max_frames=2000", "log_interval=1000", "env.num_envs=4", "env.num_threads=1",
-             "tracking.wandb=off"]
+    small = [
+        "total_steps=10000",
+        "agent.learning_starts=8000",
+        "agent.batch_size=8",
+        "agent.train_freq=16",
+        "replay.capacity=12000",
+        "eval.interval=10000",
+        "eval.episodes=1",
+        "eval.num_envs=1",
+        "eval.max_frames=2000",
+        "log_interval=1000",
+        "env.num_envs=4",
+        "env.num_threads=1",
+        "tracking.wandb=off",
+    ]
     for name in ("a", "b"):
         proc = train("atari-pong", *small, "--run-dir", tmp_path / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -210,9 +277,18 @@ def test_atari_pong_is_deterministic(tmp_path):
 def test_diverging_run_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "diverge"
     # a squared loss (huge Huber delta) on rewards of 1e18 overflows float32 after a few dozen updates
-    proc = train("catch", "total_steps=20000", "agent.learning_starts=500", "env.reward_scale=1e18",
-                 "agent.huber_delta=1e30", "checkpoint_interval=1000", "eval.interval=100000", "tracking.wandb=off",
-                 "--run-dir", run_dir)
+    proc = train(
+        "catch",
+        "total_steps=20000",
+        "agent.learning_starts=500",
+        "env.reward_scale=1e18",
+        "agent.huber_delta=1e30",
+        "checkpoint_interval=1000",
+        "eval.interval=100000",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
@@ -226,8 +302,17 @@ def test_diverging_run_stops_naming_the_step_and_the_last_good_checkpoint(tmp_pa
 
 def test_non_finite_q_values_stop_the_run(tmp_path):
     run_dir = tmp_path / "q"
-    proc = train("catch", "total_steps=800", "agent.learning_starts=200", "env.num_envs=8", "eval.episodes=8",
-                 "eval.num_envs=8", "tracking.wandb=off", "--run-dir", run_dir)
+    proc = train(
+        "catch",
+        "total_steps=800",
+        "agent.learning_starts=200",
+        "env.num_envs=8",
+        "eval.episodes=8",
+        "eval.num_envs=8",
+        "tracking.wandb=off",
+        "--run-dir",
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = run_dir / "checkpoints" / "latest.pt"
     payload = checkpoint.load(path)
@@ -285,12 +370,24 @@ def test_a_checkpoint_holds_tensors_in_safetensors_and_the_rest_in_json(catch_re
 
 def test_checkpoint_round_trip_keeps_every_value_and_type(tmp_path):
     shared = torch.arange(12.0)
-    payload = {"agent": {"w": torch.randn(3, 4).t(), "bf16": torch.ones(2, dtype=torch.bfloat16),
-                         "mask": torch.tensor([True, False]), "scalar": torch.tensor(7), "empty": torch.zeros(0, 3),
-                         "view_a": shared[:8], "view_b": shared[4:]},
-               "config": {"name": "catch"}, "opt": {0: {"step": torch.tensor(3.0)}, 1: {"lr": 1e-3}},
-               "rng": (3, tuple(range(5)), None), "big": 2**100 + 1, "floats": [float("nan"), float("inf"), 0.1],
-               "flags": [True, False, None, "text"], "__odd": {"__tensor__": "not a tensor"}}
+    payload = {
+        "agent": {
+            "w": torch.randn(3, 4).t(),
+            "bf16": torch.ones(2, dtype=torch.bfloat16),
+            "mask": torch.tensor([True, False]),
+            "scalar": torch.tensor(7),
+            "empty": torch.zeros(0, 3),
+            "view_a": shared[:8],
+            "view_b": shared[4:],
+        },
+        "config": {"name": "catch"},
+        "opt": {0: {"step": torch.tensor(3.0)}, 1: {"lr": 1e-3}},
+        "rng": (3, tuple(range(5)), None),
+        "big": 2**100 + 1,
+        "floats": [float("nan"), float("inf"), 0.1],
+        "flags": [True, False, None, "text"],
+        "__odd": {"__tensor__": "not a tensor"},
+    }
     path = tmp_path / "ckpt.pt"
     checkpoint.save(path, payload)
     loaded = checkpoint.load(path)
@@ -307,7 +404,7 @@ def test_a_checkpoint_of_the_earlier_torch_format_still_loads_and_resumes_exactl
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     old = tmp_path / "old" / "checkpoints" / "latest.pt"
-    torch.save(checkpoint.load(old), old)                   # what drl.train wrote before safetensors
+    torch.save(checkpoint.load(old), old)  # what drl.train wrote before safetensors
     assert "state.json" not in zipfile.ZipFile(old).namelist()
     for name in ("new", "old"):
         proc = train("--resume", tmp_path / name, "total_steps=4000")
@@ -316,11 +413,18 @@ def test_a_checkpoint_of_the_earlier_torch_format_still_loads_and_resumes_exactl
     assert max(r["env_steps"] for r in rows(tmp_path / "old")) >= 4000
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda state: state["payload"]["agent"]["online"].update({next(iter(state["payload"]["agent"]["online"])):
-                                                               {"__tensor__": "missing"}}), "'missing'"),
-    (lambda state: state.update(version=99), "unknown checkpoint format"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (
+            lambda state: state["payload"]["agent"]["online"].update(
+                {next(iter(state["payload"]["agent"]["online"])): {"__tensor__": "missing"}}
+            ),
+            "'missing'",
+        ),
+        (lambda state: state.update(version=99), "unknown checkpoint format"),
+    ],
+)
 def test_a_crafted_json_record_is_refused_in_one_line(tmp_path, edit, needle):
     run_dir = tmp_path / "run"
     proc = train("catch", *CATCH, "total_steps=600", "--run-dir", run_dir)
@@ -356,8 +460,9 @@ def test_checkpoint_writes_are_atomic_under_sigkill(tmp_path):
     rng = random.Random(0)
     killed_mid_write = 0
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, env=ENV,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True
+        )
         try:
             assert proc.stdout.readline().strip(), "a first checkpoint was written"
             time.sleep(rng.uniform(0.05, 0.6))
@@ -381,10 +486,21 @@ def test_atari_resume_with_saved_replay_ends_the_old_episodes(tmp_path):
     from drl.api import create_run_dir
     from drl.replay import ReplayBuffer as RB
 
-    cfg = drl.load_config("atari-pong", ["total_steps=400", "env.num_envs=2", "agent.learning_starts=100000",
-                                         "replay.save_in_checkpoint=true", "replay.capacity=2000",
-                                         "eval.episodes=1", "eval.num_envs=1", "eval.max_frames=200",
-                                         "tracking.wandb=off", "compute.threads=1"])
+    cfg = drl.load_config(
+        "atari-pong",
+        [
+            "total_steps=400",
+            "env.num_envs=2",
+            "agent.learning_starts=100000",
+            "replay.save_in_checkpoint=true",
+            "replay.capacity=2000",
+            "eval.episodes=1",
+            "eval.num_envs=1",
+            "eval.max_frames=200",
+            "tracking.wandb=off",
+            "compute.threads=1",
+        ],
+    )
     run = create_run_dir(cfg, tmp_path / "run")
     with drl.Trainer(cfg, run) as trainer:
         trainer.run()
@@ -397,5 +513,5 @@ def test_atari_resume_with_saved_replay_ends_the_old_episodes(tmp_path):
             last, before = (count[e] - 1) % replay.capacity, (count[e] - 2) % replay.capacity
             assert int(replay.flags[e, last]) & RB.FINAL, "the step whose result was lost ends the stream"
             assert int(replay.flags[e, before]) & (RB.TRUNCATED | RB.TERMINATED | RB.FINAL)
-            assert int(saved_flags[e, last]) & RB.FINAL == 0        # it was an open step before the resume
-        assert bool(resumed.step.reset.all())                      # and the new episodes start with `first`
+            assert int(saved_flags[e, last]) & RB.FINAL == 0  # it was an open step before the resume
+        assert bool(resumed.step.reset.all())  # and the new episodes start with `first`

@@ -1,4 +1,5 @@
 """Replay against a naive reference: stacks, n-step windows, terminals, truncations, life losses, resets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,9 +47,17 @@ class NaiveStream:
         for e in range(E):
             before = self.stacks[e].flatten(0, 1).clone()
             nxt = torch.cat([self.stacks[e][1:], self._frame()[None]])
-            self.transitions[e].append(dict(obs=before, action=int(actions[e]), reward=float(reward[e]),
-                                            term=bool(term[e]), trunc=bool(trunc[e]), reset=bool(reset[e]),
-                                            next=nxt.flatten(0, 1)))
+            self.transitions[e].append(
+                dict(
+                    obs=before,
+                    action=int(actions[e]),
+                    reward=float(reward[e]),
+                    term=bool(term[e]),
+                    trunc=bool(trunc[e]),
+                    reset=bool(reset[e]),
+                    next=nxt.flatten(0, 1),
+                )
+            )
             if reset[e]:
                 final[e] = nxt.flatten(0, 1)
                 self.stacks[e] = self._fresh()
@@ -62,12 +71,12 @@ def naive_target(transitions, t, n, gamma):
     ret, k = 0.0, 0
     while True:
         tr = transitions[t + k]
-        ret += gamma ** k * tr["reward"]
+        ret += gamma**k * tr["reward"]
         k += 1
         if tr["term"]:
             return ret, 0.0, tr["next"]
         if tr["trunc"] or k == n:
-            return ret, gamma ** k, tr["next"]
+            return ret, gamma**k, tr["next"]
 
 
 def fill(replay, stream, steps, rng):
@@ -80,8 +89,10 @@ def fill(replay, stream, steps, rng):
         first = reset
 
 
-@pytest.mark.parametrize("stack,n,prioritized,capacity", [(4, 3, False, 100_000), (4, 1, False, 100_000),
-                                                          (2, 5, True, 100_000), (4, 3, False, 90), (1, 3, True, 70)])
+@pytest.mark.parametrize(
+    "stack,n,prioritized,capacity",
+    [(4, 3, False, 100_000), (4, 1, False, 100_000), (2, 5, True, 100_000), (4, 3, False, 90), (1, 3, True, 70)],
+)
 def test_sampled_transitions_equal_naive_reference(stack, n, prioritized, capacity):
     rng = np.random.default_rng(stack * 10 + n)
     E, steps, gamma = 3, 400, 0.9
@@ -112,7 +123,7 @@ def check_batch_against_reference(replay, batch, transitions, n, gamma) -> int:
         assert float(batch.discounts[b]) == pytest.approx(disc, rel=1e-6)
         if disc > 0:  # the bootstrap observation matters only when the target bootstraps
             assert torch.equal(batch.next_obs[b].cpu(), nxt), f"next stack mismatch env {e} t {t}"
-        cut += disc != pytest.approx(gamma ** n)
+        cut += disc != pytest.approx(gamma**n)
     return cut
 
 
@@ -137,8 +148,18 @@ def test_no_sampled_window_starts_on_final_slot_and_bytes_per_transition():
     for _ in range(200):
         obs = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
         reward, term, trunc, reset, final = stream.step(torch.zeros(2))
-        replay.add(StepRecord(obs[:, -1:], first, torch.zeros(2, dtype=torch.long), reward, term, trunc, reset,
-                              torch.zeros(2, 1, 84, 84, dtype=torch.uint8)))
+        replay.add(
+            StepRecord(
+                obs[:, -1:],
+                first,
+                torch.zeros(2, dtype=torch.long),
+                reward,
+                term,
+                trunc,
+                reset,
+                torch.zeros(2, 1, 84, 84, dtype=torch.uint8),
+            )
+        )
         first = reset
     batch = replay.sample(512)
     flags = replay.storage.flags.flatten()[torch.from_numpy(batch.indices)]
@@ -159,15 +180,26 @@ def test_a_cut_stream_is_never_sampled_across(how):
     no = torch.tensor([False])
 
     def add(t, first, dropped=None, reset=no):
-        replay.add(StepRecord(frame(t), torch.tensor([first]), torch.tensor([t % 3]), torch.tensor([float(t)]), no,
-                              reset, reset, final_frame=frame(t + 1), dropped=dropped))
+        replay.add(
+            StepRecord(
+                frame(t),
+                torch.tensor([first]),
+                torch.tensor([t % 3]),
+                torch.tensor([float(t)]),
+                no,
+                reset,
+                reset,
+                final_frame=frame(t + 1),
+                dropped=dropped,
+            )
+        )
 
     for t in range(5):
         add(t, t == 0)
-    if how == "dropped step":      # step 5 was lost with its worker; the env restarted with a new game
+    if how == "dropped step":  # step 5 was lost with its worker; the env restarted with a new game
         add(5, False, dropped=torch.tensor([True]), reset=torch.tensor([True]))
         lost, new_start = 5, 6
-    else:                          # step 4's result was never stored: the run stopped and resumed
+    else:  # step 4's result was never stored: the run stopped and resumed
         replay.end_streams()
         lost, new_start = 4, 5
     for t in range(new_start, new_start + 8):
@@ -176,24 +208,28 @@ def test_a_cut_stream_is_never_sampled_across(how):
     starts = (batch.obs.flatten() - 1).tolist()
     assert lost not in starts and set(starts) == set(range(lost)) | set(range(new_start, new_start + 8 - n))
     for b, t in enumerate(starts):
-        if t < lost:   # old episode: cut at the lost step, bootstrapped from its frame
+        if t < lost:  # old episode: cut at the lost step, bootstrapped from its frame
             k = min(n, lost - t)
-            assert float(batch.returns[b]) == pytest.approx(sum(gamma ** i * (t + i) for i in range(k)))
-            assert float(batch.discounts[b]) == pytest.approx(gamma ** k)
+            assert float(batch.returns[b]) == pytest.approx(sum(gamma**i * (t + i) for i in range(k)))
+            assert float(batch.discounts[b]) == pytest.approx(gamma**k)
             assert int(batch.next_obs[b].flatten()[0]) == t + k + 1
-        else:          # new episode: full windows only
-            assert float(batch.discounts[b]) == pytest.approx(gamma ** n)
+        else:  # new episode: full windows only
+            assert float(batch.discounts[b]) == pytest.approx(gamma**n)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(capacity=1000, num_envs=4, frame_shape=(1, 84, 84), frame_stack=4, n_step=3),
-    dict(capacity=10, num_envs=3, frame_shape=(1, 6, 5), frame_stack=4, n_step=5, num_extras=2, prioritized=True),
-    dict(capacity=500, num_envs=2, frame_shape=(3, 4, 4), frame_stack=1, frame_dtype=torch.float32),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(capacity=1000, num_envs=4, frame_shape=(1, 84, 84), frame_stack=4, n_step=3),
+        dict(capacity=10, num_envs=3, frame_shape=(1, 6, 5), frame_stack=4, n_step=5, num_extras=2, prioritized=True),
+        dict(capacity=500, num_envs=2, frame_shape=(3, 4, 4), frame_stack=1, frame_dtype=torch.float32),
+    ],
+)
 def test_memory_estimates_equal_what_the_buffer_allocates(kwargs):
     """The free-memory checks run before allocating: their byte counts must be the buffer's own."""
     replay = ReplayBuffer(**kwargs)
     static = {k: kwargs.get(k, d) for k, d in (("n_step", 1), ("frame_dtype", torch.uint8))}
     assert replay.storage.frames.numel() * replay.storage.frames.element_size() == ReplayBuffer.frames_bytes(
-        kwargs["capacity"], kwargs["num_envs"], kwargs["frame_shape"], kwargs["frame_stack"], **static)
+        kwargs["capacity"], kwargs["num_envs"], kwargs["frame_shape"], kwargs["frame_stack"], **static
+    )
     assert replay.nbytes() == ReplayBuffer.bytes_needed(**kwargs)

@@ -1,5 +1,6 @@
 """The replay's pieces on their own: the transition sampler, the sequence-start rule, the prioritizer, the entries
 ``add`` returns, and the checkpoint state (``drl/replay/``), against naive references."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ def test_transition_sampler_on_its_own_equals_naive_reference():
     n, gamma = 3, 0.9
     stream = NaiveStream(3, 4, rng)
     replay = ReplayBuffer(600, 3, (1, 3, 3), 4, n_step=n, gamma=gamma)
-    fill(replay, stream, 400, rng)           # the rings have wrapped: oldest slots are gone
+    fill(replay, stream, 400, rng)  # the rings have wrapped: oldest slots are gone
     sampler = TransitionSampler(replay.storage, n, gamma, np.random.default_rng(0))
     prioritizer = Prioritizer(sampler.num_entries)
     prioritizer.insert(np.nonzero((replay.storage.flags.flatten() & ReplayBuffer.FINAL).numpy() == 0)[0])
@@ -57,7 +58,7 @@ def test_sequence_starts_rule_equals_naive_counting(stride):
 
 
 def naive_priority(td: np.ndarray, mask: np.ndarray | None, alpha: float, eps: float, eta: float) -> np.ndarray:
-    if mask is not None:   # R2D2: eta * max + (1 - eta) * mean over the sequence's loss steps
+    if mask is not None:  # R2D2: eta * max + (1 - eta) * mean over the sequence's loss steps
         per = []
         for b in range(td.shape[1]):
             x = [abs(td[t, b]) for t in range(td.shape[0]) if mask[t, b]] or [0.0]
@@ -72,7 +73,7 @@ def test_prioritizer_equals_naive_priorities(sequences):
     p = Prioritizer(16, alpha, eps, eta)
     naive = np.zeros(16)
     p.insert(np.arange(10))
-    naive[:10] = 1.0                                   # the initial max priority, 1 ** alpha
+    naive[:10] = 1.0  # the initial max priority, 1 ** alpha
     g = torch.Generator().manual_seed(0)
     entries = np.array([2, 5, 7, 11])
     td = torch.randn(6, 4, generator=g) if sequences else torch.randn(4, generator=g)
@@ -81,9 +82,14 @@ def test_prioritizer_equals_naive_priorities(sequences):
     naive[entries] = naive_priority(td.numpy(), None if mask is None else mask.numpy(), alpha, eps, eta)
     p.clear(np.array([0, 5]))
     naive[[0, 5]] = 0.0
-    p.insert(np.array([12]))                           # new entries get the largest priority seen
-    naive[12] = max(1.0, (naive_priority(td.numpy(), None if mask is None else mask.numpy(), alpha, eps, eta)
-                          ** (1 / alpha)).max()) ** alpha
+    p.insert(np.array([12]))  # new entries get the largest priority seen
+    naive[12] = (
+        max(
+            1.0,
+            (naive_priority(td.numpy(), None if mask is None else mask.numpy(), alpha, eps, eta) ** (1 / alpha)).max(),
+        )
+        ** alpha
+    )
     assert np.allclose(p.tree.leaves, naive, rtol=1e-12)
     drawn, prob = p.draw(4096, np.random.default_rng(1))
     assert naive[drawn].min() > 0 and np.allclose(prob, naive[drawn] / naive.sum())
@@ -97,8 +103,16 @@ def test_add_returns_the_entries_it_created():
     no, yes = torch.tensor([False, False]), torch.tensor([True, True])
 
     def record(first, dropped=None):
-        return StepRecord(torch.ones(2, 1, 2, 2, dtype=torch.uint8), first, torch.zeros(2), torch.zeros(2), no, no,
-                          no, dropped=dropped)
+        return StepRecord(
+            torch.ones(2, 1, 2, 2, dtype=torch.uint8),
+            first,
+            torch.zeros(2),
+            torch.zeros(2),
+            no,
+            no,
+            no,
+            dropped=dropped,
+        )
 
     flat = ReplayBuffer(40, 2, (1, 2, 2), 1, prioritized=True)
     N = flat.storage.capacity
@@ -108,7 +122,7 @@ def test_add_returns_the_entries_it_created():
     seq = ReplayBuffer(40, 2, (1, 2, 2), 1, sequences=dict(length=4, burn_in=1, overlap=2, state_size=1))
     K = seq.sampler.starts_cap
     created = [seq.add(record(yes if t == 0 else no)).tolist() for t in range(5)]
-    assert created == [[0, K], [-1, -1], [1, K + 1], [-1, -1], [2, K + 2]]          # stride 2
+    assert created == [[0, K], [-1, -1], [1, K + 1], [-1, -1], [2, K + 2]]  # stride 2
     assert seq.sampler.start_slot[0, :3].tolist() == [0, 2, 4]
 
 
@@ -116,15 +130,27 @@ def test_add_returns_the_entries_it_created():
 def test_state_dict_round_trips_with_the_single_class_keys(sequences, prioritized):
     """A checkpoint's replay state loads into a fresh replay that then samples the same batch; its keys are the
     ones the single-class replay wrote (so checkpoints written before the split still load)."""
+
     def make():
-        return ReplayBuffer(500, 3, (1, 3, 3), 1, n_step=2, gamma=0.9, prioritized=prioritized,
-                            seed=4, sequences=dict(length=6, burn_in=2, overlap=2, state_size=3) if sequences else None)
+        return ReplayBuffer(
+            500,
+            3,
+            (1, 3, 3),
+            1,
+            n_step=2,
+            gamma=0.9,
+            prioritized=prioritized,
+            seed=4,
+            sequences=dict(length=6, burn_in=2, overlap=2, state_size=3) if sequences else None,
+        )
+
     rng = np.random.default_rng(3)
     replay = make()
     fill_with_states(replay, NaiveStream(3, 1, rng), 300, rng)
     state = replay.state_dict()
-    keys = {"frames", "actions", "rewards", "flags", "count", "rng"} | ({"tree", "max_priority"} if prioritized
-                                                                         else set())
+    keys = {"frames", "actions", "rewards", "flags", "count", "rng"} | (
+        {"tree", "max_priority"} if prioritized else set()
+    )
     keys |= {"start_slot", "start_state", "start_count", "episode_step"} if sequences else set()
     assert set(state) == keys
     loaded = make()
@@ -134,5 +160,6 @@ def test_state_dict_round_trips_with_the_single_class_keys(sequences, prioritize
         other = getattr(b, name)
         pairs = zip(value, other) if isinstance(value, tuple) else [(value, other)]
         for x, y in pairs:
-            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else
-                    x is None and y is None or np.array_equal(x, y)), name
+            assert (
+                torch.equal(x, y) if isinstance(x, torch.Tensor) else x is None and y is None or np.array_equal(x, y)
+            ), name

@@ -1,6 +1,7 @@
 """The periodic tasks' rules (``drl.schedule.Schedule``) that the single-process ``Trainer`` and the distributed
 ``Learner`` share: the same config syncs the target after the same number of updates whether the steps arrive one
 vector step at a time or a chunk at a time, and ``eval.stop_at`` reads the last evaluation."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,9 +50,9 @@ def distributed_syncs(cfg, chunk_steps: int) -> list[int]:
     return syncs
 
 
-@pytest.mark.parametrize("overrides, exact", [([], True),
-                                               (["agent.learning_starts=1500", "agent.target_update_interval=2500"],
-                                                False)])
+@pytest.mark.parametrize(
+    "overrides, exact", [([], True), (["agent.learning_starts=1500", "agent.target_update_interval=2500"], False)]
+)
 def test_target_syncs_happen_at_the_same_update_counts_in_both_loops(overrides, exact):
     """Exactly the same counts for catch's config; within one update where an interval ends inside an update's
     ``train_freq`` steps (a vector step or a chunk then rounds it one way or the other)."""
@@ -66,16 +67,16 @@ def test_target_syncs_happen_at_the_same_update_counts_in_both_loops(overrides, 
 
 
 def test_a_learner_owing_updates_does_not_sync_early():
-    cfg = catch_config()   # train_freq 16, target_update_interval 1000
+    cfg = catch_config()  # train_freq 16, target_update_interval 1000
     c = Counters(env_steps=2048, pending_updates=8.5, target_syncs=1)
     schedule = Schedule(cfg, c)
     assert schedule.trained_env_steps() == 2048 - 8 * 16 and not schedule.target_sync_due()
-    c.pending_updates = 2.5                   # six updates later: steps up to 2016 are trained
+    c.pending_updates = 2.5  # six updates later: steps up to 2016 are trained
     assert schedule.target_sync_due() and c.target_syncs == 2 and not schedule.target_sync_due()
 
 
 def test_stop_at_reads_the_last_evaluation():
-    assert not Schedule(catch_config(), Counters()).stop_reached({"return_mean": 1.0})   # eval.stop_at unset
+    assert not Schedule(catch_config(), Counters()).stop_reached({"return_mean": 1.0})  # eval.stop_at unset
     schedule = Schedule(catch_config("eval.stop_at=0.5"), Counters())
     assert not schedule.stop_reached({}) and not schedule.stop_reached({"return_mean": 0.4})
     assert schedule.stop_reached({"return_mean": 0.5})

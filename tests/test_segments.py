@@ -2,6 +2,7 @@
 bf16 weights.safetensors; ``drl.train --init-from RUN_DIR [--init-optimizer]`` starts a new run from a parent's
 checkpoint (exact) or weights file (bf16); ``drl.compare --chain`` draws the segments as one run on the summed axis;
 bad input is one line, exit 2, and writes nothing."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ PARENT_STEPS = 3000
 
 
 def cli(module: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -71,15 +73,16 @@ def test_weights_file_is_the_final_online_network_in_bf16(parents):
         steps = payload["counters"]["env_steps"]
         assert meta["format"] == "drl-segment-weights" and meta["experiment"] == name
         assert int(meta["env_steps"]) == int(meta["chain_env_steps"]) == steps >= PARENT_STEPS
-        assert json.loads(meta["obs_shape"]) == payload["obs_shape"] and int(meta["num_actions"]) == payload["num_actions"]
+        assert (
+            json.loads(meta["obs_shape"]) == payload["obs_shape"] and int(meta["num_actions"]) == payload["num_actions"]
+        )
         assert json.loads(meta["network"])["agent.algo"] == ("drqn" if name == "memory" else "dqn")
         assert len(meta["config_sha256"]) == 64
         params = sum(v.numel() for v in online.values())
-        assert path.stat().st_size < 2 * params + 8192   # bf16 plus header and metadata
+        assert path.stat().st_size < 2 * params + 8192  # bf16 plus header and metadata
 
 
-def test_init_from_checkpoint_sets_both_networks_exactly_with_a_fresh_optimizer_and_an_empty_replay(parents,
-                                                                                                   tmp_path):
+def test_init_from_checkpoint_sets_both_networks_exactly_with_a_fresh_optimizer_and_an_empty_replay(parents, tmp_path):
     parent_dir = parents["catch"]
     parent = segments.load_parent(parent_dir)
     assert parent.source == "checkpoint" and parent.optimizer is None
@@ -92,7 +95,7 @@ def test_init_from_checkpoint_sets_both_networks_exactly_with_a_fresh_optimizer_
         for net in ("online", "target"):
             assert state[net].keys() == expected.keys()
             assert all(torch.equal(state[net][k], expected[k]) for k in expected), net
-        assert state["optimizer"]["state"] == {} and trainer.agent.updates == 0   # Adam starts fresh
+        assert state["optimizer"]["state"] == {} and trainer.agent.updates == 0  # Adam starts fresh
         assert len(trainer.replay) == 0 and trainer.counters.env_steps == 0
     assert cfg.init_from.env_steps == cfg.init_from.chain_env_steps == parent.env_steps >= PARENT_STEPS
 
@@ -136,7 +139,7 @@ def test_recurrent_run_starts_from_a_committed_weights_file(parents, tmp_path):
             for key, value in fp32.items():
                 got = state[net][key]
                 assert got.dtype == value.dtype and torch.equal(got, value.to(torch.bfloat16).to(value.dtype)), key
-                assert torch.allclose(got, value, rtol=2 ** -8, atol=0), key   # bf16 rounding only
+                assert torch.allclose(got, value, rtol=2**-8, atol=0), key  # bf16 rounding only
         assert state["optimizer"]["state"] == {} and len(trainer.replay) == 0
 
     # the CLI: a new run with its own counter; the parent is recorded; rows carry the chain's steps
@@ -145,8 +148,13 @@ def test_recurrent_run_starts_from_a_committed_weights_file(parents, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"started from {committed / 'weights.safetensors'}" in proc.stdout
     recorded = yaml.safe_load((child / "config.yaml").read_text())["init_from"]
-    assert recorded == {"run_dir": str(committed), "source": "weights", "env_steps": parent.env_steps,
-                        "chain_env_steps": parent.env_steps, "optimizer": False}
+    assert recorded == {
+        "run_dir": str(committed),
+        "source": "weights",
+        "env_steps": parent.env_steps,
+        "chain_env_steps": parent.env_steps,
+        "optimizer": False,
+    }
     rows = read_metrics(child / "metrics.jsonl")
     assert rows and all(r["chain_env_steps"] == parent.env_steps + r["env_steps"] for r in rows)
     assert max(r["env_steps"] for r in rows) < 2100, "the env-step counter started at 0"
@@ -154,8 +162,9 @@ def test_recurrent_run_starts_from_a_committed_weights_file(parents, tmp_path):
     assert int(meta["chain_env_steps"]) == parent.env_steps + int(meta["env_steps"])
 
     # the optimizer state is only in a checkpoint
-    proc = cli("drl.train", "memory", *SMALL, "--init-from", committed, "--init-optimizer",
-               "--run-dir", tmp_path / "not-made")
+    proc = cli(
+        "drl.train", "memory", *SMALL, "--init-from", committed, "--init-optimizer", "--run-dir", tmp_path / "not-made"
+    )
     one_line_error(proc, "--init-optimizer", "only a checkpoint holds", "checkpoints/latest.pt")
     assert not (tmp_path / "not-made").exists()
 
@@ -163,13 +172,27 @@ def test_recurrent_run_starts_from_a_committed_weights_file(parents, tmp_path):
 def test_a_chain_of_two_catch_segments_is_one_curve_on_the_summed_axis(parents, tmp_path):
     first = parents["catch"]
     second = tmp_path / "seg2"
-    proc = cli("drl.train", "catch", *SMALL, "total_steps=2000", "agent.eps_start=0.2", "--init-from", first,
-               "--run-dir", second)
+    proc = cli(
+        "drl.train",
+        "catch",
+        *SMALL,
+        "total_steps=2000",
+        "agent.eps_start=0.2",
+        "--init-from",
+        first,
+        "--run-dir",
+        second,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = yaml.safe_load((second / "config.yaml").read_text())
     cut = checkpoint.load(first / "checkpoints" / "latest.pt")["counters"]["env_steps"]
-    assert cfg["init_from"] == {"run_dir": str(first), "source": "checkpoint", "env_steps": cut,
-                                "chain_env_steps": cut, "optimizer": False}
+    assert cfg["init_from"] == {
+        "run_dir": str(first),
+        "source": "checkpoint",
+        "env_steps": cut,
+        "chain_env_steps": cut,
+        "optimizer": False,
+    }
     rows = read_metrics(second / "metrics.jsonl")
     assert all(r["chain_env_steps"] == cut + r["env_steps"] for r in rows)
     # the ε schedule restarts at the new run's step 0, from the eps_start given (ε = 1 while the replay fills)
@@ -177,8 +200,9 @@ def test_a_chain_of_two_catch_segments_is_one_curve_on_the_summed_axis(parents, 
     train = [r for r in rows if r["event"] == "train" and r["env_steps"] - 32 >= a["learning_starts"]]
     assert train
     for r in train:
-        low, high = (linear(a["eps_start"], a["eps_end"], a["eps_decay_steps"], s) for s in (r["env_steps"],
-                                                                                           r["env_steps"] - 32))
+        low, high = (
+            linear(a["eps_start"], a["eps_end"], a["eps_decay_steps"], s) for s in (r["env_steps"], r["env_steps"] - 32)
+        )
         assert low - 1e-12 <= r["epsilon"] <= high + 1e-12, r
 
     # drl.compare --chain: one run whose steps and frames are the sums (catch: one frame per step)
@@ -193,7 +217,7 @@ def test_a_chain_of_two_catch_segments_is_one_curve_on_the_summed_axis(parents, 
     assert summary["final_values"] == [evals2[-1]["return_mean"]]
     assert f"{cut + evals2[-1]['env_steps']:,}" in proc.stdout
     run = compare.load_chain([str(first), str(second)], "return_mean")
-    frames, values = compare.eval_curve(run)        # what the curves figure draws
+    frames, values = compare.eval_curve(run)  # what the curves figure draws
     assert frames.tolist() == [r["frames"] for r in evals1] + [cut + r["frames"] for r in evals2]
     assert values.tolist() == [r["return_mean"] for r in evals1 + evals2]
     assert [s for s, _, _ in run.evals] == [r["env_steps"] for r in evals1] + [cut + r["env_steps"] for r in evals2]
@@ -202,8 +226,11 @@ def test_a_chain_of_two_catch_segments_is_one_curve_on_the_summed_axis(parents, 
     assert [f for f, _ in run.episodes] == [r["frames"] for r in episodes1] + [cut + r["frames"] for r in episodes2]
 
     # a segment whose parent is not the segment listed before it
-    one_line_error(cli("drl.compare", "--chain", second, second, "--out", out), "was started from",
-                   "not from the segment listed before it")
+    one_line_error(
+        cli("drl.compare", "--chain", second, second, "--out", out),
+        "was started from",
+        "not from the segment listed before it",
+    )
     one_line_error(cli("drl.compare", "--chain", second, first, "--out", out), "was not started from another run")
     one_line_error(cli("drl.compare", "--chain", first, tmp_path / "nope", "--out", out), "not a run directory")
 
@@ -215,11 +242,18 @@ def test_init_from_errors_are_one_line_and_write_nothing(parents, tmp_path):
     cases = [
         (["catch", "--init-from", tmp_path / "nope"], ["no such run directory"]),
         (["catch", "--init-from", tmp_path / "empty"], ["no weights there", "weights.safetensors"]),
-        (["catch", "network.hidden=32", "--init-from", parent],
-         ["does not fit this config", "network.hidden is 64 there, 32 here", "must match the parent's network"]),
-        (["catch", "env.size=8", "--init-from", parent],
-         ["observations (1, 10, 5) there, (1, 8, 5) here", "must match the parent's network"]),
-        (["catch", "agent.algo=drqn", "--init-from", parent], ["agent.algo is dqn there, drqn here", "must match the parent's network"]),
+        (
+            ["catch", "network.hidden=32", "--init-from", parent],
+            ["does not fit this config", "network.hidden is 64 there, 32 here", "must match the parent's network"],
+        ),
+        (
+            ["catch", "env.size=8", "--init-from", parent],
+            ["observations (1, 10, 5) there, (1, 8, 5) here", "must match the parent's network"],
+        ),
+        (
+            ["catch", "agent.algo=drqn", "--init-from", parent],
+            ["agent.algo is dqn there, drqn here", "must match the parent's network"],
+        ),
         (["--resume", parent, "--init-from", parent], ["--init-from", "--resume", "one of them"]),
         (["catch", "--init-optimizer"], ["add --init-from"]),
         (["catch", "init_from.run_dir=x"], ["written by --init-from"]),

@@ -1,4 +1,5 @@
 """Recurrent replay and DRQN: sequences against a naive reference, masks, stored state, unrolling, state resets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def fill_with_states(replay, stream, steps, rng):
         h = tag.view(1, -1, 1).expand(1, stream.E, HIDDEN).clone()
         actions = torch.from_numpy(rng.integers(0, 6, stream.E))
         reward, term, trunc, reset, final = stream.step(actions)
-        replay.add(StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:],
-                              lstm_state=(h, -h)))
+        replay.add(
+            StepRecord(obs[:, -1:], first, actions, reward, term, trunc, reset, final[:, -1:], lstm_state=(h, -h))
+        )
         for e in range(stream.E):
             states[e].append(float(tag[e]))
         first = reset
@@ -47,14 +49,24 @@ def slot_to_transition(transitions):
     return table
 
 
-@pytest.mark.parametrize("stack,n,T,burn_in,overlap,prioritized", [
-    (1, 3, 8, 2, 4, False), (2, 1, 6, 0, 2, False), (1, 2, 10, 4, 5, True)])
+@pytest.mark.parametrize(
+    "stack,n,T,burn_in,overlap,prioritized", [(1, 3, 8, 2, 4, False), (2, 1, 6, 0, 2, False), (1, 2, 10, 4, 5, True)]
+)
 def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioritized):
     rng = np.random.default_rng(T)
     E, gamma = 3, 0.9
     stream = NaiveStream(E, stack, rng, p_term=0.04, p_trunc=0.03, p_life=0.04)
-    replay = ReplayBuffer(100_000, E, (1, 3, 3), stack, n_step=n, gamma=gamma, prioritized=prioritized, seed=2,
-                          sequences=dict(length=T, burn_in=burn_in, overlap=overlap, state_size=HIDDEN))
+    replay = ReplayBuffer(
+        100_000,
+        E,
+        (1, 3, 3),
+        stack,
+        n_step=n,
+        gamma=gamma,
+        prioritized=prioritized,
+        seed=2,
+        sequences=dict(length=T, burn_in=burn_in, overlap=overlap, state_size=HIDDEN),
+    )
     states = fill_with_states(replay, stream, 500, rng)
     batch = replay.sample(64)
     K, stride = replay.sampler.starts_cap, T - overlap
@@ -100,22 +112,29 @@ def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioriti
             assert float(batch.discounts[p, b]) == pytest.approx(disc, rel=1e-6)
             if disc > 0:
                 assert torch.equal(batch.obs[int(batch.bootstrap[p, b]), b], nxt)
-            checked_cut += disc != pytest.approx(gamma ** n)
+            checked_cut += disc != pytest.approx(gamma**n)
     assert checked_padding > 0 and checked_cut > 0, "the sample should hold episode ends and padding"
 
 
 def make_drqn(burn_in=2, num_extras=2):
-    cfg = config.load("memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8",
-                                 "network.hidden=8"])
+    cfg = config.load(
+        "memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8", "network.hidden=8"]
+    )
     torch.manual_seed(0)
-    return DRQN(cfg, EnvSpec((1, 5, 5), torch.uint8, 2, num_extras), torch.device("cpu"), False,
-                torch.Generator().manual_seed(0))
+    return DRQN(
+        cfg,
+        EnvSpec((1, 5, 5), torch.uint8, 2, num_extras),
+        torch.device("cpu"),
+        False,
+        torch.Generator().manual_seed(0),
+    )
 
 
 def test_unrolled_forward_equals_step_by_step():
     torch.manual_seed(0)
-    net = QNetwork(config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2,
-                   recurrent=True)
+    net = QNetwork(
+        config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2, recurrent=True
+    )
     T, B = 7, 4
     obs = torch.randint(0, 256, (T, B, 1, 5, 5), dtype=torch.uint8)
     extras = torch.randn(T, B, 2)
@@ -124,7 +143,7 @@ def test_unrolled_forward_equals_step_by_step():
         q_unrolled, (h_u, c_u) = net.forward_sequence(obs, extras, state0)
         state, steps = state0, []
         for t in range(T):
-            q, state = net.forward_sequence(obs[t:t + 1], extras[t:t + 1], state)
+            q, state = net.forward_sequence(obs[t : t + 1], extras[t : t + 1], state)
             steps.append(q[0])
     assert torch.allclose(q_unrolled, torch.stack(steps), atol=1e-5)
     assert torch.allclose(h_u, state[0], atol=1e-6) and torch.allclose(c_u, state[1], atol=1e-6)
@@ -145,11 +164,10 @@ def test_lstm_time_loop_equals_torch_lstm():
         lstm.zero_grad()
         out, (h, c) = lstm_unroll(lstm, xs, state, fused=fused)
         (out.square().sum() + h.sum() + 2 * c.sum()).backward()
-        results.append((out, h, c, xs.grad, state[0].grad, state[1].grad,
-                        *[p.grad.clone() for p in lstm.parameters()]))
+        results.append((out, h, c, xs.grad, state[0].grad, state[1].grad, *[p.grad.clone() for p in lstm.parameters()]))
     with torch.no_grad():
         reference, _ = lstm(x, (h0, c0))
-    assert torch.allclose(results[1][0], reference, atol=1e-6)          # fused path is nn.LSTM itself
+    assert torch.allclose(results[1][0], reference, atol=1e-6)  # fused path is nn.LSTM itself
     for loop_value, fused_value in zip(*results):
         assert torch.allclose(loop_value, fused_value, atol=1e-5)
 
@@ -159,8 +177,9 @@ def test_burn_in_grad_cut_equals_naive_detach(keep):
     """R2D2's burn-in done naively (one graph, the state detached at step k for rows not kept) against
     forward_sequence's grad_cut (no autograd for those rows' first k steps): same Q values, same gradients."""
     torch.manual_seed(0)
-    net = QNetwork(config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2,
-                   recurrent=True)
+    net = QNetwork(
+        config.NetworkConfig(encoder="small", hidden=16, lstm_size=8), (1, 5, 5), 3, num_extras=2, recurrent=True
+    )
     T, B, k = 7, 4, 3
     obs = torch.randint(0, 256, (T, B, 1, 5, 5), dtype=torch.uint8)
     extras = torch.randn(T, B, 2)
@@ -179,7 +198,7 @@ def test_burn_in_grad_cut_equals_naive_detach(keep):
             q = torch.cat([q_head, q_rest])
         else:
             q, final = net.forward_sequence(obs, extras, state, (k, keep))
-        burn_in_loss = (q[:k].square().sum(-1) * keep.float()).sum()   # the burn-in counts only for kept rows
+        burn_in_loss = (q[:k].square().sum(-1) * keep.float()).sum()  # the burn-in counts only for kept rows
         (q[k:].square().sum() + burn_in_loss + final[1].sum()).backward()
         state_grad = torch.zeros_like(h0) if state[0].grad is None else state[0].grad.clone()
         results.append((q.detach(), state_grad, *[p.grad.clone() for p in net.parameters()]))
@@ -193,17 +212,23 @@ def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
     g = torch.Generator().manual_seed(3)
     W = T + n
     from drl.replay import SequenceBatch
+
     mask = torch.ones(T, B, dtype=torch.bool)
-    mask[:burn_in, 1:] = False          # sequences 1.. do not start their episode: burn-in carries no loss
-    mask[4:, 2] = False                 # sequence 2 ends its episode at position 3: padding after it
+    mask[:burn_in, 1:] = False  # sequences 1.. do not start their episode: burn-in carries no loss
+    mask[4:, 2] = False  # sequence 2 ends its episode at position 3: padding after it
     return SequenceBatch(
         obs=torch.randint(0, 256, (W, B, 1, 5, 5), dtype=torch.uint8, generator=g),
-        actions=torch.randint(0, 2, (W, B), generator=g), returns=torch.randn(T, B, generator=g),
-        bootstrap=(torch.arange(T)[:, None] + 1).expand(T, B).clone(), discounts=torch.full((T, B), 0.9),
-        mask=mask, state=(torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)),
-        weights=torch.ones(B), indices=np.arange(B),
+        actions=torch.randint(0, 2, (W, B), generator=g),
+        returns=torch.randn(T, B, generator=g),
+        bootstrap=(torch.arange(T)[:, None] + 1).expand(T, B).clone(),
+        discounts=torch.full((T, B), 0.9),
+        mask=mask,
+        state=(torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)),
+        weights=torch.ones(B),
+        indices=np.arange(B),
         episode_start=torch.tensor([True] + [False] * (B - 1)),
-        extras=torch.randn(W, B, 2, generator=g))
+        extras=torch.randn(W, B, 2, generator=g),
+    )
 
 
 def test_burn_in_and_padding_carry_no_loss_and_stored_state_starts_burn_in():

@@ -14,9 +14,9 @@ def _check_structure(tree: SumTree) -> None:
     assert t.shape == (2 * P,)
     assert P >= tree.capacity and P & (P - 1) == 0
     # Every internal node is exactly the float sum of its two children.
-    np.testing.assert_array_equal(t[1:P], t[2:2 * P:2] + t[3:2 * P:2])
+    np.testing.assert_array_equal(t[1:P], t[2 : 2 * P : 2] + t[3 : 2 * P : 2])
     # Padding leaves stay zero.
-    assert np.all(t[P + tree.capacity:] == 0)
+    assert np.all(t[P + tree.capacity :] == 0)
 
 
 def _updates(draw, capacity, priority_strategy):
@@ -36,8 +36,7 @@ def test_random_updates_keep_tree_consistent(data):
     tree = SumTree(capacity)
     model = np.zeros(capacity)
     running_max = 1.0
-    prio = st.one_of(st.just(0.0), st.floats(0.0, 1e3, allow_nan=False, allow_infinity=False),
-                     st.floats(1e-8, 1e-3))
+    prio = st.one_of(st.just(0.0), st.floats(0.0, 1e3, allow_nan=False, allow_infinity=False), st.floats(1e-8, 1e-3))
     for idx, pri in _updates(data.draw, capacity, prio):
         pri = np.array(pri, dtype=np.float64)
         tree.update(idx, pri)
@@ -158,8 +157,9 @@ def _naive_find(t: np.ndarray, u: float) -> int:
 
 def test_find_never_returns_zero_priority_leaf_under_rounding():
     # A case where float rounding makes the textbook descent (no guard) land on a zero leaf at the top end.
-    pri = np.array([0.0003415357753568293, 0.0, 83.27610351493956, 0.0,
-                    0.0, 0.0756509194852435, 594.1900745245673, 0.0])
+    pri = np.array(
+        [0.0003415357753568293, 0.0, 83.27610351493956, 0.0, 0.0, 0.0756509194852435, 594.1900745245673, 0.0]
+    )
     tree = SumTree(8)
     tree.update(np.arange(8), pri)
     top = np.nextafter(tree.total, 0.0)
@@ -167,8 +167,9 @@ def test_find_never_returns_zero_priority_leaf_under_rounding():
 
     # Values at and around every prefix-sum boundary, plus out-of-range values that must be clamped.
     cum = np.concatenate([[0.0], np.cumsum(pri)])
-    vals = np.concatenate([cum, np.nextafter(cum, -np.inf), np.nextafter(cum, np.inf),
-                           [top, tree.total, tree.total * 2, -1.0, np.inf]])
+    vals = np.concatenate(
+        [cum, np.nextafter(cum, -np.inf), np.nextafter(cum, np.inf), [top, tree.total, tree.total * 2, -1.0, np.inf]]
+    )
     idx = tree.find(vals)
     assert np.all(pri[idx] > 0), (vals[pri[idx] == 0], idx[pri[idx] == 0])
     assert tree.find(np.array([top]))[0] == 6
@@ -184,8 +185,15 @@ def test_find_never_returns_zero_priority_leaf_under_rounding():
         tree = SumTree(cap)
         tree.update(np.arange(cap), pri)
         cum = np.cumsum(pri)
-        vals = np.concatenate([np.nextafter(cum, -np.inf), np.nextafter(cum, np.inf), cum,
-                               [np.nextafter(tree.total, 0.0)], rng.random(64) * tree.total])
+        vals = np.concatenate(
+            [
+                np.nextafter(cum, -np.inf),
+                np.nextafter(cum, np.inf),
+                cum,
+                [np.nextafter(tree.total, 0.0)],
+                rng.random(64) * tree.total,
+            ]
+        )
         assert np.all(pri[tree.find(vals)] > 0)
         assert np.all(pri[tree.sample(32, rng)] > 0)
 

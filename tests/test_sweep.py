@@ -1,5 +1,6 @@
 """``python -m drl.sweep`` on the catch experiment with real short trials: pruning stops a trial early, a resumed
 sweep continues its count, the best config trains, worker processes share the study, a bad space is one line."""
+
 from __future__ import annotations
 
 import os
@@ -20,23 +21,51 @@ optuna = pytest.importorskip("optuna")
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 BUDGET = 4000
 # catch settings that learn within 3,000 steps (return about 0.5 there), so a trial that cannot learn is below it
-LEARNS = [f"total_steps={BUDGET}", "eval.interval=1000", "eval.episodes=16", "eval.num_envs=16", "log_interval=500",
-          "agent.train_freq=8", "agent.learning_starts=500", "agent.eps_decay_steps=2000",
-          "agent.target_update_interval=500", "compute.threads=1", "tracking.wandb=off"]
+LEARNS = [
+    f"total_steps={BUDGET}",
+    "eval.interval=1000",
+    "eval.episodes=16",
+    "eval.num_envs=16",
+    "log_interval=500",
+    "agent.train_freq=8",
+    "agent.learning_starts=500",
+    "agent.eps_decay_steps=2000",
+    "agent.target_update_interval=500",
+    "compute.threads=1",
+    "tracking.wandb=off",
+]
 GOOD = "agent.lr: {type: float, low: 1e-3, high: 2e-3, log: true}\n"
 CANNOT_LEARN = "agent.lr: {type: float, low: 1e-9, high: 2e-9, log: true}\n"
 
 
 def cli(module: str, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=env or ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or ENV,
+        timeout=timeout,
+    )
 
 
 def sweep(tmp: Path, space: str, trials: int, *extra) -> subprocess.CompletedProcess:
     path = tmp / f"space-{abs(hash(space))}.yaml"
     path.write_text(space)
-    return cli("drl.sweep", "catch", *LEARNS, "--space", path, "--trials", trials, "--out", tmp / "sweep",
-               "--prune-startup", 1, *extra)
+    return cli(
+        "drl.sweep",
+        "catch",
+        *LEARNS,
+        "--space",
+        path,
+        "--trials",
+        trials,
+        "--out",
+        tmp / "sweep",
+        "--prune-startup",
+        1,
+        *extra,
+    )
 
 
 def study(tmp: Path):
@@ -60,7 +89,7 @@ def test_a_resumed_sweep_continues_its_trial_count(swept):
     assert "1 of 2 trials ended, running 1" in second.stdout
     assert sorted(p.name for p in (tmp / "sweep").glob("trial-*")) == ["trial-0000", "trial-0001"]
     assert [t.number for t in study(tmp).trials] == [0, 1]
-    again = sweep(tmp, GOOD, 2)                      # the count is reached: nothing more runs
+    again = sweep(tmp, GOOD, 2)  # the count is reached: nothing more runs
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 of 2 trials ended, running 0" in again.stdout
     assert len(study(tmp).trials) == 2 and not (tmp / "sweep" / "trial-0002").exists()
@@ -79,8 +108,10 @@ def test_a_trial_below_the_median_is_pruned_early_and_stops_cleanly(swept):
     assert evals[-1]["env_steps"] == stopped, "it stopped at the evaluation that pruned it"
     assert pruned.intermediate_values == {r["env_steps"]: r["return_mean"] for r in evals}
     from drl import checkpoint
-    assert checkpoint.load(tmp / "sweep" / "trial-0001" / "checkpoints" / "latest.pt")["counters"]["env_steps"] \
-        == stopped, "a clean stop: the checkpoint is written at the stop"
+
+    assert (
+        checkpoint.load(tmp / "sweep" / "trial-0001" / "checkpoints" / "latest.pt")["counters"]["env_steps"] == stopped
+    ), "a clean stop: the checkpoint is written at the stop"
     assert f"trial 1 pruned at {stopped:,} env steps" in second.stdout
 
 
@@ -89,7 +120,7 @@ def test_the_summary_table_lists_every_trial(swept):
     lines = second.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["trial", "state", "value", "env_steps"])
     assert "agent.lr" in lines[header]
-    assert [line.split()[:2] for line in lines[header + 1: header + 3]] == [["0", "complete"], ["1", "pruned"]]
+    assert [line.split()[:2] for line in lines[header + 1 : header + 3]] == [["0", "complete"], ["1", "pruned"]]
     assert "no parameter importance: it needs 2 completed trials, the study has 1" in second.stdout
     assert not (swept[0] / "sweep" / "importance.png").exists()
 
@@ -111,26 +142,51 @@ def test_the_best_config_is_a_yaml_that_drl_train_trains(swept, tmp_path):
 def test_worker_processes_share_the_study_and_importance_is_plotted(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(GOOD + "network.hidden: {type: categorical, choices: [16, 32]}\n")
-    proc = cli("drl.sweep", "catch", "total_steps=600", "eval.interval=300", "eval.episodes=8", "eval.num_envs=8",
-               "agent.learning_starts=200", "compute.threads=1", "tracking.wandb=off", "--space", space,
-               "--trials", 3, "--jobs", 2, "--pruner", "none", "--out", tmp_path / "sweep")
+    proc = cli(
+        "drl.sweep",
+        "catch",
+        "total_steps=600",
+        "eval.interval=300",
+        "eval.episodes=8",
+        "eval.num_envs=8",
+        "agent.learning_starts=200",
+        "compute.threads=1",
+        "tracking.wandb=off",
+        "--space",
+        space,
+        "--trials",
+        3,
+        "--jobs",
+        2,
+        "--pruner",
+        "none",
+        "--out",
+        tmp_path / "sweep",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="catch-sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}").trials
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.params["agent.lr"] for t in trials}) == 3, "the workers' samplers draw different values"
     import matplotlib.image
+
     image = matplotlib.image.imread(tmp_path / "sweep" / "importance.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-@pytest.mark.parametrize("space, needles", [
-    ("agent.lrr: {type: float, low: 1e-4, high: 1e-2}\n", ["unknown config key 'agent.lrr'", "did you mean agent.lr"]),
-    ("agent.lr: {type: float, low: 1e-4, high: 2}\n", ["agent.lr=2.0", "must be <= 1.0"]),
-    ("agent.n_step: {type: int, low: 0, high: 3}\n", ["agent.n_step=0", "must be >= 1"]),
-    ("network.hidden: {type: categorical, choices: [32, -1]}\n", ["network.hidden=-1", "must be >= 1"]),
-    ("agent.lr: {type: float, low: 0.0, high: 1e-2, log: true}\n", ["agent.lr", "low > 0"]),
-    ("agent.lr: {type: uniform, low: 1e-4, high: 1e-2}\n", ["agent.lr", "type: float, int or categorical"]),
-])
+@pytest.mark.parametrize(
+    "space, needles",
+    [
+        (
+            "agent.lrr: {type: float, low: 1e-4, high: 1e-2}\n",
+            ["unknown config key 'agent.lrr'", "did you mean agent.lr"],
+        ),
+        ("agent.lr: {type: float, low: 1e-4, high: 2}\n", ["agent.lr=2.0", "must be <= 1.0"]),
+        ("agent.n_step: {type: int, low: 0, high: 3}\n", ["agent.n_step=0", "must be >= 1"]),
+        ("network.hidden: {type: categorical, choices: [32, -1]}\n", ["network.hidden=-1", "must be >= 1"]),
+        ("agent.lr: {type: float, low: 0.0, high: 1e-2, log: true}\n", ["agent.lr", "low > 0"]),
+        ("agent.lr: {type: uniform, low: 1e-4, high: 1e-2}\n", ["agent.lr", "type: float, int or categorical"]),
+    ],
+)
 def test_a_bad_space_is_one_line_exit_2_before_any_trial(tmp_path, space, needles):
     path = tmp_path / "space.yaml"
     path.write_text(space)
@@ -149,8 +205,17 @@ def test_missing_optuna_is_one_line_naming_the_install(tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('No module named optuna')\n")
     space = tmp_path / "space.yaml"
     space.write_text(GOOD)
-    proc = cli("drl.sweep", "catch", "--space", space, "--trials", 1, "--out", tmp_path / "sweep",
-               env={**ENV, "PYTHONPATH": str(fake.parent)})
+    proc = cli(
+        "drl.sweep",
+        "catch",
+        "--space",
+        space,
+        "--trials",
+        1,
+        "--out",
+        tmp_path / "sweep",
+        env={**ENV, "PYTHONPATH": str(fake.parent)},
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "pip install optuna" in lines[0], proc.stderr[-3000:]
 

@@ -1,5 +1,6 @@
 """TensorBoard: real catch runs with ``tracking.tensorboard=true`` (single-process and on Ray); the event files, read
 back with TensorBoard's own reader, hold the W&B scalars of every metrics.jsonl row at its env steps."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,12 +24,18 @@ AXES = ("env_frames", "env_steps", "wall_time")
 
 
 def train(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "drl.train", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env or ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "drl.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or ENV,
+        timeout=timeout,
+    )
 
 
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})   # 0: keep every event
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every event
     accumulator.Reload()
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
@@ -56,8 +63,15 @@ def check_matches(run_dir: Path) -> dict:
 
 def test_single_process_catch_run_writes_its_metrics_to_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train("catch", "total_steps=3000", *FAST_CATCH, "tracking.wandb=off", "tracking.tensorboard=true",
-                 "--run-dir", run_dir)
+    proc = train(
+        "catch",
+        "total_steps=3000",
+        *FAST_CATCH,
+        "tracking.wandb=off",
+        "tracking.tensorboard=true",
+        "--run-dir",
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = check_matches(run_dir)
     assert {"train/loss", "train/epsilon", "train/episode_return", "eval/return_mean", "eval/return_std"} <= set(events)
@@ -68,13 +82,20 @@ def test_single_process_catch_run_writes_its_metrics_to_tensorboard(tmp_path):
 
 def test_a_resumed_run_continues_the_same_tensorboard_folder(tmp_path):
     run_dir = tmp_path / "run"
-    first = train("catch", "total_steps=1500", *FAST_CATCH, "tracking.wandb=off", "tracking.tensorboard=true",
-                  "--run-dir", run_dir)
+    first = train(
+        "catch",
+        "total_steps=1500",
+        *FAST_CATCH,
+        "tracking.wandb=off",
+        "tracking.tensorboard=true",
+        "--run-dir",
+        run_dir,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     second = train("--resume", run_dir, "total_steps=3000")
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
-    events = check_matches(run_dir)                   # both sessions' rows, none lost or doubled
+    events = check_matches(run_dir)  # both sessions' rows, none lost or doubled
     assert events["eval/return_mean"][-1][0] >= 3000
 
 
@@ -92,8 +113,9 @@ def test_missing_tensorboard_is_one_line_naming_the_install(tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('No module named tensorboard')\n")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
     run_dir = tmp_path / "run"
-    proc = train("catch", "total_steps=600", "tracking.wandb=off", "tracking.tensorboard=true", "--run-dir", run_dir,
-                 env=env)
+    proc = train(
+        "catch", "total_steps=600", "tracking.wandb=off", "tracking.tensorboard=true", "--run-dir", run_dir, env=env
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install tensorboard" in lines[0] and "tracking.tensorboard" in lines[0], lines
@@ -104,9 +126,21 @@ def test_missing_tensorboard_is_one_line_naming_the_install(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 def test_distributed_catch_run_writes_its_metrics_to_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train("catch", "distributed.collectors=2", "total_steps=4000", "eval.interval=2000", "eval.episodes=16",
-                 "eval.num_envs=16", "log_interval=1000", "compute.threads=1", "tracking.wandb=off",
-                 "tracking.tensorboard=true", "--run-dir", run_dir, env={**ENV, "DRL_THREADS": "1"})
+    proc = train(
+        "catch",
+        "distributed.collectors=2",
+        "total_steps=4000",
+        "eval.interval=2000",
+        "eval.episodes=16",
+        "eval.num_envs=16",
+        "log_interval=1000",
+        "compute.threads=1",
+        "tracking.wandb=off",
+        "tracking.tensorboard=true",
+        "--run-dir",
+        run_dir,
+        env={**ENV, "DRL_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = check_matches(run_dir)
     assert {"train/updates", "eval/return_mean"} <= set(events)

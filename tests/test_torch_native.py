@@ -1,4 +1,5 @@
 """Tests for envs/torch_native.py: contract, autoreset, a pure-Python reference, policies, determinism, state."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,12 +35,15 @@ def _check_step(env, s: VecStep, h: int, w: int, from_reset: bool = False) -> No
         assert isinstance(e["env"], int) and isinstance(e["length"], int) and isinstance(e["return"], float)
 
 
-@pytest.mark.parametrize("make,h,w,k", [
-    (lambda: CatchEnv(7, seed=1), 10, 5, 3),
-    (lambda: CatchEnv(3, seed=1, height=6, width=8, paddle_width=3), 6, 8, 3),
-    (lambda: MemoryEnv(7, seed=1), 5, 5, 2),
-    (lambda: MemoryEnv(4, seed=1, length=3, height=7, width=4), 7, 4, 2),
-])
+@pytest.mark.parametrize(
+    "make,h,w,k",
+    [
+        (lambda: CatchEnv(7, seed=1), 10, 5, 3),
+        (lambda: CatchEnv(3, seed=1, height=6, width=8, paddle_width=3), 6, 8, 3),
+        (lambda: MemoryEnv(7, seed=1), 5, 5, 2),
+        (lambda: MemoryEnv(4, seed=1, length=3, height=7, width=4), 7, 4, 2),
+    ],
+)
 def test_contract(make, h, w, k):
     env = make()
     assert env.frame_stack == 1 and env.frame_channels == 1 and env.num_extras == 0
@@ -89,8 +93,10 @@ def test_catch_autoreset_frames():
 
 
 def _memory_frames(h=5, w=5):
-    cue = [[[255 if c == 0 else 0 for c in range(w)] for _ in range(h)],
-           [[255 if c == w - 1 else 0 for c in range(w)] for _ in range(h)]]
+    cue = [
+        [[255 if c == 0 else 0 for c in range(w)] for _ in range(h)],
+        [[255 if c == w - 1 else 0 for c in range(w)] for _ in range(h)],
+    ]
     corridor = [[255 if (r, c) == (h // 2, w // 2) else 0 for c in range(w)] for r in range(h)]
     junction = [[255 if (r, c) in {(h // 2, w // 2), (0, w // 2)} else 0 for c in range(w)] for r in range(h)]
     return cue, corridor, junction

@@ -1,4 +1,5 @@
 """W&B tracking: a real short training with no network goes offline by itself; its .wandb file is read back."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,24 @@ from tests.helpers import FAST_CATCH, ROOT, offline_env
 def offline_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracking")
     run_dir = tmp / "run"
-    proc = subprocess.run([sys.executable, "-m", "drl.train", "catch", "total_steps=3000", "agent.lr=0.002",
-                           *FAST_CATCH, "--run-dir", str(run_dir)],
-                          capture_output=True, text=True, cwd=ROOT, env=offline_env(tmp), timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drl.train",
+            "catch",
+            "total_steps=3000",
+            "agent.lr=0.002",
+            *FAST_CATCH,
+            "--run-dir",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=offline_env(tmp),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir, proc
 
@@ -51,16 +67,31 @@ def test_offline_file_holds_config_group_metrics_and_history(offline_run):
 
     # the step axis: env_frames / env_steps defined, train/* and eval/* plotted against env_frames
     defined = {(m["name"], m["glob_name"], m["step_metric"]) for m in record["metrics"]}
-    assert {("env_frames", "", ""), ("env_steps", "", ""), ("", "train/*", "env_frames"),
-            ("", "eval/*", "env_frames")} <= defined
+    assert {
+        ("env_frames", "", ""),
+        ("env_steps", "", ""),
+        ("", "train/*", "env_frames"),
+        ("", "eval/*", "env_frames"),
+    } <= defined
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     history = record["history"]
     assert len(history) == len(rows) > 0
     names = set().union(*history)
-    for name in ("train/loss", "train/q_mean", "train/epsilon", "train/sps", "train/episode_return",
-                 "train/episode_length", "eval/return_mean", "eval/return_std", "eval/return_median",
-                 "eval/length_mean", "env_frames", "env_steps"):
+    for name in (
+        "train/loss",
+        "train/q_mean",
+        "train/epsilon",
+        "train/sps",
+        "train/episode_return",
+        "train/episode_length",
+        "eval/return_mean",
+        "eval/return_std",
+        "eval/return_median",
+        "eval/length_mean",
+        "env_frames",
+        "env_steps",
+    ):
         assert name in names, name
     frames = [h["env_frames"] for h in history]
     assert frames == [r["frames"] for r in rows] and frames == sorted(frames)
@@ -86,19 +117,58 @@ def test_reader_rejects_other_files(tmp_path):
 
 
 def test_row_mapping_covers_doom_measures():
-    episode = {"event": "episode", "env_steps": 40, "frames": 160, "wall_time": 1.0, "return": 12.0, "length": 10,
-               "kills": 3, "survival_tics": 500}
-    assert wandb_names(episode) == {"train/episode_return": 12.0, "train/episode_length": 10, "train/kills": 3,
-                                    "train/survival_tics": 500, "env_frames": 160, "env_steps": 40, "wall_time": 1.0}
-    ev = {"event": "eval", "env_steps": 40, "frames": 160, "wall_time": 2.0, "episodes": 8, "returns": [1.0, 2.0],
-          "return_mean": 1.5, "kills_mean": 2.5, "survival_tics_mean": 700.0, "eval_seconds": 0.5}
+    episode = {
+        "event": "episode",
+        "env_steps": 40,
+        "frames": 160,
+        "wall_time": 1.0,
+        "return": 12.0,
+        "length": 10,
+        "kills": 3,
+        "survival_tics": 500,
+    }
+    assert wandb_names(episode) == {
+        "train/episode_return": 12.0,
+        "train/episode_length": 10,
+        "train/kills": 3,
+        "train/survival_tics": 500,
+        "env_frames": 160,
+        "env_steps": 40,
+        "wall_time": 1.0,
+    }
+    ev = {
+        "event": "eval",
+        "env_steps": 40,
+        "frames": 160,
+        "wall_time": 2.0,
+        "episodes": 8,
+        "returns": [1.0, 2.0],
+        "return_mean": 1.5,
+        "kills_mean": 2.5,
+        "survival_tics_mean": 700.0,
+        "eval_seconds": 0.5,
+    }
     out = wandb_names(ev)
     assert out["eval/kills_mean"] == 2.5 and out["eval/survival_tics_mean"] == 700.0 and out["eval/seconds"] == 0.5
     assert "eval/returns" not in out  # lists are not scalars
-    train = {"event": "train", "env_steps": 40, "frames": 160, "wall_time": 3.0, "epsilon": 0.5, "sps": 100.0,
-             "recent_return": None, "train/loss": 0.1}
-    assert wandb_names(train) == {"train/epsilon": 0.5, "train/sps": 100.0, "train/loss": 0.1, "env_frames": 160,
-                                  "env_steps": 40, "wall_time": 3.0}
+    train = {
+        "event": "train",
+        "env_steps": 40,
+        "frames": 160,
+        "wall_time": 3.0,
+        "epsilon": 0.5,
+        "sps": 100.0,
+        "recent_return": None,
+        "train/loss": 0.1,
+    }
+    assert wandb_names(train) == {
+        "train/epsilon": 0.5,
+        "train/sps": 100.0,
+        "train/loss": 0.1,
+        "env_frames": 160,
+        "env_steps": 40,
+        "wall_time": 3.0,
+    }
 
 
 def test_auto_mode_decisions(monkeypatch, tmp_path):

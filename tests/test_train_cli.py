@@ -1,4 +1,5 @@
 """End to end: ``python -m drl.train atari-pong`` (tiny budget) writes its run files; ``--resume`` continues."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,9 +13,20 @@ from drl.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["total_steps=400", "agent.learning_starts=200", "agent.batch_size=8", "replay.capacity=2000",
-         "eval.interval=400", "eval.episodes=1", "eval.num_envs=1", "eval.max_frames=400", "log_interval=100",
-         "checkpoint_interval=200", "env.num_envs=2", "tracking.wandb=off"]
+SMALL = [
+    "total_steps=400",
+    "agent.learning_starts=200",
+    "agent.batch_size=8",
+    "replay.capacity=2000",
+    "eval.interval=400",
+    "eval.episodes=1",
+    "eval.num_envs=1",
+    "eval.max_frames=400",
+    "log_interval=100",
+    "checkpoint_interval=200",
+    "env.num_envs=2",
+    "tracking.wandb=off",
+]
 
 
 def train(*args):
@@ -64,10 +76,22 @@ def test_resume_of_missing_directory_is_one_line_error(tmp_path):
 @pytest.mark.doom
 def test_doom_basic_drqn_run_writes_metrics_and_checkpoint(tmp_path):
     run_dir = tmp_path / "doom"
-    proc = train("doom-basic", "total_steps=480", "agent.learning_starts=240", "agent.train_freq=32",
-                 "agent.batch_size=4", "replay.capacity=4000", "eval.interval=480", "eval.episodes=2",
-                 "eval.num_envs=2", "log_interval=120", "env.num_envs=2", "tracking.wandb=off",
-                 "--run-dir", str(run_dir))
+    proc = train(
+        "doom-basic",
+        "total_steps=480",
+        "agent.learning_starts=240",
+        "agent.train_freq=32",
+        "agent.batch_size=4",
+        "replay.capacity=4000",
+        "eval.interval=480",
+        "eval.episodes=2",
+        "eval.num_envs=2",
+        "log_interval=120",
+        "env.num_envs=2",
+        "tracking.wandb=off",
+        "--run-dir",
+        str(run_dir),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_metrics(run_dir / "metrics.jsonl")
     evals = [r for r in rows if r["event"] == "eval"]
@@ -80,9 +104,21 @@ def test_doom_basic_drqn_run_writes_metrics_and_checkpoint(tmp_path):
 
 def test_flickering_pong_drqn_runs(tmp_path):
     run_dir = tmp_path / "flicker"
-    proc = train("atari-pong-flicker", "total_steps=480", "agent.learning_starts=240", "agent.batch_size=4",
-                 "replay.capacity=4000", "eval.interval=480", "eval.episodes=1", "eval.num_envs=1",
-                 "eval.max_frames=400", "env.num_envs=2", "tracking.wandb=off", "--run-dir", str(run_dir))
+    proc = train(
+        "atari-pong-flicker",
+        "total_steps=480",
+        "agent.learning_starts=240",
+        "agent.batch_size=4",
+        "replay.capacity=4000",
+        "eval.interval=480",
+        "eval.episodes=1",
+        "eval.num_envs=1",
+        "eval.max_frames=400",
+        "env.num_envs=2",
+        "tracking.wandb=off",
+        "--run-dir",
+        str(run_dir),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["env_steps"] == 480 and ckpt["obs_shape"] == [1, 84, 84]

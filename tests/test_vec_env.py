@@ -1,4 +1,5 @@
 """The vector-env contract's split step: ``step_async`` + work + ``step_wait`` gives exactly what ``step`` gives."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,12 @@ import torch
 from drl import config
 from drl.vec_env import make_env
 
-EXPERIMENTS = {"catch": ("catch", []), "atari": ("atari-pong", ["env.max_episode_frames=200"]),
-               "doom": ("doom-basic", []), "gym": ("cartpole", ["env.vectorization=async"])}
+EXPERIMENTS = {
+    "catch": ("catch", []),
+    "atari": ("atari-pong", ["env.max_episode_frames=200"]),
+    "doom": ("doom-basic", []),
+    "gym": ("cartpole", ["env.vectorization=async"]),
+}
 
 
 def _fields(step):
@@ -28,7 +33,7 @@ def test_split_step_equals_step(kind):
             actions = torch.randint(0, envs[0].num_actions, (3,), generator=gen)
             a = envs[0].step(actions)
             envs[1].step_async(actions)
-            torch.randn(256, 256) @ torch.randn(256, 256)   # the learner's work while the env steps
+            torch.randn(256, 256) @ torch.randn(256, 256)  # the learner's work while the env steps
             b = envs[1].step_wait()
             for x, y in zip(_fields(a), _fields(b)):
                 assert (x is None and y is None) or torch.equal(x, y)

@@ -1,5 +1,6 @@
 """The zoo: ``zoo:NAME`` resolves to an exported folder (here a real short catch run exported into a zoo folder of
 the test's own, named by ``DRL_ZOO_DIR``) for ``drl.load_agent`` and ``drl.evaluate``; ``--list-zoo`` lists it."""
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,13 @@ def cli(module: str, *args, env: dict) -> subprocess.CompletedProcess:
 def zoo_dir(tmp_path_factory):
     """A zoo folder holding one exported catch agent, ``catch-dqn``."""
     tmp = tmp_path_factory.mktemp("zoo")
-    proc = cli("drl.train", "catch", "total_steps=2000", *FAST_CATCH, "tracking.wandb=off", "--run-dir", tmp / "run",
-               env=ENV)
+    proc = cli(
+        "drl.train", "catch", "total_steps=2000", *FAST_CATCH, "tracking.wandb=off", "--run-dir", tmp / "run", env=ENV
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = cli("drl.export", tmp / "run", tmp / "zoo" / "catch-dqn", "--episodes", 8, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (tmp / "zoo" / "notes").mkdir()                 # a folder without a model is not a zoo agent
+    (tmp / "zoo" / "notes").mkdir()  # a folder without a model is not a zoo agent
     return tmp / "zoo"
 
 
@@ -46,8 +48,9 @@ def zoo_env(zoo_dir, monkeypatch):
 
 def test_load_agent_resolves_a_zoo_name(zoo_dir, zoo_env):
     agent, folder_agent = drl.load_agent("zoo:catch-dqn"), drl.load_agent(zoo_dir / "catch-dqn")
-    obs = torch.randint(0, 256, (128, *agent.spec.obs_shape), dtype=torch.uint8,
-                        generator=torch.Generator().manual_seed(1))
+    obs = torch.randint(
+        0, 256, (128, *agent.spec.obs_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(agent.act(obs, None, 0.0)[0], folder_agent.act(obs, None, 0.0)[0])
 
 

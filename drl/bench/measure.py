@@ -1,5 +1,6 @@
 """Measurement plumbing: each measurement in a fresh child process (``Runner``, one tagged JSON line back), device
 clocks, memory peaks, and a drl Trainer with evaluation, checkpoints and tracking out of the way."""
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,13 @@ def peaks() -> dict:
     """Peak resident memory of this process and of its child processes, in MiB (Linux reports KiB): children are
     the larger of the largest waited-for child and the summed peaks of live descendants seen by
     ``note_descendants``."""
-    out = {"peak_rss_mb": self_peak_mb(),
-           "peak_rss_children_mb": max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                                       _CHILD_PEAK_MB[0])}
+    out = {
+        "peak_rss_mb": self_peak_mb(),
+        "peak_rss_children_mb": max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, _CHILD_PEAK_MB[0]),
+    }
     try:
         import torch
+
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     except Exception:  # noqa: BLE001
@@ -52,6 +55,7 @@ def peaks() -> dict:
 
 def sync(device) -> None:
     import torch
+
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -80,8 +84,9 @@ def quiet_trainer(experiment: str, overrides: list[str], run_dir: str):
     from drl import config
     from drl.loop import Trainer
 
-    cfg = config.load(experiment, ["tracking.wandb=off", "eval.interval=1000000000",
-                                   "checkpoint_interval=1000000000", *overrides])
+    cfg = config.load(
+        experiment, ["tracking.wandb=off", "eval.interval=1000000000", "checkpoint_interval=1000000000", *overrides]
+    )
     trainer = Trainer(cfg, Path(run_dir))
     # run() evaluates at its end: not part of training speed
     replace_methods(trainer.core, run_evaluation=lambda wall: {}, save_checkpoint=lambda: None)
@@ -101,13 +106,18 @@ class Runner:
         env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "drl.bench", "--task", json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=self.timeout, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-m", "drl.bench", "--task", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             return self._fail(label, f"timed out after {self.timeout:.0f} s")
         for line in reversed(proc.stdout.splitlines()):
             if line.startswith(RESULT_TAG):
-                result = json.loads(line[len(RESULT_TAG):])
+                result = json.loads(line[len(RESULT_TAG) :])
                 if self.verbose:
                     headline = f"{result['sps']:,.0f} steps/s" if "sps" in result else "done"
                     print(f"  {label}: {headline} ({time.perf_counter() - t0:.1f} s)", flush=True)

@@ -7,6 +7,7 @@ whose learning settings (env, network, agent, replay) are those of today's ``ata
 directory is called, so the figure follows the default when it changes; SB3's from the zoo's published DQN Pong
 training log. The runs' folder is an argument (``python -m drl.bench --runs DIR``; the repository's is docs/runs):
 nothing here reads the checkout."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 SCORE, WINDOW, FRAME_SKIP = 18.0, 10, 4
-BUDGET = 400_000    # agent steps: a run that ends earlier without the score (stopped, eval.stop_at) is left out
+BUDGET = 400_000  # agent steps: a run that ends earlier without the score (stopped, eval.stop_at) is left out
 # SB3 zoo, DQN on PongNoFrameskip-v4 (buffer 10k, batch 32, train every 4, learning starts 100k, target 1k,
 # lr 1e-4, eps -> 0.01 over 10% of 10M steps): its published Monitor log, DLR-RM/rl-trained-agents
 # dqn/PongNoFrameskip-v4_1/0.monitor.csv (commit 83f477e), read with ``steps_to_score`` below: its first 10 games
@@ -25,21 +26,23 @@ SB3_ZOO_FRAMES_TO_18 = 4_085_339
 SB3_ZOO_SOURCE = "DLR-RM/rl-trained-agents dqn/PongNoFrameskip-v4_1/0.monitor.csv (SB3 zoo DQN Pong training log)"
 
 
-LEARNING_SECTIONS = ("env", "network", "agent", "replay")   # what decides the curve; seed, name, compute do not
+LEARNING_SECTIONS = ("env", "network", "agent", "replay")  # what decides the curve; seed, name, compute do not
 
 
 def runs_of_default(runs: Path, experiment: str = "atari-pong") -> list[Path]:
     """The run directories under ``runs`` trained with ``experiment``'s current learning settings."""
     from drl.config import ConfigError, load, load_run_config
 
-    if not runs.is_dir():               # an installed package without the repository's docs/runs
+    if not runs.is_dir():  # an installed package without the repository's docs/runs
         return []
     default = load(experiment).model_dump(include=set(LEARNING_SECTIONS))
     found = []
-    for run_dir in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file() and (p / "config.yaml").is_file()):
+    for run_dir in sorted(
+        p for p in runs.iterdir() if (p / "metrics.jsonl").is_file() and (p / "config.yaml").is_file()
+    ):
         try:
             config = load_run_config(run_dir)
-        except ConfigError:             # a run of an env kind or agent that is not installed here
+        except ConfigError:  # a run of an env kind or agent that is not installed here
             continue
         if config.model_dump(include=set(LEARNING_SECTIONS)) == default:
             found.append(run_dir)
@@ -72,9 +75,16 @@ def time_to_score(pong: dict, runs: Path) -> dict:
     out = {}
     for device, res in pong.items():
         drl_sps, sb3_sps = res.get("drl_default", {}).get("sps"), res.get("sb3", {}).get("sps")
-        row = {"score": SCORE, "window": WINDOW, "drl_runs": seeds, "sb3_source": SB3_ZOO_SOURCE,
-               "sb3_steps": SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP, "drl_sps": drl_sps, "sb3_sps": sb3_sps}
-        if len(reached) < len(seeds):   # a run that never got there counts as infinitely slow in the median
+        row = {
+            "score": SCORE,
+            "window": WINDOW,
+            "drl_runs": seeds,
+            "sb3_source": SB3_ZOO_SOURCE,
+            "sb3_steps": SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP,
+            "drl_sps": drl_sps,
+            "sb3_sps": sb3_sps,
+        }
+        if len(reached) < len(seeds):  # a run that never got there counts as infinitely slow in the median
             row["note"] = f"{len(seeds) - len(reached)} of {len(seeds)} seed runs never reached {SCORE:g}"
         if not seeds:
             row["skipped"] = f"no committed runs of the default atari-pong config under {runs}"

@@ -1,5 +1,6 @@
 """``pong`` and ``doom`` sections: env steps/s of full training after ``learning_starts``, drl against SB3 DQN
 (the SB3 side optional), the runs alternating ``--repeats`` times; the child tasks and their summary."""
+
 from __future__ import annotations
 
 import statistics
@@ -10,29 +11,45 @@ from typing import Any
 from drl.bench.measure import note_descendants, quiet_trainer, sync
 
 # SB3 DQN's Atari hyperparameters, applied to both sides of the same-hyperparameter comparison
-SB3_HP: dict[str, Any] = dict(buffer_size=100_000, batch_size=32, train_freq=4, gradient_steps=1,
-                              target_update_interval=1_000, learning_rate=1e-4, gamma=0.99, exploration_fraction=0.1,
-                              exploration_final_eps=0.05, max_grad_norm=10.0)
+SB3_HP: dict[str, Any] = dict(
+    buffer_size=100_000,
+    batch_size=32,
+    train_freq=4,
+    gradient_steps=1,
+    target_update_interval=1_000,
+    learning_rate=1e-4,
+    gamma=0.99,
+    exploration_fraction=0.1,
+    exploration_final_eps=0.05,
+    max_grad_norm=10.0,
+)
 
 
 def _drl_same_hp_overrides(total: int, buffer: int | None = None) -> list[str]:
     """drl's atari-pong with SB3's DQN: one env, 1-step vanilla (non-double) DQN, the same schedule."""
     hp = SB3_HP
-    return ["env.num_envs=1", f"agent.batch_size={hp['batch_size']}", f"agent.train_freq={hp['train_freq']}",
-            f"agent.target_update_interval={hp['target_update_interval']}",
-            f"replay.capacity={buffer or hp['buffer_size']}",
-            f"agent.lr={hp['learning_rate']}", f"agent.gamma={hp['gamma']}", "agent.n_step=1", "agent.double=false",
-            f"agent.eps_end={hp['exploration_final_eps']}",
-            f"agent.eps_decay_steps={max(1, int(hp['exploration_fraction'] * total))}",
-            f"agent.max_grad_norm={hp['max_grad_norm']}", "network.dueling=false"]
+    return [
+        "env.num_envs=1",
+        f"agent.batch_size={hp['batch_size']}",
+        f"agent.train_freq={hp['train_freq']}",
+        f"agent.target_update_interval={hp['target_update_interval']}",
+        f"replay.capacity={buffer or hp['buffer_size']}",
+        f"agent.lr={hp['learning_rate']}",
+        f"agent.gamma={hp['gamma']}",
+        "agent.n_step=1",
+        "agent.double=false",
+        f"agent.eps_end={hp['exploration_final_eps']}",
+        f"agent.eps_decay_steps={max(1, int(hp['exploration_fraction'] * total))}",
+        f"agent.max_grad_norm={hp['max_grad_norm']}",
+        "network.dueling=false",
+    ]
 
 
 def task_drl_train(spec: dict) -> dict:
     """drl training: time from the first iteration at ``learning_starts`` to the end, ``steps`` env steps later."""
     ls, steps, device = spec["learning_starts"], spec["steps"], spec["device"]
     total = ls + steps
-    overrides = [*spec.get("overrides", []), f"total_steps={total}", f"agent.learning_starts={ls}",
-                 f"device={device}"]
+    overrides = [*spec.get("overrides", []), f"total_steps={total}", f"agent.learning_starts={ls}", f"device={device}"]
     if spec.get("same_hp"):
         overrides = [*_drl_same_hp_overrides(total, spec.get("buffer")), *overrides]
     elif spec.get("buffer"):
@@ -45,7 +62,7 @@ def task_drl_train(spec: dict) -> dict:
             act = agent.act
             t_start = time.perf_counter()
 
-            def timed_act(*args, **kwargs):   # first call at or past learning_starts starts the clock
+            def timed_act(*args, **kwargs):  # first call at or past learning_starts starts the clock
                 if not mark and trainer.counters.env_steps >= ls:
                     sync(trainer.device)
                     mark.update(t0=time.perf_counter(), s0=trainer.counters.env_steps, u0=agent.updates)
@@ -60,12 +77,20 @@ def task_drl_train(spec: dict) -> dict:
                 "sps": (trainer.counters.env_steps - mark["s0"]) / (t1 - mark["t0"]),
                 "fill_sps": mark["s0"] / (mark["t0"] - t_start),
                 "updates_per_s": (agent.updates - mark["u0"]) / (t1 - mark["t0"]),
-                "timed_steps": trainer.counters.env_steps - mark["s0"], "seconds": t1 - mark["t0"],
-                "updates": agent.updates - mark["u0"], "device": str(trainer.device), "bf16": trainer.bf16,
-                "threads": trainer.threads, "num_envs": cfg.env.num_envs, "batch_size": cfg.agent.batch_size,
+                "timed_steps": trainer.counters.env_steps - mark["s0"],
+                "seconds": t1 - mark["t0"],
+                "updates": agent.updates - mark["u0"],
+                "device": str(trainer.device),
+                "bf16": trainer.bf16,
+                "threads": trainer.threads,
+                "num_envs": cfg.env.num_envs,
+                "batch_size": cfg.agent.batch_size,
                 "buffer": cfg.replay.capacity,
-                "train_freq": cfg.agent.train_freq, "n_step": cfg.agent.n_step, "double": cfg.agent.double,
-                "algo": cfg.agent.algo, "overrides": overrides,
+                "train_freq": cfg.agent.train_freq,
+                "n_step": cfg.agent.n_step,
+                "double": cfg.agent.double,
+                "algo": cfg.agent.algo,
+                "overrides": overrides,
             }
         finally:
             note_descendants()
@@ -106,8 +131,9 @@ def _sb3_learn(env, spec: dict, sb3_device: str) -> dict:
     threads = sb3_threads()
     ls, steps = spec["learning_starts"], spec["steps"]
     hp = {**SB3_HP, "buffer_size": spec.get("buffer") or SB3_HP["buffer_size"]}
-    model = DQN("CnnPolicy", env, learning_starts=ls, optimize_memory_usage=False, device=sb3_device, seed=0,
-                verbose=0, **hp)
+    model = DQN(
+        "CnnPolicy", env, learning_starts=ls, optimize_memory_usage=False, device=sb3_device, seed=0, verbose=0, **hp
+    )
     clock = _sb3_clock(ls)
     t_start = time.perf_counter()
     model.learn(total_timesteps=ls + steps, callback=clock)
@@ -115,13 +141,26 @@ def _sb3_learn(env, spec: dict, sb3_device: str) -> dict:
         torch.cuda.synchronize()
     t1 = time.perf_counter()
     done = model.num_timesteps - clock.s0
-    assert model.observation_space.shape is not None   # a Box of frames
+    assert model.observation_space.shape is not None  # a Box of frames
     env.close()
-    return {"sps": done / (t1 - clock.t0), "fill_sps": clock.s0 / (clock.t0 - t_start), "timed_steps": done,
-            "seconds": t1 - clock.t0, "updates": model._n_updates, "device": str(model.device), "bf16": False,
-            "threads": threads, "num_envs": 1, "batch_size": SB3_HP["batch_size"], "buffer": hp["buffer_size"],
-            "train_freq": SB3_HP["train_freq"], "n_step": 1, "double": False, "algo": "sb3-dqn",
-            "obs_shape": list(model.observation_space.shape)}
+    return {
+        "sps": done / (t1 - clock.t0),
+        "fill_sps": clock.s0 / (clock.t0 - t_start),
+        "timed_steps": done,
+        "seconds": t1 - clock.t0,
+        "updates": model._n_updates,
+        "device": str(model.device),
+        "bf16": False,
+        "threads": threads,
+        "num_envs": 1,
+        "batch_size": SB3_HP["batch_size"],
+        "buffer": hp["buffer_size"],
+        "train_freq": SB3_HP["train_freq"],
+        "n_step": 1,
+        "double": False,
+        "algo": "sb3-dqn",
+        "obs_shape": list(model.observation_space.shape),
+    }
 
 
 def task_sb3_pong(spec: dict) -> dict:
@@ -162,8 +201,11 @@ def _doom_gym_env(frame_skip: int = 4, height: int = 60, width: int = 80):
             obs, reward, terminated, truncated, info = self.env.step(int(action))
             return self._obs(obs), reward, terminated, truncated, info
 
-    return Screen60x80(gym.make("VizdoomHealthGathering-v1", frame_skip=frame_skip,
-                                screen_resolution="RES_160X120", screen_format="GRAY8"))
+    return Screen60x80(
+        gym.make(
+            "VizdoomHealthGathering-v1", frame_skip=frame_skip, screen_resolution="RES_160X120", screen_format="GRAY8"
+        )
+    )
 
 
 def task_sb3_doom(spec: dict) -> dict:
@@ -180,11 +222,20 @@ def _summary(samples: list[dict]) -> dict:
     if not good:
         return {"error": samples[0]["error"] if samples else "not run", "samples": samples}
     sps = [s["sps"] for s in good]
-    keep = {k: v for k, v in good[0].items() if k not in ("sps", "fill_sps", "seconds", "timed_steps",
-                                                         "updates_per_s", "task_seconds", "updates")}
-    out = {"sps": statistics.median(sps), "sps_samples": sps, "sps_min": min(sps), "sps_max": max(sps),
-           "updates_per_s": statistics.median([s.get("updates_per_s", s["updates"] / s["seconds"]) for s in good]),
-           "fill_sps": statistics.median([s["fill_sps"] for s in good]), **keep}
+    keep = {
+        k: v
+        for k, v in good[0].items()
+        if k not in ("sps", "fill_sps", "seconds", "timed_steps", "updates_per_s", "task_seconds", "updates")
+    }
+    out = {
+        "sps": statistics.median(sps),
+        "sps_samples": sps,
+        "sps_min": min(sps),
+        "sps_max": max(sps),
+        "updates_per_s": statistics.median([s.get("updates_per_s", s["updates"] / s["seconds"]) for s in good]),
+        "fill_sps": statistics.median([s["fill_sps"] for s in good]),
+        **keep,
+    }
     for key in ("peak_rss_mb", "peak_rss_children_mb", "cuda_peak_mb"):
         values = [s[key] for s in good if key in s]
         if values:
@@ -216,21 +267,32 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
     for device in devices:
         common = {"learning_starts": ls, "steps": args.steps, "device": device, "buffer": args.buffer}
         sequential = {"overrides": ["compute.overlap_env=false"]}  # the same run, env stepping not overlapped
-        pong_specs = {"drl_same_hp": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common},
-                      "drl_same_hp_sequential": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True,
-                                                 **common, **sequential},
-                      "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common}}
-        doom_specs = {"drl_drqn": {"task": "drl_train", "experiment": "doom-health-gathering", **common},
-                      "drl_drqn_sequential": {"task": "drl_train", "experiment": "doom-health-gathering", **common,
-                                              **sequential}}
+        pong_specs = {
+            "drl_same_hp": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common},
+            "drl_same_hp_sequential": {
+                "task": "drl_train",
+                "experiment": "atari-pong",
+                "same_hp": True,
+                **common,
+                **sequential,
+            },
+            "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common},
+        }
+        doom_specs = {
+            "drl_drqn": {"task": "drl_train", "experiment": "doom-health-gathering", **common},
+            "drl_drqn_sequential": {"task": "drl_train", "experiment": "doom-health-gathering", **common, **sequential},
+        }
         if sb3_skip is None:
             pong_specs["sb3"] = {"task": "sb3_pong", **common}
             doom_specs["sb3"] = {"task": "sb3_doom", **common}
         for section, specs, out in (("pong", pong_specs, pong), ("doom", doom_specs, doom)):
             if section not in args.only:
                 continue
-            print(f"[{section} / {device}] {' / '.join(specs)} alternating, {args.repeats} repeat(s), "
-                  f"{args.steps} steps after learning_starts={ls}", flush=True)
+            print(
+                f"[{section} / {device}] {' / '.join(specs)} alternating, {args.repeats} repeat(s), "
+                f"{args.steps} steps after learning_starts={ls}",
+                flush=True,
+            )
             samples: dict[str, list] = {name: [] for name in specs}
             for r in range(args.repeats):
                 for name, spec in specs.items():

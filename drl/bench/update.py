@@ -1,4 +1,5 @@
 """``update`` section: the plain-torch update floor against drl's time per update in its own loop."""
+
 from __future__ import annotations
 
 import statistics
@@ -17,9 +18,18 @@ def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
     import torch.nn.functional as F
     from torch import nn
 
-    net = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-                        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
-                        nn.Linear(512, num_actions)).to(device)
+    net = nn.Sequential(
+        nn.Conv2d(4, 32, 8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        nn.Linear(512, num_actions),
+    ).to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     try:
         opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4, fused=True)
@@ -55,6 +65,7 @@ def native_bf16(device) -> bool:
     import torch
 
     from drl import runtime
+
     device = torch.device(device)
     return torch.cuda.is_bf16_supported() if device.type == "cuda" else runtime.cpu_has_bf16()
 
@@ -64,10 +75,16 @@ def task_update(spec: dict) -> dict:
     device, n, warmup, fill, repeats = spec["device"], spec["updates"], spec["warmup"], spec["fill"], spec["repeats"]
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
         # fill drl's replay through its own loop (no updates: learning starts at the last step)
-        trainer = quiet_trainer("atari-pong", [f"total_steps={fill}", f"agent.learning_starts={fill}",
-                                          f"device={device}",
-                                          *([f"replay.capacity={spec['buffer']}"] if spec.get("buffer") else [])],
-                           run_dir)
+        trainer = quiet_trainer(
+            "atari-pong",
+            [
+                f"total_steps={fill}",
+                f"agent.learning_starts={fill}",
+                f"device={device}",
+                *([f"replay.capacity={spec['buffer']}"] if spec.get("buffer") else []),
+            ],
+            run_dir,
+        )
         try:
             trainer.run()
             agent, replay, dev = trainer.agent, trainer.replay, trainer.device
@@ -80,10 +97,17 @@ def task_update(spec: dict) -> dict:
                     replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
                     for value in stats.values():
                         float(value)
+
                 return one
 
-            out = {"device": str(dev), "threads": trainer.threads, "drl_default_bf16": default_bf16,
-                   "updates_timed": n, "replay_fill": len(replay), "cases": {}}
+            out = {
+                "device": str(dev),
+                "threads": trainer.threads,
+                "drl_default_bf16": default_bf16,
+                "updates_timed": n,
+                "replay_fill": len(replay),
+                "cases": {},
+            }
             precisions = ("fp32", "bf16") if native_bf16(dev) else ("fp32",)
             if len(precisions) == 1:  # emulated bf16 is many times slower (a bench once ran 16+ min) and unused
                 out["skipped"] = "bf16: no native bf16 on this CPU (AMX / AVX512-BF16); drl trains in fp32 here"
@@ -97,14 +121,21 @@ def task_update(spec: dict) -> dict:
                     for _ in range(repeats):
                         floor_ms.append(time_calls(floor, n, warmup, dev))
                         drl_ms.append(time_calls(drl_one, n, warmup, dev))
-                        sample_ms.append(time_calls(lambda: replay.sample(batch_size, beta=0.4, device=dev),
-                                                     n, warmup, dev))
+                        sample_ms.append(
+                            time_calls(lambda: replay.sample(batch_size, beta=0.4, device=dev), n, warmup, dev)
+                        )
                     f, d = statistics.median(floor_ms), statistics.median(drl_ms)
                     out["cases"][f"b{batch_size}_{precision}"] = {
-                        "batch_size": batch_size, "precision": precision, "floor_ms": f, "drl_ms": d,
-                        "drl_sample_ms": statistics.median(sample_ms), "share": f / d,
+                        "batch_size": batch_size,
+                        "precision": precision,
+                        "floor_ms": f,
+                        "drl_ms": d,
+                        "drl_sample_ms": statistics.median(sample_ms),
+                        "share": f / d,
                         "drl_default_precision": bf16 == default_bf16,
-                        "floor_ms_samples": floor_ms, "drl_ms_samples": drl_ms}
+                        "floor_ms_samples": floor_ms,
+                        "drl_ms_samples": drl_ms,
+                    }
             agent.bf16 = default_bf16
             if dev.type == "cpu":
                 out["fp32_layouts"] = _fp32_layouts(trainer, spec, drl_update_fn)
@@ -128,7 +159,7 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
     cfg = trainer.cfg.model_copy(deep=True)
     cfg.compute.channels_last = "off" if default.channels_last else "on"
     other = make_agent(cfg, trainer.spec, dev, False, torch.Generator(device=dev).manual_seed(0))
-    assert isinstance(other, DQN)   # the networks compared are a DQN's (atari-pong)
+    assert isinstance(other, DQN)  # the networks compared are a DQN's (atari-pong)
     other.online.load_state_dict(default.online.state_dict())
     other.target.load_state_dict(default.target.state_dict())
     agents = {"nchw" if not a.channels_last else "channels_last": a for a in (default, other)}
@@ -141,9 +172,13 @@ def _fp32_layouts(trainer, spec: dict, drl_update_fn) -> dict:
                 for name, agent in agents.items():
                     samples[name].append(time_calls(drl_update_fn(batch_size, agent), n, warmup, dev))
             medians = {name: statistics.median(v) for name, v in samples.items()}
-            out[f"b{batch_size}"] = {"batch_size": batch_size, "nchw_ms": medians["nchw"],
-                                     "channels_last_ms": medians["channels_last"],
-                                     "speedup": medians["nchw"] / medians["channels_last"], "samples": samples}
+            out[f"b{batch_size}"] = {
+                "batch_size": batch_size,
+                "nchw_ms": medians["nchw"],
+                "channels_last_ms": medians["channels_last"],
+                "speedup": medians["nchw"] / medians["channels_last"],
+                "samples": samples,
+            }
     finally:
         default.bf16 = trainer.bf16
     return out
@@ -165,11 +200,17 @@ def _acting(trainer, spec: dict) -> dict:
             for _ in range(spec["repeats"]):
                 for precision in samples:
                     agent.act_bf16 = precision == "bf16"
-                    samples[precision].append(time_calls(lambda: agent.act(obs, None, 0.0), 10 * spec["updates"],
-                                                         spec["warmup"], dev))
+                    samples[precision].append(
+                        time_calls(lambda: agent.act(obs, None, 0.0), 10 * spec["updates"], spec["warmup"], dev)
+                    )
             medians = {p: statistics.median(v) for p, v in samples.items()}
-            out[f"b{n}"] = {"batch_size": n, "fp32_ms": medians["fp32"], "bf16_ms": medians["bf16"],
-                            "bf16_over_fp32": medians["bf16"] / medians["fp32"], "samples": samples}
+            out[f"b{n}"] = {
+                "batch_size": n,
+                "fp32_ms": medians["fp32"],
+                "bf16_ms": medians["bf16"],
+                "bf16_over_fp32": medians["bf16"] / medians["fp32"],
+                "samples": samples,
+            }
     finally:
         agent.act_bf16 = default
     return out

@@ -1,4 +1,5 @@
 """``vecenv`` section: vector-env steps/s with random actions, ``VecStep`` tensors delivered on the device."""
+
 from __future__ import annotations
 
 import time
@@ -41,7 +42,12 @@ def task_vecenv(spec: dict) -> dict:
         finally:
             note_descendants()
             env.close()
-        rows[str(n)] = {"num_envs": n, "sps": n * steps / seconds, "vector_steps": steps, "seconds": seconds,
-                        "workers": getattr(env, "num_workers", None),
-                        "obs_shape": list(step.obs.shape[1:])}
+        rows[str(n)] = {
+            "num_envs": n,
+            "sps": n * steps / seconds,
+            "vector_steps": steps,
+            "seconds": seconds,
+            "workers": getattr(env, "num_workers", None),
+            "obs_shape": list(step.obs.shape[1:]),
+        }
     return {"kind": kind, "device": str(device), "experiment": experiment, "counts": rows}

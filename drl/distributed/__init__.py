@@ -9,6 +9,7 @@
 - ``chunk``: what crosses the network and how it is stored; ``cluster``: Ray itself (optional: ``pip install
   -e ".[ray]"``), the local or joined cluster and the actor pool.
 """
+
 from __future__ import annotations
 
 from drl.distributed.cluster import INSTALL_HINT, require_ray
@@ -20,7 +21,9 @@ def trainer_class(cfg):
     """``drl.loop.Trainer`` for ``distributed.collectors == 0``, else ``Learner`` (a one-line error without Ray)."""
     if cfg.distributed.collectors == 0:
         from drl.loop import Trainer
+
         return Trainer
     require_ray(cfg.distributed.address)
     from drl.distributed.learner import Learner
+
     return Learner

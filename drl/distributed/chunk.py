@@ -15,6 +15,7 @@ Shapes (T vector steps, E envs of one collector, one frame ``[C, H, W]`` or ``[D
 - ``priorities`` float32 ``[T, E]``: the initial priority of the replay entry a step creates (a transition, or for
   sequences the sequence starting there; NaN where none), or None (the replay's max priority is used).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,11 +28,11 @@ from drl.replay import ReplayBuffer, StepRecord, n_step_returns
 
 @dataclass
 class Chunk:
-    collector: int                 # index of the collector (0 .. N-1)
-    incarnation: str               # new after Ray restarts the collector: its envs' streams are cut then
-    pid: int                       # the collector's process id
-    version: int                   # learner updates of the weights acted with (-1: the collector's initial ones)
-    seconds: float                 # time the collector spent on this chunk
+    collector: int  # index of the collector (0 .. N-1)
+    incarnation: str  # new after Ray restarts the collector: its envs' streams are cut then
+    pid: int  # the collector's process id
+    version: int  # learner updates of the weights acted with (-1: the collector's initial ones)
+    seconds: float  # time the collector spent on this chunk
     frames: torch.Tensor
     first: torch.Tensor
     actions: torch.Tensor
@@ -41,16 +42,16 @@ class Chunk:
     reset: torch.Tensor
     final_rows: torch.Tensor
     final_frames: torch.Tensor
-    extras: torch.Tensor | None = None          # float32 [T, E, K]
-    final_extras: torch.Tensor | None = None    # float32 [F, K]
-    labels: torch.Tensor | None = None          # uint8 [T, E]
-    final_labels: torch.Tensor | None = None    # uint8 [F]
+    extras: torch.Tensor | None = None  # float32 [T, E, K]
+    final_extras: torch.Tensor | None = None  # float32 [F, K]
+    labels: torch.Tensor | None = None  # uint8 [T, E]
+    final_labels: torch.Tensor | None = None  # uint8 [F]
     dropped: torch.Tensor | None = None
     state_rows: torch.Tensor | None = None
     states: torch.Tensor | None = None
     priorities: torch.Tensor | None = None
-    episodes: list[dict] = field(default_factory=list)   # finished episodes ("env" is the collector's env index)
-    faults: dict = field(default_factory=dict)           # env fault counters (Doom worker_restarts, ...)
+    episodes: list[dict] = field(default_factory=list)  # finished episodes ("env" is the collector's env index)
+    faults: dict = field(default_factory=dict)  # env fault counters (Doom worker_restarts, ...)
 
     @property
     def env_steps(self) -> int:
@@ -61,29 +62,48 @@ class Chunk:
         return sum(v.numel() * v.element_size() for v in vars(self).values() if isinstance(v, torch.Tensor))
 
     def info(self) -> ChunkInfo:
-        return ChunkInfo(self.collector, self.incarnation, self.pid, self.version, self.seconds, self.env_steps,
-                         int(self.rewards.shape[0]), self.episodes, self.faults, self.nbytes())
+        return ChunkInfo(
+            self.collector,
+            self.incarnation,
+            self.pid,
+            self.version,
+            self.seconds,
+            self.env_steps,
+            int(self.rewards.shape[0]),
+            self.episodes,
+            self.faults,
+            self.nbytes(),
+        )
 
 
 @dataclass
 class ChunkInfo:
     """What the learner reads of a chunk (its counters, episodes, faults) without its tensors: with the replay in
     its own actor the tensors go from the collector to that actor and never through the learner."""
+
     collector: int
     incarnation: str
     pid: int
     version: int
     seconds: float
     env_steps: int
-    length: int                    # T, vector steps
+    length: int  # T, vector steps
     episodes: list[dict]
     faults: dict
     nbytes: int
 
 
 # ------------------------------------------------------------------------------------------- collector side
-def td_priorities(q: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
-                  truncated: torch.Tensor, reset: torch.Tensor, n: int, gamma: float) -> torch.Tensor:
+def td_priorities(
+    q: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    reset: torch.Tensor,
+    n: int,
+    gamma: float,
+) -> torch.Tensor:
     """|n-step TD error| of each step of a chunk from the collector's own Q values: float32 ``[T, E]``.
 
     q: ``[T + 1, E, A]``, the Q values of every observation acted on plus the one after the chunk; actions,
@@ -93,21 +113,23 @@ def td_priorities(q: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
     it; a window that ends at a time limit is not bootstrapped (its final observation was never acted on).
     """
     T, E = rewards.shape
-    cut = truncated | reset                          # the episode ends without a bootstrap we could compute
+    cut = truncated | reset  # the episode ends without a bootstrap we could compute
     done = cut | terminated
-    done[-1] = True                                  # windows stop at the chunk's end
+    done[-1] = True  # windows stop at the chunk's end
     pad = lambda x, value: torch.cat([x, torch.full((n - 1, E), value, dtype=x.dtype)]).T  # noqa: E731  [E, T+n-1]
-    returns, steps, discounts = n_step_returns(pad(rewards.float(), 0.0), pad(terminated, False), pad(done, True),
-                                               n, gamma)                                 # [E, T]
-    boot = torch.arange(T)[None, :] + steps                                              # in [1, T]
-    discounts = torch.where(cut.T.gather(1, boot - 1), 0.0, discounts)                   # time limit: no bootstrap
+    returns, steps, discounts = n_step_returns(
+        pad(rewards.float(), 0.0), pad(terminated, False), pad(done, True), n, gamma
+    )  # [E, T]
+    boot = torch.arange(T)[None, :] + steps  # in [1, T]
+    discounts = torch.where(cut.T.gather(1, boot - 1), 0.0, discounts)  # time limit: no bootstrap
     value = q.float().max(-1).values.T.gather(1, boot)
     q_taken = q[:T].float().gather(2, actions[..., None].long()).squeeze(2).T
     return (returns + discounts * value - q_taken).abs().T.contiguous()
 
 
-def sequence_priorities(td: torch.Tensor, starts: torch.Tensor, reset: torch.Tensor, length: int,
-                        eta: float) -> torch.Tensor:
+def sequence_priorities(
+    td: torch.Tensor, starts: torch.Tensor, reset: torch.Tensor, length: int, eta: float
+) -> torch.Tensor:
     """R2D2's ``eta * max + (1 - eta) * mean`` of |TD| over each sequence starting in the chunk: ``[T, E]``, NaN
     where no sequence starts. A sequence is cut at its episode's end and at the chunk's end (an approximation for
     the sequences that run into the next chunk)."""
@@ -139,25 +161,43 @@ def merge(chunks: list[Chunk]) -> Chunk:
             return None
         return torch.cat([empty(c) if p is None else p for c, p in zip(chunks, parts)], dim)
 
-    def rows(name: str):   # (t, e) pairs, e shifted by each chunk's env offset
+    def rows(name: str):  # (t, e) pairs, e shifted by each chunk's env offset
         parts = [getattr(c, name) for c in chunks]
         if all(p is None for p in parts):
             return None
-        return torch.cat([torch.zeros(0, 2, dtype=torch.long) if p is None else p + torch.tensor([0, o])
-                          for p, o in zip(parts, offsets)])
+        return torch.cat(
+            [
+                torch.zeros(0, 2, dtype=torch.long) if p is None else p + torch.tensor([0, o])
+                for p, o in zip(parts, offsets)
+            ]
+        )
 
     hidden = next((c.states.shape[-1] for c in chunks if c.states is not None), 0)
     k = 0 if chunks[0].extras is None else chunks[0].extras.shape[-1]
     return Chunk(
-        collector=-1, incarnation="", pid=0, version=chunks[0].version, seconds=0.0, frames=cat("frames"),
-        first=cat("first"), actions=cat("actions"), rewards=cat("rewards"), terminated=cat("terminated"),
-        truncated=cat("truncated"), reset=cat("reset"), final_rows=rows("final_rows"),
-        final_frames=cat("final_frames", 0), extras=cat("extras"),
-        final_extras=cat("final_extras", 0, lambda c: torch.zeros(len(c.final_rows), k)), labels=cat("labels"),
+        collector=-1,
+        incarnation="",
+        pid=0,
+        version=chunks[0].version,
+        seconds=0.0,
+        frames=cat("frames"),
+        first=cat("first"),
+        actions=cat("actions"),
+        rewards=cat("rewards"),
+        terminated=cat("terminated"),
+        truncated=cat("truncated"),
+        reset=cat("reset"),
+        final_rows=rows("final_rows"),
+        final_frames=cat("final_frames", 0),
+        extras=cat("extras"),
+        final_extras=cat("final_extras", 0, lambda c: torch.zeros(len(c.final_rows), k)),
+        labels=cat("labels"),
         final_labels=cat("final_labels", 0, lambda c: torch.zeros(len(c.final_rows), dtype=torch.uint8)),
-        dropped=cat("dropped", 1, lambda c: torch.zeros_like(c.reset)), state_rows=rows("state_rows"),
+        dropped=cat("dropped", 1, lambda c: torch.zeros_like(c.reset)),
+        state_rows=rows("state_rows"),
         states=cat("states", 0, lambda c: torch.zeros(0, 2, hidden)),
-        priorities=cat("priorities", 1, lambda c: torch.full(c.rewards.shape, float("nan"))))
+        priorities=cat("priorities", 1, lambda c: torch.full(c.rewards.shape, float("nan"))),
+    )
 
 
 def apply_to_replay(replay: ReplayBuffer, ops: list[tuple], chunks: list[Chunk]) -> None:
@@ -180,7 +220,7 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
         finals.setdefault(t, []).append((e, row))
     states: dict[int, list[tuple[int, int]]] = {}
     if chunk.states is not None:
-        assert chunk.state_rows is not None   # set together with states
+        assert chunk.state_rows is not None  # set together with states
         for row, (t, e) in enumerate(chunk.state_rows.tolist()):
             states.setdefault(t, []).append((e, row))
     entries, values = [], []
@@ -190,21 +230,36 @@ def add_to_replay(replay: ReplayBuffer, chunk: Chunk, streams: np.ndarray) -> No
         if t in finals:
             envs, rows = map(list, zip(*finals[t]))
 
-            def spread(x):   # [F, ...] -> [E, ...]: the rows of the envs that reset at t, zeros elsewhere
+            def spread(x):  # [F, ...] -> [E, ...]: the rows of the envs that reset at t, zeros elsewhere
                 return None if x is None else x.new_zeros((E, *x.shape[1:])).index_copy_(0, torch.tensor(envs), x[rows])  # noqa: B023 (called in this iteration)
 
-            final, final_extras, final_labels = map(spread, (chunk.final_frames, chunk.final_extras,
-                                                             chunk.final_labels))
+            final, final_extras, final_labels = map(
+                spread, (chunk.final_frames, chunk.final_extras, chunk.final_labels)
+            )
         if chunk.states is not None and t in states:
             envs, rows = map(list, zip(*states[t]))
             hc = torch.zeros(2, 1, E, chunk.states.shape[-1])
             hc[:, 0, envs] = chunk.states[rows].transpose(0, 1)
             state = (hc[0], hc[1])
-        created = replay.add(StepRecord(
-            chunk.frames[t], chunk.first[t], chunk.actions[t], chunk.rewards[t], chunk.terminated[t],
-            chunk.truncated[t], chunk.reset[t], final_frame=final, extras=opt(chunk.extras, t),
-            final_extras=final_extras, labels=opt(chunk.labels, t), final_labels=final_labels,
-            dropped=opt(chunk.dropped, t), lstm_state=state), envs=streams)
+        created = replay.add(
+            StepRecord(
+                chunk.frames[t],
+                chunk.first[t],
+                chunk.actions[t],
+                chunk.rewards[t],
+                chunk.terminated[t],
+                chunk.truncated[t],
+                chunk.reset[t],
+                final_frame=final,
+                extras=opt(chunk.extras, t),
+                final_extras=final_extras,
+                labels=opt(chunk.labels, t),
+                final_labels=final_labels,
+                dropped=opt(chunk.dropped, t),
+                lstm_state=state,
+            ),
+            envs=streams,
+        )
         if chunk.priorities is None:
             continue
         p = chunk.priorities[t].numpy()

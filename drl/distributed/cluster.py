@@ -1,4 +1,5 @@
 """Ray plumbing: the optional import, the cluster the run joins or starts, and the pool of collector actors."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def require_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise UserError(f"distributed.collectors > 0 needs Ray, which is not installed; {INSTALL_HINT}, or set "
-                        "distributed.collectors=0 for single-process training") from None
+        raise UserError(
+            f"distributed.collectors > 0 needs Ray, which is not installed; {INSTALL_HINT}, or set "
+            "distributed.collectors=0 for single-process training"
+        ) from None
     return ray
 
 
@@ -33,7 +36,7 @@ def cause(exc: BaseException) -> str:
     return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
 
 
-PROBE_TIMEOUT_S = 5.0   # per address tried: connecting, then the first bytes of the answer
+PROBE_TIMEOUT_S = 5.0  # per address tried: connecting, then the first bytes of the answer
 # an HTTP/2 client's opening (the preface and an empty SETTINGS frame): a gRPC server (Ray's GCS, Ray Client)
 # answers with a SETTINGS frame of its own
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -61,6 +64,7 @@ def _endpoints(address: str) -> list[tuple[str, int]]:
     found = [_split(address)] if address != "auto" else []
     try:
         from ray._private import services
+
         canonical = services.canonicalize_bootstrap_address(address)
     except Exception:  # noqa: BLE001 - a private helper that may change: probe the address as written
         canonical = None
@@ -98,25 +102,33 @@ def probe(address: str) -> None:
                 try:
                     if tls or _speaks_grpc(sock):
                         return
-                except OSError:   # reset or no answer in time
+                except OSError:  # reset or no answer in time
                     pass
                 silent.append(where)
         except OSError as exc:
-            reason = exc.strerror or (f"no answer in {PROBE_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError)
-                                      else type(exc).__name__)
+            reason = exc.strerror or (
+                f"no answer in {PROBE_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
+            )
             refused.append(f"{where}: {reason}")
     client = "://" in address
-    start = (f"`ray start --head --ray-client-server-port={endpoints[0][1]}`" if client else
-             f"`ray start --head --port={endpoints[0][1]}`")
+    start = (
+        f"`ray start --head --ray-client-server-port={endpoints[0][1]}`"
+        if client
+        else f"`ray start --head --port={endpoints[0][1]}`"
+    )
     if silent:
         what = "a Ray client server" if client else "a Ray cluster (its GCS)"
         verbs = "accepts connections but is" if len(silent) == 1 else "accept connections but are"
-        raise UserError(f"cannot join the Ray cluster at distributed.address={address}: {' and '.join(silent)} "
-                        f"{verbs} not {what}; give the address `ray start --head` printed, start the cluster "
-                        f"there with {start}, or leave distributed.address unset to let drl start a local cluster")
-    raise UserError(f"cannot join the Ray cluster at distributed.address={address}: nothing listens there "
-                    f"({'; '.join(refused)}); start the cluster there with {start} (on that machine), or leave "
-                    "distributed.address unset to let drl start a local cluster")
+        raise UserError(
+            f"cannot join the Ray cluster at distributed.address={address}: {' and '.join(silent)} "
+            f"{verbs} not {what}; give the address `ray start --head` printed, start the cluster "
+            f"there with {start}, or leave distributed.address unset to let drl start a local cluster"
+        )
+    raise UserError(
+        f"cannot join the Ray cluster at distributed.address={address}: nothing listens there "
+        f"({'; '.join(refused)}); start the cluster there with {start} (on that machine), or leave "
+        "distributed.address unset to let drl start a local cluster"
+    )
 
 
 def _use_token_if_available() -> None:
@@ -128,8 +140,11 @@ def _use_token_if_available() -> None:
 
     if os.environ.get("RAY_AUTH_MODE"):
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-            (Path.home() / ".ray" / "auth_token").is_file():
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -139,23 +154,26 @@ class Cluster:
     def __init__(self, dist, cpus_here: int):
         ray = require_ray(dist.address)
         self.started = False
-        if ray.is_initialized():        # the caller (e.g. a test or notebook) connected already
+        if ray.is_initialized():  # the caller (e.g. a test or notebook) connected already
             return
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
         if dist.address:
-            probe(dist.address)     # ray.init would retry for minutes, printing every attempt
+            probe(dist.address)  # ray.init would retry for minutes, printing every attempt
             try:
                 ray.init(address=dist.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UserError(f"cannot join the Ray cluster at distributed.address={dist.address} ({cause(exc)}); "
-                                "start it with `ray start --head` (with token authentication on, give this machine "
-                                "its token in ~/.ray/auth_token or RAY_AUTH_TOKEN, and RAY_AUTH_MODE=token) or "
-                                "leave distributed.address unset for a local cluster") from None
+                raise UserError(
+                    f"cannot join the Ray cluster at distributed.address={dist.address} ({cause(exc)}); "
+                    "start it with `ray start --head` (with token authentication on, give this machine "
+                    "its token in ~/.ray/auth_token or RAY_AUTH_TOKEN, and RAY_AUTH_MODE=token) or "
+                    "leave distributed.address unset for a local cluster"
+                ) from None
             cpus = int(ray.cluster_resources().get("CPU", 0))
-            print(f"drl: joined the Ray cluster at {dist.address} ({len(ray.nodes())} node(s), {cpus} CPUs)",
-                  flush=True)
+            print(
+                f"drl: joined the Ray cluster at {dist.address} ({len(ray.nodes())} node(s), {cpus} CPUs)", flush=True
+            )
         else:
-            need = math.ceil(dist.collectors * dist.collector_cpus) + 1   # + the learner (this process)
+            need = math.ceil(dist.collectors * dist.collector_cpus) + 1  # + the learner (this process)
             ray.init(num_cpus=dist.num_cpus or max(cpus_here, need), **kwargs)
         self.started = True
 
@@ -163,6 +181,7 @@ class Cluster:
         """Disconnect; a local cluster's processes (raylet, GCS, workers) exit with it."""
         if self.started:
             import ray
+
             self.started = False
             ray.shutdown()
 
@@ -181,7 +200,7 @@ class CollectorPool:
         actor = remote_class(dist)
         data = cfg.model_dump()
         self.actors = [actor.remote(data, i, self.count) for i in range(self.count)]
-        self.pending: dict = {}                 # info ObjectRef -> (collector index, chunk ObjectRef)
+        self.pending: dict = {}  # info ObjectRef -> (collector index, chunk ObjectRef)
         self.queued = [0] * self.count
         self.alive = [True] * self.count
         self.pids: list[int | None] = [None] * self.count
@@ -221,12 +240,12 @@ class CollectorPool:
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         chunks, ready_refs = [], set(ready)
-        for ref in [r for r in self.pending if r in ready_refs]:   # in submission order: a collector's in its order
+        for ref in [r for r in self.pending if r in ready_refs]:  # in submission order: a collector's in its order
             i, chunk_ref = self.pending.pop(ref)
             self.queued[i] -= 1
             try:
                 chunks.append((ray.get(ref), chunk_ref))
-            except ray.exceptions.RayTaskError as exc:   # an error inside collect(): the run stops
+            except ray.exceptions.RayTaskError as exc:  # an error inside collect(): the run stops
                 self.close()
                 raise UserError(f"collector {i} failed: {cause(exc)} (rerun with --debug for the traceback)") from exc
             except ray.exceptions.RayActorError as exc:
@@ -242,7 +261,7 @@ class CollectorPool:
         """Kill the actors (no restart); queued calls are dropped."""
         import ray
 
-        for ref in self.pending:   # dropped first, so Ray does not retry them on the dying actors
+        for ref in self.pending:  # dropped first, so Ray does not retry them on the dying actors
             try:
                 ray.cancel(ref)
             except Exception:  # noqa: BLE001 - already finished, or the cluster is gone

@@ -6,6 +6,7 @@ calls queued per collector and passes its newest published weights (an ObjectRef
 fetch them when they did not change) with each call; the collector loads them only when their version is new.
 The class is plain Python: ``remote_class`` wraps it for Ray, so importing this module needs no Ray.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,14 +47,16 @@ class Collector:
             self._setup(cfg_data, index, count)
         except Exception as exc:  # noqa: BLE001 - reported by info() / collect()
             from drl.errors import UserError, first_line
-            self.error = first_line(exc, 300) if isinstance(exc, UserError) else \
-                f"{type(exc).__name__}: {first_line(exc, 300)}"
+
+            self.error = (
+                first_line(exc, 300) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
+            )
 
     def _setup(self, cfg_data: dict, index: int, count: int) -> None:
         from drl import config, runtime
         from drl.agent import EnvSpec, make_agent
 
-        cfg = config.validate(cfg_data)   # imports the config's user modules here too
+        cfg = config.validate(cfg_data)  # imports the config's user modules here too
         dist = cfg.distributed
         if dist.collector_nice:
             os.nice(dist.collector_nice)
@@ -62,21 +65,23 @@ class Collector:
         self.epsilon = apex_epsilon(index, count, dist.eps_base, dist.eps_alpha)
         self.incarnation = uuid.uuid4().hex[:12]
         restarted = _restarted_by_ray()
-        seed = cfg.seed + 100_003 * (index + 1) + (os.getpid() if restarted else 0)   # a restart plays new episodes
+        seed = cfg.seed + 100_003 * (index + 1) + (os.getpid() if restarted else 0)  # a restart plays new episodes
         runtime.seed_everything(seed)
         cpu = torch.device("cpu")
-        self.env = make_env(cfg.env, cpu, seed, num_envs=dist.envs_per_collector or cfg.env.num_envs,
-                            labels=cfg.agent.aux.features)
+        self.env = make_env(
+            cfg.env, cpu, seed, num_envs=dist.envs_per_collector or cfg.env.num_envs, labels=cfg.agent.aux.features
+        )
         self.step = self.env.reset(seed=seed)
         self.spec = EnvSpec.of(self.env, self.step.obs)
-        self.agent = make_agent(cfg, self.spec, cpu, runtime.use_bf16(cfg.compute, cpu),
-                                torch.Generator().manual_seed(seed))
+        self.agent = make_agent(
+            cfg, self.spec, cpu, runtime.use_bf16(cfg.compute, cpu), torch.Generator().manual_seed(seed)
+        )
         E = self.env.num_envs
         self.state = self.agent.initial_state(E)
         self.first = self.step.reset.clone()
         self.version = -1
         self.T = max(1, dist.chunk_steps // E)
-        self.channels = self.spec.obs_shape[0] // self.env.frame_stack   # of one frame (replay stores one)
+        self.channels = self.spec.obs_shape[0] // self.env.frame_stack  # of one frame (replay stores one)
         self.sequences = self.agent.sampler == "sequences"
         # the replay's rule, to send the acting state where the replay stores a sequence start
         self.starts = SequenceStarts(E, cfg.replay.sequence_length - cfg.replay.sequence_overlap)
@@ -86,10 +91,19 @@ class Collector:
         if self.error is not None:
             return {"error": self.error, "pid": os.getpid()}
         env, spec = self.env, self.spec
-        return {"obs_shape": list(spec.obs_shape), "obs_dtype": str(spec.obs_dtype).removeprefix("torch."),
-                "num_actions": spec.num_actions, "num_extras": spec.num_extras, "num_envs": env.num_envs,
-                "frame_stack": env.frame_stack, "frames_per_step": env.frames_per_step, "chunk_vector_steps": self.T,
-                "epsilon": self.epsilon, "pid": os.getpid(), "incarnation": self.incarnation}
+        return {
+            "obs_shape": list(spec.obs_shape),
+            "obs_dtype": str(spec.obs_dtype).removeprefix("torch."),
+            "num_actions": spec.num_actions,
+            "num_extras": spec.num_extras,
+            "num_envs": env.num_envs,
+            "frame_stack": env.frame_stack,
+            "frames_per_step": env.frames_per_step,
+            "chunk_vector_steps": self.T,
+            "epsilon": self.epsilon,
+            "pid": os.getpid(),
+            "incarnation": self.incarnation,
+        }
 
     def pid(self) -> int:
         return os.getpid()
@@ -114,18 +128,32 @@ class Collector:
         t0 = time.perf_counter()
         if weights and version != self.version:
             import ray
+
             self.agent.load_acting_weights(ray.get(weights[0]))
             self.version = version
         cfg, c = self.cfg, self.channels
         epsilon = 1.0 if explore else self.epsilon
         cols: dict[str, list[torch.Tensor | None]] = {
-            k: [] for k in ("frames", "first", "actions", "rewards", "terminated", "truncated", "reset", "extras",
-                            "labels", "dropped", "q")}
+            k: []
+            for k in (
+                "frames",
+                "first",
+                "actions",
+                "rewards",
+                "terminated",
+                "truncated",
+                "reset",
+                "extras",
+                "labels",
+                "dropped",
+                "q",
+            )
+        }
         finals: dict[str, list] = {"rows": [], "frames": [], "extras": [], "labels": []}
         state_rows, states, episodes = [], [], []
         for t in range(self.T):
             obs, extras, labels = self.step.obs, self.step.extras, self.step.labels
-            if self.sequences:   # the replay stores the acting state where a sequence starts
+            if self.sequences:  # the replay stores the acting state where a sequence starts
                 rows = self.starts.step(self.first.numpy())
                 if len(rows) and self.state is not None:
                     state_rows += [(t, int(e)) for e in rows]
@@ -133,10 +161,19 @@ class Collector:
             actions, state, q = self._act(obs, extras, epsilon)
             step = self.env.step(actions)
             reward = step.reward * cfg.env.reward_scale if cfg.env.reward_scale != 1.0 else step.reward
-            for key, value in (("frames", obs[:, -c:]), ("first", self.first), ("actions", actions),
-                               ("rewards", reward), ("terminated", step.terminated), ("truncated", step.truncated),
-                               ("reset", step.reset), ("extras", extras), ("labels", labels),
-                               ("dropped", step.dropped), ("q", q)):
+            for key, value in (
+                ("frames", obs[:, -c:]),
+                ("first", self.first),
+                ("actions", actions),
+                ("rewards", reward),
+                ("terminated", step.terminated),
+                ("truncated", step.truncated),
+                ("reset", step.reset),
+                ("extras", extras),
+                ("labels", labels),
+                ("dropped", step.dropped),
+                ("q", q),
+            ):
                 cols[key].append(None if value is None else value.detach().clone())
             if step.final_obs is not None and bool(step.reset.any()):
                 rows = step.reset.nonzero().squeeze(1)
@@ -162,18 +199,32 @@ class Collector:
         final = lambda key: torch.cat(finals[key]) if finals[key] else None  # noqa: E731
         frames = stack("frames")
         chunk = Chunk(
-            collector=self.index, incarnation=self.incarnation, pid=os.getpid(), version=self.version,
-            seconds=seconds, frames=frames, first=stack("first"), actions=stack("actions").long(),
-            rewards=stack("rewards").float(), terminated=stack("terminated"), truncated=stack("truncated"),
-            reset=stack("reset"), final_rows=torch.tensor(finals["rows"], dtype=torch.long).view(-1, 2),
+            collector=self.index,
+            incarnation=self.incarnation,
+            pid=os.getpid(),
+            version=self.version,
+            seconds=seconds,
+            frames=frames,
+            first=stack("first"),
+            actions=stack("actions").long(),
+            rewards=stack("rewards").float(),
+            terminated=stack("terminated"),
+            truncated=stack("truncated"),
+            reset=stack("reset"),
+            final_rows=torch.tensor(finals["rows"], dtype=torch.long).view(-1, 2),
             final_frames=torch.cat(finals["frames"]) if finals["frames"] else frames.new_zeros((0, *frames.shape[2:])),
-            extras=maybe_stack("extras"), final_extras=final("extras"), labels=maybe_stack("labels"),
+            extras=maybe_stack("extras"),
+            final_extras=final("extras"),
+            labels=maybe_stack("labels"),
             final_labels=final("labels"),
-            dropped=None if all(d is None for d in cols["dropped"]) else
-            torch.stack([torch.zeros_like(cols["reset"][0]) if d is None else d for d in cols["dropped"]]),
+            dropped=None
+            if all(d is None for d in cols["dropped"])
+            else torch.stack([torch.zeros_like(cols["reset"][0]) if d is None else d for d in cols["dropped"]]),
             state_rows=torch.tensor(state_rows, dtype=torch.long).view(-1, 2) if states else None,
-            states=torch.cat(states) if states else None, episodes=episodes,
-            faults=fault_counters(self.env))
+            states=torch.cat(states) if states else None,
+            episodes=episodes,
+            faults=fault_counters(self.env),
+        )
         if cols["q"][0] is not None and all(q is not None for q in cols["q"]):
             chunk.priorities = self._priorities(chunk, torch.stack(cols["q"]))
         return chunk
@@ -184,15 +235,23 @@ class Collector:
         observation after the chunk, without advancing the acting state)."""
         cfg = self.cfg
         q_next, _ = self.agent.action_values(self.step.obs, self.state, self.step.extras)
-        td = td_priorities(torch.cat([q, q_next[None]]), chunk.actions, chunk.rewards, chunk.terminated,
-                           chunk.truncated, chunk.reset, cfg.agent.n_step, cfg.agent.gamma)
+        td = td_priorities(
+            torch.cat([q, q_next[None]]),
+            chunk.actions,
+            chunk.rewards,
+            chunk.terminated,
+            chunk.truncated,
+            chunk.reset,
+            cfg.agent.n_step,
+            cfg.agent.gamma,
+        )
         if self.sequences:
             starts = torch.zeros_like(chunk.reset)
             if chunk.state_rows is not None:
                 starts[chunk.state_rows[:, 0], chunk.state_rows[:, 1]] = True
             td = sequence_priorities(td, starts, chunk.reset, cfg.replay.sequence_length, cfg.replay.priority_eta)
         if chunk.dropped is not None:
-            td[chunk.dropped] = float("nan")   # a lost step stores no transition
+            td[chunk.dropped] = float("nan")  # a lost step stores no transition
         return td
 
 

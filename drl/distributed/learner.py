@@ -7,6 +7,7 @@ learn step, target sync, logging, evaluation, checkpoints and ``eval.stop_at``; 
 Trainer steps envs. The collectors' N x E envs are one replay stream each (collector i owns streams
 ``i*E .. i*E+E-1``).
 """
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,7 @@ from drl.learner_core import LearnerCore, Runtime, replay_arguments, set_up_runt
 from drl.loop import StopRequested, transitions_per_sample
 from drl.replay import ReplayBuffer, build_replay
 
-if TYPE_CHECKING:   # ray is imported where it is used
+if TYPE_CHECKING:  # ray is imported where it is used
     from ray import ObjectRef
 
 
@@ -48,7 +49,7 @@ class Learner:
         cfg = self.cfg = cfg.model_copy(deep=True)
         dist = cfg.distributed
         if dist.prioritized:
-            cfg.replay.prioritized = True   # Ape-X / R2D2
+            cfg.replay.prioritized = True  # Ape-X / R2D2
         rt = set_up_runtime(cfg)
         self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
         self.cluster = Cluster(dist, runtime.cpu_count())
@@ -68,8 +69,8 @@ class Learner:
         self.core.open_metrics(resumed=resume_from is not None)
         self.counters = self.core.counters
         self.incarnations = [info["incarnation"] for info in self.pool.infos]
-        self.weights: list = []          # [ObjectRef] of the newest published weights
-        self.version = -1                # learner updates at that publication
+        self.weights: list = []  # [ObjectRef] of the newest published weights
+        self.version = -1  # learner updates at that publication
         self.published = 0
 
     def _set_up(self, rt: Runtime, run_dir: Path, resume_from: dict | None, init_from) -> None:
@@ -77,38 +78,58 @@ class Learner:
         cfg, info = self.cfg, self.pool.infos[0]
         E = info["num_envs"]
         self.num_streams = cfg.distributed.collectors * E
-        self.spec = EnvSpec(tuple(info["obs_shape"]), getattr(torch, info["obs_dtype"]), info["num_actions"],
-                            info["num_extras"])
+        self.spec = EnvSpec(
+            tuple(info["obs_shape"]), getattr(torch, info["obs_dtype"]), info["num_actions"], info["num_extras"]
+        )
         self.streams = [np.arange(i * E, (i + 1) * E) for i in range(cfg.distributed.collectors)]
-        self.chunk_env_steps = E * info["chunk_vector_steps"]   # agent steps per chunk (all collectors alike)
+        self.chunk_env_steps = E * info["chunk_vector_steps"]  # agent steps per chunk (all collectors alike)
         self.agent = make_agent(cfg, self.spec, rt.device, rt.bf16, rt.generator)
         self.replay = self._make_replay(info["chunk_vector_steps"], info["frame_stack"])
         self.restarts = 0
         if resume_from is not None:
             saved = resume_from.get("replay")
             if saved is not None and saved["frames"].shape[0] != self.num_streams:
-                raise CheckpointError(f"the checkpoint's replay holds {saved['frames'].shape[0]} env streams, this "
-                                      f"run has {self.num_streams} (collectors x envs); resume with the config the "
-                                      "run was started with")
+                raise CheckpointError(
+                    f"the checkpoint's replay holds {saved['frames'].shape[0]} env streams, this "
+                    f"run has {self.num_streams} (collectors x envs); resume with the config the "
+                    "run was started with"
+                )
             self.restarts = resume_from.get("distributed", {}).get("collector_restarts", 0)
-        self.core = LearnerCore(cfg, run_dir, rt, self.spec, self.agent, self.replay, info["frames_per_step"],
-                                self._checkpoint_extras, resume_from, init_from)
+        self.core = LearnerCore(
+            cfg,
+            run_dir,
+            rt,
+            self.spec,
+            self.agent,
+            self.replay,
+            info["frames_per_step"],
+            self._checkpoint_extras,
+            resume_from,
+            init_from,
+        )
 
     def _make_replay(self, chunk_vector_steps: int, frame_stack: int) -> ReplayBuffer | RemoteReplay:
         cfg, streams = self.cfg, self.num_streams
         kwargs, sequences = replay_arguments(cfg, self.spec, self.agent.sampler, self.device, streams, frame_stack)
         per_stream = cfg.replay.capacity // streams
         if per_stream < 4 * chunk_vector_steps:
-            raise UserError(f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
-                            f"{streams} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
-                            "replay.capacity or lower distributed.chunk_steps or distributed.collectors")
+            raise UserError(
+                f"replay.capacity={cfg.replay.capacity} leaves {per_stream} slots to each of the "
+                f"{streams} env streams, under 4 chunks of {chunk_vector_steps} steps; raise "
+                "replay.capacity or lower distributed.chunk_steps or distributed.collectors"
+            )
         if cfg.distributed.replay == "actor":
             return RemoteReplay(kwargs, sequences)
         return build_replay(kwargs, sequences)
 
     def _checkpoint_extras(self) -> dict:
-        return {"distributed": {"collectors": self.cfg.distributed.collectors, "streams": self.num_streams,
-                                "collector_restarts": self.restarts}}
+        return {
+            "distributed": {
+                "collectors": self.cfg.distributed.collectors,
+                "streams": self.num_streams,
+                "collector_restarts": self.restarts,
+            }
+        }
 
     def add_eval_hook(self, hook) -> None:
         """``hook(row)`` sees every evaluation row; a true return stops the run (``LearnerCore.add_eval_hook``)."""
@@ -143,7 +164,7 @@ class Learner:
                 if core.stop_due(last_eval):
                     break
             bar.close()
-            self.pool.close()   # the collectors stop here; evaluation and the checkpoint need none of them
+            self.pool.close()  # the collectors stop here; evaluation and the checkpoint need none of them
             return core.finish(started, last_eval, last_eval_step)
 
     def learning(self) -> bool:
@@ -160,7 +181,7 @@ class Learner:
         cfg, c, pool = self.cfg, self.counters, self.pool
         per_chunk = self.chunk_env_steps
         behind = c.pending_updates > per_chunk * pool.count / cfg.agent.train_freq
-        if cfg.distributed.pace == "ratio" and behind and self.learning():   # (a refilling replay never waits)
+        if cfg.distributed.pace == "ratio" and behind and self.learning():  # (a refilling replay never waits)
             return
         explore = c.env_steps < cfg.agent.learning_starts
         queued = per_chunk * len(pool.pending)
@@ -194,6 +215,7 @@ class Learner:
             self.replay.apply(ops, refs)
         else:
             import ray
+
             apply_to_replay(self.replay, ops, ray.get(refs))
         seconds = (time.perf_counter() - t0) / len(arrivals)
         for chunk in infos:
@@ -201,7 +223,7 @@ class Learner:
             self.window.add_chunk(chunk, self.agent.updates, seconds)
             for ep in chunk.episodes:
                 self.core.record_episode(ep, wall, collector=chunk.collector)
-        self.core.sync_target_if_due()   # by trained env steps: none of the steps whose updates are still owed
+        self.core.sync_target_if_due()  # by trained env steps: none of the steps whose updates are still owed
 
     def _count(self, env_steps: int) -> None:
         """Count a stored chunk's steps. Under ``pace: ratio`` those from ``agent.learning_starts`` on (once the
@@ -216,8 +238,10 @@ class Learner:
         episodes)."""
         i = chunk.collector
         self.restarts += 1
-        tqdm.write(f"[collector {i}] restarted by Ray (pid {self.pool.pids[i]} -> {chunk.pid}); "
-                   f"{self.restarts} restart(s) so far")
+        tqdm.write(
+            f"[collector {i}] restarted by Ray (pid {self.pool.pids[i]} -> {chunk.pid}); "
+            f"{self.restarts} restart(s) so far"
+        )
         self.incarnations[i] = chunk.incarnation
         self.pool.pids[i] = chunk.pid
         self.pool.write_pids()
@@ -228,7 +252,7 @@ class Learner:
         self.core.learn_step()
         if cfg.distributed.pace == "ratio":
             c.pending_updates -= 1
-        self.core.sync_target_if_due()   # at the trained env steps where a single-process run syncs
+        self.core.sync_target_if_due()  # at the trained env steps where a single-process run syncs
         if self.agent.updates - self.version >= cfg.distributed.weights_interval:
             self.publish()
         self.window.update_seconds += time.perf_counter() - t0
@@ -236,29 +260,43 @@ class Learner:
     def publish(self) -> None:
         """Put the acting weights in the object store; collectors fetch them with their next call."""
         import ray
+
         self.weights = [ray.put(self.agent.acting_weights())]
         self.version = self.agent.updates
         self.published += 1
 
     def log(self, now: float, started: float, last_eval: dict) -> None:
         c = self.counters
-        faults: dict[str, int] = {}   # the env's fault counters (drl.vec_env.fault_counters), summed over chunks
+        faults: dict[str, int] = {}  # the env's fault counters (drl.vec_env.fault_counters), summed over chunks
         for counters in self.window.faults:
             for name, value in (counters or {}).items():
                 faults[name] = int(faults.get(name, 0) + value)
-        row = self.window.row(now, c.env_steps, self.agent.updates,
-                              self.cfg.agent.batch_size * transitions_per_sample(self.cfg, self.agent.sampler))
-        if isinstance(self.replay, RemoteReplay):   # the replay actor's time storing chunks
-            row["replay_actor_share"] = (self.replay.seconds - self.window.actor_seconds) / max(now - self.window.t0,
-                                                                                                1e-9)
+        row = self.window.row(
+            now,
+            c.env_steps,
+            self.agent.updates,
+            self.cfg.agent.batch_size * transitions_per_sample(self.cfg, self.agent.sampler),
+        )
+        if isinstance(self.replay, RemoteReplay):  # the replay actor's time storing chunks
+            row["replay_actor_share"] = (self.replay.seconds - self.window.actor_seconds) / max(
+                now - self.window.t0, 1e-9
+            )
             self.window.actor_seconds = self.replay.seconds
-        recent = self.core.write_train_row(now - started, faults, collector_restarts=self.restarts,
-                                           collectors_alive=sum(self.pool.alive), weights_published=self.published,
-                                           **row)
-        assert self.core.bar is not None   # opened by run
-        self.core.bar.set_postfix(sps=f"{row['sps']:.0f}", ups=f"{row['updates_per_s']:.1f}",
-                                  ret="-" if recent is None else f"{recent:.1f}",
-                                  eval=last_eval.get("return_mean", "-"))
+        recent = self.core.write_train_row(
+            now - started,
+            faults,
+            collector_restarts=self.restarts,
+            collectors_alive=sum(self.pool.alive),
+            weights_published=self.published,
+            **row,
+        )
+        assert self.core.bar is not None  # opened by run
+        self.core.bar.set_postfix(
+            sps=f"{row['sps']:.0f}",
+            ups=f"{row['updates_per_s']:.1f}",
+            ret="-" if recent is None else f"{recent:.1f}",
+            eval=last_eval.get("return_mean", "-"),
+        )
         self.window = _Window(self.cfg.distributed.collectors, c.env_steps, self.agent.updates, now, self.window)
 
     def __enter__(self) -> Learner:
@@ -304,7 +342,7 @@ class _Window:
         self.insert_seconds = self.update_seconds = self.wait = 0.0
         self.chunk_bytes = 0
         self.faults = last.faults if last is not None else [None] * collectors
-        self.actor_seconds = last.actor_seconds if last is not None else 0.0   # replay actor's, at t0
+        self.actor_seconds = last.actor_seconds if last is not None else 0.0  # replay actor's, at t0
 
     def add_chunk(self, chunk: ChunkInfo, updates: int, seconds: float) -> None:
         self.steps[chunk.collector] += chunk.env_steps
@@ -321,11 +359,18 @@ class _Window:
         sps = (env_steps - self.env_steps0) / dt
         ups = (updates - self.updates0) / dt
         collector_sps = [round(s / dt, 1) for s in self.steps]
-        return {"sps": sps, "updates_per_s": ups, "insert_rate": sps,
-                "replay_ratio": ups * transitions_per_update / sps if sps else None,
-                "collector_sps": collector_sps, "collector_sps_mean": float(np.mean(collector_sps)),
-                "collector_sps_min": float(min(collector_sps)),
-                "weight_lag_mean": float(np.mean(self.lags)) if self.lags else None,
-                "weight_lag_max": max(self.lags) if self.lags else None,
-                "insert_share": self.insert_seconds / dt, "update_share": self.update_seconds / dt,
-                "wait_share": self.wait / dt, "chunk_mb_per_s": self.chunk_bytes / dt / 2**20}
+        return {
+            "sps": sps,
+            "updates_per_s": ups,
+            "insert_rate": sps,
+            "replay_ratio": ups * transitions_per_update / sps if sps else None,
+            "collector_sps": collector_sps,
+            "collector_sps_mean": float(np.mean(collector_sps)),
+            "collector_sps_min": float(min(collector_sps)),
+            "weight_lag_mean": float(np.mean(self.lags)) if self.lags else None,
+            "weight_lag_max": max(self.lags) if self.lags else None,
+            "insert_share": self.insert_seconds / dt,
+            "update_share": self.update_seconds / dt,
+            "wait_share": self.wait / dt,
+            "chunk_mb_per_s": self.chunk_bytes / dt / 2**20,
+        }

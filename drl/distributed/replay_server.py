@@ -7,6 +7,7 @@ storage plan (``chunk.apply_to_replay``), takes sampled batches (one requested a
 update) and sends priority updates back. Ray runs one caller's calls to an actor in the order they were made, so
 a batch is always sampled after every insert and priority update the learner sent before asking for it.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,7 +26,7 @@ class ReplayServer:
     """A ``ReplayBuffer`` behind an actor's methods (plain Python; ``remote_class`` makes it a Ray actor)."""
 
     def __init__(self, kwargs: dict, sequences: dict | None):
-        torch.set_num_threads(1)   # it copies and gathers rows; compute threads would only contend
+        torch.set_num_threads(1)  # it copies and gathers rows; compute threads would only contend
         self.replay = build_replay(kwargs, sequences)
 
     def apply(self, ops: list[tuple], *chunks) -> tuple[float, int]:
@@ -75,8 +76,7 @@ def batch_to(batch, device: torch.device):
         return batch
     move = lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # noqa: E731
     values = {f.name: getattr(batch, f.name) for f in fields(batch)} if is_dataclass(batch) else {}
-    return type(batch)(**{k: tuple(move(x) for x in v) if isinstance(v, tuple) else move(v)
-                          for k, v in values.items()})
+    return type(batch)(**{k: tuple(move(x) for x in v) if isinstance(v, tuple) else move(v) for k, v in values.items()})
 
 
 class RemoteReplay:
@@ -89,8 +89,8 @@ class RemoteReplay:
         self._size = 0
         # the batch requested ahead: (its reference, its request)
         self._next: tuple[Any, tuple[str, int, float]] | None = None
-        self.pending: list = []       # references of unfinished inserts
-        self.seconds = 0.0            # the actor's time storing chunks, summed over finished inserts
+        self.pending: list = []  # references of unfinished inserts
+        self.seconds = 0.0  # the actor's time storing chunks, summed over finished inserts
 
     def _get(self, ref):
         import ray
@@ -99,8 +99,11 @@ class RemoteReplay:
             return ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             from drl.distributed.cluster import cause
-            raise UserError(f"the replay actor died ({cause(exc)}); the run stops (its replay is lost): resume it "
-                            "from the last checkpoint with --resume") from None
+
+            raise UserError(
+                f"the replay actor died ({cause(exc)}); the run stops (its replay is lost): resume it "
+                "from the last checkpoint with --resume"
+            ) from None
 
     def apply(self, ops: list[tuple], refs: list) -> None:
         self.pending.append(self.actor.apply.remote(ops, *refs))
@@ -125,15 +128,19 @@ class RemoteReplay:
     def sample_for(self, sampler: str, batch_size: int, beta: float = 0.4, device: torch.device | None = None):
         """This update's batch (requested during the previous update) and the request of the next one."""
         request = (sampler, batch_size, beta)
-        ref = self._next[0] if self._next is not None and self._next[1][:2] == request[:2] else \
-            self.actor.sample.remote(*request)
+        ref = (
+            self._next[0]
+            if self._next is not None and self._next[1][:2] == request[:2]
+            else self.actor.sample.remote(*request)
+        )
         batch = self._get(ref)
         self._next = (self.actor.sample.remote(*request), request)
         return batch_to(batch, device or torch.device("cpu"))
 
     def update_priorities(self, indices, td_errors: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.actor.update_priorities.remote(indices, td_errors.detach().cpu(),
-                                            None if mask is None else mask.detach().cpu())
+        self.actor.update_priorities.remote(
+            indices, td_errors.detach().cpu(), None if mask is None else mask.detach().cpu()
+        )
 
     def end_streams(self, envs: np.ndarray | None = None) -> None:
         self.actor.end_streams.remote(envs)

@@ -5,6 +5,7 @@ written to the storage, the sampler turns the slots written into entries (transi
 prioritizer gives new entries the largest priority seen so far. ``add`` returns the entries each row created, so a
 caller (``drl.distributed.chunk``) can set their initial priorities without looking inside.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class StepRecord:
     lstm_state: the agent's (h, c), each [1, E', hidden], *before* it saw ``frame`` (kept at sequence starts).
     labels / final_labels: uint8 game-feature bits of frame / final_frame (needed when the replay stores labels).
     """
+
     frame: torch.Tensor
     first: torch.Tensor
     action: torch.Tensor
@@ -50,15 +52,36 @@ class StepRecord:
     lstm_state: tuple | None = None
 
     @classmethod
-    def of_vec_step(cls, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step, channels: int,
-                    extras: torch.Tensor | None = None, lstm_state: tuple | None = None,
-                    labels: torch.Tensor | None = None) -> StepRecord:
+    def of_vec_step(
+        cls,
+        obs: torch.Tensor,
+        first: torch.Tensor,
+        actions: torch.Tensor,
+        step,
+        channels: int,
+        extras: torch.Tensor | None = None,
+        lstm_state: tuple | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> StepRecord:
         """``obs``/``extras``/``labels`` were acted on with ``actions`` and gave ``step`` (a VecStep); a frame is
         the last ``channels`` channels of a stacked obs."""
         final = None if step.final_obs is None else step.final_obs[:, -channels:]
-        return cls(obs[:, -channels:], first, actions, step.reward, step.terminated, step.truncated, step.reset,
-                   final_frame=final, extras=extras, final_extras=step.final_extras, labels=labels,
-                   final_labels=step.final_labels, dropped=step.dropped, lstm_state=lstm_state)
+        return cls(
+            obs[:, -channels:],
+            first,
+            actions,
+            step.reward,
+            step.terminated,
+            step.truncated,
+            step.reset,
+            final_frame=final,
+            extras=extras,
+            final_extras=step.final_extras,
+            labels=labels,
+            final_labels=step.final_labels,
+            dropped=step.dropped,
+            lstm_state=lstm_state,
+        )
 
 
 class ReplayBuffer:
@@ -67,16 +90,36 @@ class ReplayBuffer:
 
     ``capacity`` is in transitions over all envs (each env stream gets ``capacity // num_envs`` slots).
     """
-    TERMINATED, TRUNCATED, FIRST, FINAL = (slot_flags.TERMINATED, slot_flags.TRUNCATED, slot_flags.FIRST,
-                                           slot_flags.FINAL)
 
-    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int, int], frame_stack: int,
-                 num_extras: int = 0, n_step: int = 1, gamma: float = 0.99, prioritized: bool = False,
-                 alpha: float = 0.6, priority_eps: float = 1e-6, device: str | torch.device = "cpu",
-                 seed: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False,
-                 frames_device: str | torch.device | None = None, sequences: dict | None = None):
-        self.storage = FrameStorage(capacity, num_envs, frame_shape, frame_stack, n_step, num_extras, frame_dtype,
-                                    labels, frames_device)
+    TERMINATED, TRUNCATED, FIRST, FINAL = (
+        slot_flags.TERMINATED,
+        slot_flags.TRUNCATED,
+        slot_flags.FIRST,
+        slot_flags.FINAL,
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        frame_shape: tuple[int, int, int],
+        frame_stack: int,
+        num_extras: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        priority_eps: float = 1e-6,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        frame_dtype: torch.dtype = torch.uint8,
+        labels: bool = False,
+        frames_device: str | torch.device | None = None,
+        sequences: dict | None = None,
+    ):
+        self.storage = FrameStorage(
+            capacity, num_envs, frame_shape, frame_stack, n_step, num_extras, frame_dtype, labels, frames_device
+        )
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.sampler: TransitionSampler | SequenceSampler
@@ -89,31 +132,50 @@ class ReplayBuffer:
         self.prioritizer = Prioritizer(self.sampler.num_entries, alpha, priority_eps, eta) if prioritized else None
 
     @staticmethod
-    def frames_bytes(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
-                     frame_dtype: torch.dtype = torch.uint8) -> int:
+    def frames_bytes(
+        capacity: int,
+        num_envs: int,
+        frame_shape: tuple[int, ...],
+        frame_stack: int,
+        n_step: int = 1,
+        frame_dtype: torch.dtype = torch.uint8,
+    ) -> int:
         """Bytes of the frame store alone (what ``replay.frames_on_device`` puts in GPU memory)."""
         return FrameStorage.frames_bytes(capacity, num_envs, frame_shape, frame_stack, n_step, frame_dtype)
 
     @staticmethod
-    def bytes_needed(capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_stack: int, n_step: int = 1,
-                     num_extras: int = 0, prioritized: bool = False, sequence_stride: int | None = None,
-                     state_size: int = 0, frame_dtype: torch.dtype = torch.uint8, labels: bool = False) -> int:
+    def bytes_needed(
+        capacity: int,
+        num_envs: int,
+        frame_shape: tuple[int, ...],
+        frame_stack: int,
+        n_step: int = 1,
+        num_extras: int = 0,
+        prioritized: bool = False,
+        sequence_stride: int | None = None,
+        state_size: int = 0,
+        frame_dtype: torch.dtype = torch.uint8,
+        labels: bool = False,
+    ) -> int:
         """Bytes a buffer with these arguments allocates (computed before allocating anything)."""
         slots = FrameStorage.slots(capacity, num_envs, frame_stack, n_step)
         total = FrameStorage.frames_bytes(capacity, num_envs, frame_shape, frame_stack, n_step, frame_dtype)
-        total += slots * (2 + 4 + 1 + 4 * num_extras + labels)               # action, reward, flags, extras, labels
+        total += slots * (2 + 4 + 1 + 4 * num_extras + labels)  # action, reward, flags, extras, labels
         starts = 0
         if sequence_stride:
             starts = num_envs * SequenceSampler.starts_per_stream(slots // num_envs, sequence_stride)
-            total += starts * (8 + 8 * state_size)                            # start slot + (h, c) float32
+            total += starts * (8 + 8 * state_size)  # start slot + (h, c) float32
         if prioritized:
-            total += 16 * SumTree.padded_size(starts or slots)                # float64 sum tree (2P nodes)
+            total += 16 * SumTree.padded_size(starts or slots)  # float64 sum tree (2P nodes)
         return total
 
     def nbytes(self) -> int:
         """Bytes allocated: frames, per-slot fields, stored LSTM states and the sum tree."""
-        return (self.storage.nbytes() + self.sampler.nbytes()
-                + (0 if self.prioritizer is None else self.prioritizer.nbytes()))
+        return (
+            self.storage.nbytes()
+            + self.sampler.nbytes()
+            + (0 if self.prioritizer is None else self.prioritizer.nbytes())
+        )
 
     def bytes_per_transition(self) -> float:
         return self.nbytes() / (self.storage.num_envs * self.storage.capacity)
@@ -129,18 +191,32 @@ class ReplayBuffer:
         cpu = lambda t: t.detach().to("cpu")  # noqa: E731
         maybe_cpu = lambda t: None if t is None else cpu(t)  # noqa: E731
         ids = self.storage.env_ids if envs is None else np.asarray(envs, dtype=np.int64)
-        first, terminated, truncated, reset = cpu(step.first), cpu(step.terminated), cpu(step.truncated), \
-            cpu(step.reset)
-        flags = (terminated.to(torch.uint8) * self.TERMINATED | truncated.to(torch.uint8) * self.TRUNCATED
-                 | first.to(torch.uint8) * self.FIRST)
+        first, terminated, truncated, reset = (
+            cpu(step.first),
+            cpu(step.terminated),
+            cpu(step.truncated),
+            cpu(step.reset),
+        )
+        flags = (
+            terminated.to(torch.uint8) * self.TERMINATED
+            | truncated.to(torch.uint8) * self.TRUNCATED
+            | first.to(torch.uint8) * self.FIRST
+        )
         lost = np.zeros(len(ids), dtype=bool) if step.dropped is None else cpu(step.dropped).numpy().astype(bool)
-        if lost.any():   # the step has no result: its frame only ends the stream (see StepRecord)
+        if lost.any():  # the step has no result: its frame only ends the stream (see StepRecord)
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
             self.storage.truncate_last(ids[lost])
         on_frames = lambda t: t.detach().to(self.storage.frames_device)  # noqa: E731
-        logical = self.storage.write(ids, on_frames(step.frame), cpu(step.action).to(torch.int16),
-                                     cpu(step.reward).float(), flags, maybe_cpu(step.extras), maybe_cpu(step.labels))
+        logical = self.storage.write(
+            ids,
+            on_frames(step.frame),
+            cpu(step.action).to(torch.int16),
+            cpu(step.reward).float(),
+            flags,
+            maybe_cpu(step.extras),
+            maybe_cpu(step.labels),
+        )
         entries, cleared = self.sampler.on_steps(ids, logical, lost, first.numpy(), step.lstm_state)
         if self.prioritizer is not None:
             self.prioritizer.insert(entries[entries >= 0])
@@ -150,18 +226,32 @@ class ReplayBuffer:
             sel = torch.from_numpy(done)
             pick = lambda t: None if t is None else cpu(t)[sel]  # noqa: E731
             final = on_frames(step.final_frame)[sel.to(self.storage.frames_device)]
-            logical = self.storage.write(ids[done], final, 0, 0.0,
-                                         torch.full((len(done),), self.FINAL, dtype=torch.uint8),
-                                         pick(step.final_extras), pick(step.final_labels))
+            logical = self.storage.write(
+                ids[done],
+                final,
+                0,
+                0.0,
+                torch.full((len(done),), self.FINAL, dtype=torch.uint8),
+                pick(step.final_extras),
+                pick(step.final_labels),
+            )
             self._clear(ids[done], logical)
         return entries
 
-    def add_step(self, obs: torch.Tensor, first: torch.Tensor, actions: torch.Tensor, step,
-                 extras: torch.Tensor | None = None, acting_state: tuple | None = None,
-                 labels: torch.Tensor | None = None) -> np.ndarray:
+    def add_step(
+        self,
+        obs: torch.Tensor,
+        first: torch.Tensor,
+        actions: torch.Tensor,
+        step,
+        extras: torch.Tensor | None = None,
+        acting_state: tuple | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> np.ndarray:
         """``add`` of a VecStep ``step`` that followed acting on ``obs`` (see ``StepRecord.of_vec_step``)."""
-        return self.add(StepRecord.of_vec_step(obs, first, actions, step, self.storage.frame_shape[0], extras,
-                                               acting_state, labels))
+        return self.add(
+            StepRecord.of_vec_step(obs, first, actions, step, self.storage.frame_shape[0], extras, acting_state, labels)
+        )
 
     def end_streams(self, envs: np.ndarray | None = None) -> None:
         """Every env's stream stops here, its next observation unknown (a resumed run whose envs cannot restore
@@ -177,23 +267,23 @@ class ReplayBuffer:
             self.prioritizer.clear(self.sampler.on_final_slots(envs, logical))
 
     # ---------------------------------------------------------------- sampling
-    def sample(self, batch_size: int, beta: float = 0.4,
-               device: torch.device | None = None) -> TransitionBatch | SequenceBatch:
+    def sample(
+        self, batch_size: int, beta: float = 0.4, device: torch.device | None = None
+    ) -> TransitionBatch | SequenceBatch:
         """A batch of the sampler's kind (transitions or sequences) on ``device`` (default: the replay's)."""
         return self.sampler.sample(batch_size, self.prioritizer, beta, device or self.device)
 
-    def sample_for(self, sampler: str, batch_size: int, beta: float = 0.4,
-                   device: torch.device | None = None) -> TransitionBatch | SequenceBatch:
+    def sample_for(
+        self, sampler: str, batch_size: int, beta: float = 0.4, device: torch.device | None = None
+    ) -> TransitionBatch | SequenceBatch:
         """The batch an agent's ``sampler`` names: ``"transitions"`` or ``"sequences"``."""
         if sampler not in ("transitions", "sequences"):
-            raise ValueError(f"unknown replay sampler '{sampler}' (an agent's sampler is 'transitions' or "
-                             "'sequences')")
+            raise ValueError(f"unknown replay sampler '{sampler}' (an agent's sampler is 'transitions' or 'sequences')")
         if sampler != self.sampler.kind:
             raise ValueError(f"this replay samples {self.sampler.kind}, not {sampler}")
         return self.sample(batch_size, beta, device)
 
-    def update_priorities(self, indices: np.ndarray, td_errors: torch.Tensor,
-                          mask: torch.Tensor | None = None) -> None:
+    def update_priorities(self, indices: np.ndarray, td_errors: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """td_errors [B] for transitions; [T, B] with ``mask`` for sequences (see ``Prioritizer.update``)."""
         if self.prioritizer is not None:
             self.prioritizer.update(indices, td_errors, mask)
@@ -201,7 +291,7 @@ class ReplayBuffer:
     @property
     def rng_state(self) -> dict:
         """The sampling generator's state (checkpoints)."""
-        return dict(self.rng.bit_generator.state)   # a dict (numpy's stub says Mapping)
+        return dict(self.rng.bit_generator.state)  # a dict (numpy's stub says Mapping)
 
     @rng_state.setter
     def rng_state(self, state: dict) -> None:

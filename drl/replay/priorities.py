@@ -4,6 +4,7 @@ An entry is what a sampler draws: a transition (its flat slot id) or a sequence 
 get the largest priority seen so far; the learner's TD errors replace it (``update``). Priorities are stored as
 ``(|td| + eps) ** alpha``; a sequence's TD errors are mixed as R2D2 does, ``eta * max + (1 - eta) * mean``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,7 @@ class Prioritizer:
     def insert(self, entries: np.ndarray) -> None:
         """New entries: the largest priority seen so far."""
         if len(entries):
-            self.tree.update(entries, self.tree.max_priority ** self.alpha)
+            self.tree.update(entries, self.tree.max_priority**self.alpha)
 
     def clear(self, entries: np.ndarray) -> None:
         """Entries that can no longer be drawn (a slot that became final): priority 0."""
@@ -46,7 +47,7 @@ class Prioritizer:
             count = mask.cpu().sum(0).clamp(min=1)
             td_errors = self.eta * td.max(0).values + (1 - self.eta) * td.sum(0) / count
         p = td_errors.detach().abs().float().cpu().numpy().astype(np.float64) + self.priority_eps
-        self.tree.update(entries, p ** self.alpha)
+        self.tree.update(entries, p**self.alpha)
         self.tree.max_priority = max(self.tree.max_priority, float(p.max()))
 
     def state_dict(self) -> dict:

@@ -4,6 +4,7 @@ Where sequences start (``SequenceStarts``): at an episode's first step and every
 At each start the sampler keeps the start's logical slot and the acting LSTM state (h, c) *before* the agent saw
 that step's frame; its entries are those starts, ``env * K + k`` (K starts kept per stream, a ring).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,18 +22,19 @@ from drl.runtime import to_device
 class SequenceBatch:
     """Time-major sequences for recurrent agents. W = sequence_length + n_step slots are unrolled; losses use
     positions [burn_in, sequence_length) where ``mask`` is true."""
-    obs: torch.Tensor          # [W, B, S*C, H, W] (or [W, B, S*D]); slots after the episode's end are zero padding
-    actions: torch.Tensor      # int64 [W, B]
-    returns: torch.Tensor      # float32 [T, B] n-step returns from each position
-    bootstrap: torch.Tensor    # int64 [T, B] position p + n' of the bootstrap observation
-    discounts: torch.Tensor    # float32 [T, B]
-    mask: torch.Tensor         # bool [T, B]: a real step of the sequence's episode, past burn-in
-    state: tuple               # stored LSTM state (h, c) at the sequence start, each [1, B, hidden]
-    weights: torch.Tensor      # float32 [B]
-    indices: np.ndarray        # [B] flat start-entry ids, for priority updates
+
+    obs: torch.Tensor  # [W, B, S*C, H, W] (or [W, B, S*D]); slots after the episode's end are zero padding
+    actions: torch.Tensor  # int64 [W, B]
+    returns: torch.Tensor  # float32 [T, B] n-step returns from each position
+    bootstrap: torch.Tensor  # int64 [T, B] position p + n' of the bootstrap observation
+    discounts: torch.Tensor  # float32 [T, B]
+    mask: torch.Tensor  # bool [T, B]: a real step of the sequence's episode, past burn-in
+    state: tuple  # stored LSTM state (h, c) at the sequence start, each [1, B, hidden]
+    weights: torch.Tensor  # float32 [B]
+    indices: np.ndarray  # [B] flat start-entry ids, for priority updates
     episode_start: torch.Tensor  # bool [B]: the sequence starts its episode, so its zero state is exact
-    extras: torch.Tensor | None = None   # float32 [W, B, K]
-    labels: torch.Tensor | None = None   # uint8 [W, B] game-feature bits of obs (0 in the padding)
+    extras: torch.Tensor | None = None  # float32 [W, B, K]
+    labels: torch.Tensor | None = None  # uint8 [W, B] game-feature bits of obs (0 in the padding)
 
 
 class SequenceStarts:
@@ -41,7 +43,7 @@ class SequenceStarts:
 
     def __init__(self, num_streams: int, stride: int):
         self.stride = stride
-        self.episode_step = np.zeros(num_streams, dtype=np.int64)   # steps seen in the current episode
+        self.episode_step = np.zeros(num_streams, dtype=np.int64)  # steps seen in the current episode
 
     def step(self, first: np.ndarray, streams: np.ndarray | None = None) -> np.ndarray:
         """One step of the streams ``streams`` (default all; ``first`` bool [E']: the step begins an episode).
@@ -55,6 +57,7 @@ class SequenceStarts:
 
 class SequenceSampler:
     """Records sequence starts as steps are stored and draws sequences from ``storage`` with ``rng``."""
+
     kind = "sequences"
 
     @staticmethod
@@ -62,8 +65,17 @@ class SequenceSampler:
         """K: the sequence starts kept per stream (twice what the ring's slots can start, at least 8)."""
         return max(2 * slots_per_stream // stride, 8)
 
-    def __init__(self, storage: FrameStorage, n_step: int, gamma: float, rng: np.random.Generator, length: int,
-                 burn_in: int, overlap: int, state_size: int):
+    def __init__(
+        self,
+        storage: FrameStorage,
+        n_step: int,
+        gamma: float,
+        rng: np.random.Generator,
+        length: int,
+        burn_in: int,
+        overlap: int,
+        state_size: int,
+    ):
         if not 0 <= burn_in < length or not 0 <= overlap < length:
             raise ValueError("need 0 <= burn_in < sequence_length and 0 <= overlap < sequence_length")
         self.storage, self.n_step, self.gamma, self.rng = storage, n_step, gamma, rng
@@ -71,15 +83,16 @@ class SequenceSampler:
         E, K = storage.num_envs, self.starts_per_stream(storage.capacity, self.stride)
         self.starts_cap, self.num_entries = K, E * K
         self.starts = SequenceStarts(E, self.stride)
-        self.start_slot = torch.full((E, K), -1, dtype=torch.int64)   # logical slot of each stored start
-        self.start_state = torch.zeros(E, K, 2, state_size)            # (h, c) before the start frame was seen
+        self.start_slot = torch.full((E, K), -1, dtype=torch.int64)  # logical slot of each stored start
+        self.start_state = torch.zeros(E, K, 2, state_size)  # (h, c) before the start frame was seen
         self.start_count = np.zeros(E, dtype=np.int64)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.start_slot, self.start_state))
 
-    def on_steps(self, envs: np.ndarray, logical: np.ndarray, lost: np.ndarray, first: np.ndarray,
-                 state: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    def on_steps(
+        self, envs: np.ndarray, logical: np.ndarray, lost: np.ndarray, first: np.ndarray, state: tuple | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Step slots were written at (envs, logical), acted on from ``state`` ((h, c), each [1, E', hidden], or
         None): records the starts among them. Returns (start entry per row, -1 where none; entries to clear)."""
         rows = self.starts.step(first, envs)
@@ -116,10 +129,16 @@ class SequenceSampler:
                 prob = np.ones(need)
             slot = self.start_slot[torch.from_numpy(env), torch.from_numpy(k)].numpy()
             return env, k, prob, (slot >= 0) & storage.valid(env, np.maximum(slot, 0), before=S - 1, after=after)
+
         return rejection_sample(batch_size, propose, "complete sequence")
 
-    def sample(self, batch_size: int, prioritizer: Prioritizer | None = None, beta: float = 0.4,
-               device: torch.device | str = "cpu") -> SequenceBatch:
+    def sample(
+        self,
+        batch_size: int,
+        prioritizer: Prioritizer | None = None,
+        beta: float = 0.4,
+        device: torch.device | str = "cpu",
+    ) -> SequenceBatch:
         S, n, T, K = self.storage.stack, self.n_step, self.seq_len, self.starts_cap
         W = T + n
         env, k, prob = self._draw(batch_size, prioritizer)
@@ -127,43 +146,57 @@ class SequenceSampler:
         B = len(env)
         frames, flags, rewards, actions, extras, labels = self.storage.window(env, slot, np.arange(-(S - 1), W))
         term, done, first = flag_bits(flags)
-        final = ((flags & FINAL) > 0)[:, S - 1:]                             # [B, W]
-        beyond = torch.zeros(B, W, dtype=torch.bool)                         # slots of the next episode
+        final = ((flags & FINAL) > 0)[:, S - 1 :]  # [B, W]
+        beyond = torch.zeros(B, W, dtype=torch.bool)  # slots of the next episode
         beyond[:, 1:] = final[:, :-1].to(torch.uint8).cummax(1).values.bool()
         if S == 1:
             obs = frames
         else:  # rebuild a stack for every position: windows of S slots ending at each position
-            win = frames.unfold(1, S, 1).movedim(-1, 2)                      # [B, W, S, *frame_shape]
+            win = frames.unfold(1, S, 1).movedim(-1, 2)  # [B, W, S, *frame_shape]
             obs = stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
         obs = obs * (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.device, obs.dtype)
-        returns, steps, discounts = n_step_returns(rewards[:, S - 1:], term[:, S - 1:], done[:, S - 1:], n, self.gamma)
+        returns, steps, discounts = n_step_returns(
+            rewards[:, S - 1 :], term[:, S - 1 :], done[:, S - 1 :], n, self.gamma
+        )
         returns, steps, discounts = returns[:, :T], steps[:, :T], discounts[:, :T]
         position = torch.arange(T)[None, :]
         # burn-in is needed only when the stored state is stale; an episode's first sequence starts from zeros
-        starts_episode = first[:, S - 1:S]
+        starts_episode = first[:, S - 1 : S]
         mask = ((position >= self.burn_in) | starts_episode) & ~beyond[:, :T] & ~final[:, :T]
         state = self.start_state[torch.from_numpy(env), torch.from_numpy(k)]  # [B, 2, hidden]
-        weights = (prioritizer.weights(prob, int(np.minimum(self.start_count, K).sum()), beta)
-                   if prioritizer is not None else np.ones(B, dtype=np.float32))
+        weights = (
+            prioritizer.weights(prob, int(np.minimum(self.start_count, K).sum()), beta)
+            if prioritizer is not None
+            else np.ones(B, dtype=np.float32)
+        )
         to = lambda t: to_device(t, torch.device(device))  # noqa: E731
         tm = lambda t: to(t.transpose(0, 1).contiguous())  # noqa: E731  time-major
         batch = SequenceBatch(
-            obs=tm(obs), actions=tm(actions[:, S - 1:].long()), returns=tm(returns), bootstrap=tm(position + steps),
-            discounts=tm(discounts), mask=tm(mask),
+            obs=tm(obs),
+            actions=tm(actions[:, S - 1 :].long()),
+            returns=tm(returns),
+            bootstrap=tm(position + steps),
+            discounts=tm(discounts),
+            mask=tm(mask),
             state=(to(state[:, 0][None].contiguous()), to(state[:, 1][None].contiguous())),
-            weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))), indices=env * K + k,
-            episode_start=to(starts_episode[:, 0]))
+            weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
+            indices=env * K + k,
+            episode_start=to(starts_episode[:, 0]),
+        )
         if self.storage.num_extras:
-            batch.extras = tm(extras[:, S - 1:] * (~beyond)[..., None])
+            batch.extras = tm(extras[:, S - 1 :] * (~beyond)[..., None])
         if labels is not None:
-            batch.labels = tm(labels[:, S - 1:] * (~beyond))
+            batch.labels = tm(labels[:, S - 1 :] * (~beyond))
         return batch
 
     def state_dict(self) -> dict:
-        return dict(start_slot=self.start_slot, start_state=self.start_state,
-                    start_count=torch.from_numpy(self.start_count.copy()),
-                    episode_step=torch.from_numpy(self.starts.episode_step.copy()))
+        return dict(
+            start_slot=self.start_slot,
+            start_state=self.start_state,
+            start_count=torch.from_numpy(self.start_count.copy()),
+            episode_step=torch.from_numpy(self.starts.episode_step.copy()),
+        )
 
     def load_state_dict(self, state: dict) -> None:
         self.start_slot.copy_(state["start_slot"])

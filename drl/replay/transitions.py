@@ -2,6 +2,7 @@
 
 Its entries are the transitions' flat slot ids (``env * capacity + index``); a final slot is no entry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,10 +31,10 @@ def n_step_returns(rewards: torch.Tensor, terminated: torch.Tensor, done: torch.
     alive = torch.ones(B, P, dtype=torch.bool)
     ended_terminal = torch.zeros(B, P, dtype=torch.bool)
     for k in range(n):
-        returns += alive * (gamma ** k) * rewards[:, k:k + P]
+        returns += alive * (gamma**k) * rewards[:, k : k + P]
         steps += alive
-        ended_terminal |= alive & terminated[:, k:k + P]
-        alive &= ~done[:, k:k + P]
+        ended_terminal |= alive & terminated[:, k : k + P]
+        alive &= ~done[:, k : k + P]
     discounts = torch.where(ended_terminal, 0.0, gamma ** steps.float())
     return returns, steps, discounts
 
@@ -48,27 +49,29 @@ def rejection_sample(batch_size: int, propose, what: str) -> tuple[np.ndarray, .
         if need <= 0:
             break
     else:
-        raise UserError(f"replay holds no {what} after 1000 draws; raise agent.learning_starts (or lower "
-                        "replay.sequence_length)")
+        raise UserError(
+            f"replay holds no {what} after 1000 draws; raise agent.learning_starts (or lower replay.sequence_length)"
+        )
     return tuple(np.concatenate(column)[:batch_size] for column in zip(*parts))
 
 
 @dataclass
 class TransitionBatch:
-    obs: torch.Tensor          # [B, S*C, H, W] uint8 images, or [B, S*D] float32 vectors
-    actions: torch.Tensor      # int64 [B]
-    returns: torch.Tensor      # float32 [B], discounted n-step sum of learning rewards
-    next_obs: torch.Tensor     # like obs: the observation n' steps later (n' <= n, shorter at an episode end)
-    discounts: torch.Tensor    # float32 [B], gamma^n' if the target bootstraps, 0 after a termination
-    weights: torch.Tensor      # float32 [B], importance weights (ones when uniform)
-    indices: np.ndarray        # [B] flat slot ids (env * capacity + physical index), for priority updates
+    obs: torch.Tensor  # [B, S*C, H, W] uint8 images, or [B, S*D] float32 vectors
+    actions: torch.Tensor  # int64 [B]
+    returns: torch.Tensor  # float32 [B], discounted n-step sum of learning rewards
+    next_obs: torch.Tensor  # like obs: the observation n' steps later (n' <= n, shorter at an episode end)
+    discounts: torch.Tensor  # float32 [B], gamma^n' if the target bootstraps, 0 after a termination
+    weights: torch.Tensor  # float32 [B], importance weights (ones when uniform)
+    indices: np.ndarray  # [B] flat slot ids (env * capacity + physical index), for priority updates
     extras: torch.Tensor | None = None
     next_extras: torch.Tensor | None = None
-    labels: torch.Tensor | None = None   # uint8 [B] game-feature bits of obs's newest frame
+    labels: torch.Tensor | None = None  # uint8 [B] game-feature bits of obs's newest frame
 
 
 class TransitionSampler:
     """Draws n-step transitions from ``storage`` with ``rng``, uniformly or through a ``Prioritizer``."""
+
     kind = "transitions"
 
     def __init__(self, storage: FrameStorage, n_step: int, gamma: float, rng: np.random.Generator):
@@ -78,8 +81,9 @@ class TransitionSampler:
     def nbytes(self) -> int:
         return 0
 
-    def on_steps(self, envs: np.ndarray, logical: np.ndarray, lost: np.ndarray, first: np.ndarray,
-                 state: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    def on_steps(
+        self, envs: np.ndarray, logical: np.ndarray, lost: np.ndarray, first: np.ndarray, state: tuple | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Step slots were written at (envs, logical): (entry per row, -1 for a lost step; entries to clear)."""
         slots = self.storage.flat(envs, logical)
         return np.where(lost, -1, slots), slots[lost]
@@ -104,30 +108,43 @@ class TransitionSampler:
                 logical = lo + np.floor(self.rng.random(need) * np.maximum(hi - lo + 1, 0)).astype(np.int64)
                 prob = np.full(need, 1.0)
             return env, logical, prob, storage.valid(env, logical, before, after)
+
         return rejection_sample(batch_size, propose, "valid window")
 
-    def sample(self, batch_size: int, prioritizer: Prioritizer | None = None, beta: float = 0.4,
-               device: torch.device | str = "cpu") -> TransitionBatch:
+    def sample(
+        self,
+        batch_size: int,
+        prioritizer: Prioritizer | None = None,
+        beta: float = 0.4,
+        device: torch.device | str = "cpu",
+    ) -> TransitionBatch:
         storage, S, n = self.storage, self.storage.stack, self.n_step
         env, logical, prob = self._draw(batch_size, S - 1, n, prioritizer)
         frames, flags, rewards, actions, extras, labels = storage.window(env, logical, np.arange(-(S - 1), n + 1))
         B = len(env)
         term, done, first = flag_bits(flags)
-        returns, steps, discounts = n_step_returns(rewards[:, S - 1:S - 1 + n], term[:, S - 1:S - 1 + n],
-                                                   done[:, S - 1:S - 1 + n], n, self.gamma)
+        returns, steps, discounts = n_step_returns(
+            rewards[:, S - 1 : S - 1 + n], term[:, S - 1 : S - 1 + n], done[:, S - 1 : S - 1 + n], n, self.gamma
+        )
         returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
         rows = torch.arange(B)[:, None]
         obs = stack_frames(frames[:, :S], first[:, :S], S)
-        nxt = (steps[:, None] + torch.arange(S)[None, :])                       # positions n'..n'+S-1
+        nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
         fd = storage.frames_device
         next_obs = stack_frames(gather_rows(frames, rows.to(fd), nxt.to(fd)), first[rows, nxt], S)
-        weights = (prioritizer.weights(prob, len(storage), beta) if prioritizer is not None
-                   else np.ones(B, dtype=np.float32))
+        weights = (
+            prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
+        )
         to = lambda t: to_device(t, torch.device(device))  # noqa: E731
         batch = TransitionBatch(
-            obs=to(obs), actions=to(actions[:, S - 1].long()), returns=to(returns), next_obs=to(next_obs),
-            discounts=to(discounts), weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
-            indices=storage.flat(env, logical))
+            obs=to(obs),
+            actions=to(actions[:, S - 1].long()),
+            returns=to(returns),
+            next_obs=to(next_obs),
+            discounts=to(discounts),
+            weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
+            indices=storage.flat(env, logical),
+        )
         if storage.num_extras:
             batch.extras = to(extras[:, S - 1])
             batch.next_extras = to(extras[rows.squeeze(1), S - 1 + steps])
@@ -140,4 +157,3 @@ class TransitionSampler:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-

@@ -4,6 +4,7 @@
 ``drl.load_agent("zoo:NAME")`` and ``python -m drl.evaluate zoo:NAME`` load one; ``python -m drl.evaluate
 --list-zoo`` lists them with the env and score from their cards. ``DRL_ZOO_DIR`` points the zoo at another folder.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -8,9 +8,9 @@ Modules:
 - ``workers``: the worker processes (each runs some games), the shared-memory layout, the pool that owns them.
 - ``vec_env``: ``DoomVectorEnv`` (semantics in its docstring) and ``make_doom_env``.
 """
+
 from drl.envs.doom.game import DoomGame
 from drl.envs.doom.settings import SCENARIOS, ActionSet, DoomSettings, parse_actions
 from drl.envs.doom.vec_env import DoomVectorEnv, make_doom_env
 
-__all__ = ["ActionSet", "DoomGame", "DoomSettings", "DoomVectorEnv", "SCENARIOS", "make_doom_env",
-           "parse_actions"]
+__all__ = ["ActionSet", "DoomGame", "DoomSettings", "DoomVectorEnv", "SCENARIOS", "make_doom_env", "parse_actions"]

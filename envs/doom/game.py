@@ -1,6 +1,7 @@
 """One headless ViZDoom game: resized uint8 frames ``[C, H, W]``, game variables as float32, the learning reward
 (native + shaping), the native reward and the episode report when an episode ends; with ``settings.game_features``
 also each frame's game-feature bits (``DoomGame.labels``, see ``envs/doom/labels.py``)."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from drl.envs.doom import t_maze
 from drl.envs.doom.labels import FeatureLabeler, horizontal_fov
 from drl.envs.doom.settings import DoomSettings, DoomShaping, game_variable_name
 
-_AMMO_TYPES = (2, 3, 5, 6)   # AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6 cells (Arnold's four)
+_AMMO_TYPES = (2, 3, 5, 6)  # AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6 cells (Arnold's four)
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -34,7 +35,7 @@ class _AreaResize:
 
     def __init__(self, in_h: int, in_w: int, out_h: int, out_w: int):
         self.in_hw, self.out_hw = (in_h, in_w), (out_h, out_w)
-        self.block = (in_h % out_h == 0 and in_w % out_w == 0)
+        self.block = in_h % out_h == 0 and in_w % out_w == 0
         if self.block:
             self.fy, self.fx = in_h // out_h, in_w // out_w
         else:
@@ -48,11 +49,11 @@ class _AreaResize:
         if self.block:  # sum of strided views: ~10x faster than reshape(...).sum(axis=(2, 4)) for 160x120 -> 80x60
             n = self.fy * self.fx
             wide: np.ndarray = x.astype(np.uint16 if n <= 256 else np.uint32)
-            acc = wide[:, :h * self.fy:self.fy, :w * self.fx:self.fx].copy()
+            acc = wide[:, : h * self.fy : self.fy, : w * self.fx : self.fx].copy()
             for dy in range(self.fy):
                 for dx in range(self.fx):
                     if dy or dx:
-                        acc += wide[:, dy::self.fy, dx::self.fx]
+                        acc += wide[:, dy :: self.fy, dx :: self.fx]
             return ((acc + n // 2) // n).astype(np.uint8)
         y = self.ry @ x.astype(np.float32) @ self.rxt
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
@@ -60,13 +61,13 @@ class _AreaResize:
 
 @dataclass
 class DoomStep:
-    frame: np.ndarray            # uint8 [C, h, w]: the new frame, or the last one seen when the episode ended
-    extras: np.ndarray           # float32 [K]: game variables after the action
-    reward: float                # learning reward (native + shaping)
+    frame: np.ndarray  # uint8 [C, h, w]: the new frame, or the last one seen when the episode ended
+    extras: np.ndarray  # float32 [K]: game variables after the action
+    reward: float  # learning reward (native + shaping)
     native_reward: float
-    terminated: bool             # death or a non-timeout end (and a deathmatch death, without reset)
-    truncated: bool              # time limit
-    done: bool                   # the episode ended; call reset()
+    terminated: bool  # death or a non-timeout end (and a deathmatch death, without reset)
+    truncated: bool  # time limit
+    done: bool  # the episode ended; call reset()
     episode: dict | None = None  # results when done
 
 
@@ -82,17 +83,17 @@ class DoomGame:
         self._vectors = self.actions.vectors
         self._var_names = settings.game_variable_names()
         self._vars = [getattr(vzd.GameVariable, game_variable_name(v)) for v in self._var_names]
-        assert isinstance(settings.shaping, DoomShaping)   # DoomSettings.__post_init__ turns a dict into one
+        assert isinstance(settings.shaping, DoomShaping)  # DoomSettings.__post_init__ turns a dict into one
         self._shaping = settings.shaping
         self._gv = vzd.GameVariable
         g = vzd.DoomGame()
         self._maze = t_maze.VARIANTS[settings.scenario] if self.spec.t_maze else None
-        if self._maze is not None:   # no .cfg: the engine's defaults, as the stock scenarios' .cfg files set them
+        if self._maze is not None:  # no .cfg: the engine's defaults, as the stock scenarios' .cfg files set them
             g.set_doom_scenario_path(str(t_maze.wad_path(settings.scenario)))
             g.set_doom_map(t_maze.CUES[0][0])
             g.set_render_hud(False)
             g.set_episode_start_time(10)
-            g.set_living_reward(-0.0001)   # as my_way_home: a small cost of time, +1 for the correct arm
+            g.set_living_reward(-0.0001)  # as my_way_home: a small cost of time, +1 for the correct arm
             self._cue_rng = np.random.default_rng(int(seed))
             self.cue = 0
         else:
@@ -110,7 +111,7 @@ class DoomGame:
         if timeout is not None:
             g.set_episode_timeout(int(timeout))
         if settings.max_tics is not None and not 0 < g.get_episode_timeout() <= settings.max_tics:
-            g.set_episode_timeout(int(settings.max_tics))   # 0: the scenario has no limit (defend_the_line)
+            g.set_episode_timeout(int(settings.max_tics))  # 0: the scenario has no limit (defend_the_line)
         if settings.crosshair:
             g.set_render_crosshair(True)
         if settings.doom_skill is not None:
@@ -123,13 +124,13 @@ class DoomGame:
         game_args = self.spec.game_args
         if self._labeler is not None:
             g.set_labels_buffer_enabled(True)
-            if self._labeler.needs_geometry:   # Arnold's enemy: objects and the map's walls, for line of sight
+            if self._labeler.needs_geometry:  # Arnold's enemy: objects and the map's walls, for line of sight
                 g.set_objects_info_enabled(True)
                 g.set_sectors_info_enabled(True)
             game_args = game_args.replace("+viz_nocheat 1", "")
         if game_args:
             g.add_game_args(game_args)
-        g.set_seed(int(seed) % (2 ** 31))
+        g.set_seed(int(seed) % (2**31))
         # keep the engine's _vizdoom.ini out of the working directory (it still makes an empty _vizdoom/ there)
         cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
         os.makedirs(cfg_dir, exist_ok=True)
@@ -142,7 +143,7 @@ class DoomGame:
         h, w = g.get_screen_height(), g.get_screen_width()
         self._resize = _AreaResize(h, w, settings.obs_height, settings.obs_width)
         self._last_frame = np.zeros((settings.frame_channels, settings.obs_height, settings.obs_width), np.uint8)
-        self.labels = 0   # game-feature bits of the last frame returned (0 when off)
+        self.labels = 0  # game-feature bits of the last frame returned (0 when off)
         self._started = False
 
     # -- helpers
@@ -176,7 +177,7 @@ class DoomGame:
         if s.pickup:
             out["pickup"] = self._var("ITEMCOUNT")
         if s.health_gain or s.injured or s.medikit:
-            health = self._var("HEALTH")   # one read serves the three terms
+            health = self._var("HEALTH")  # one read serves the three terms
             out["health_gain"] = out["injured"] = out["medikit"] = health
         if s.armor:
             out["armor"] = self._var("ARMOR")
@@ -194,13 +195,13 @@ class DoomGame:
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         g = self.game
         if seed is not None:
-            g.set_seed(int(seed) % (2 ** 31))
-        if self._maze is not None:   # draw this episode's cue: its map (the maze is the same in both)
+            g.set_seed(int(seed) % (2**31))
+        if self._maze is not None:  # draw this episode's cue: its map (the maze is the same in both)
             if seed is not None:
                 self._cue_rng = np.random.default_rng(int(seed))
             self.cue = int(self._cue_rng.integers(len(t_maze.CUES)))
             g.set_doom_map(t_maze.CUES[self.cue][0])
-        if self._started or seed is not None or self._maze is not None:   # a new map needs a new episode
+        if self._started or seed is not None or self._maze is not None:  # a new map needs a new episode
             g.new_episode()
         self._started = True
         if self.spec.bots:
@@ -208,7 +209,7 @@ class DoomGame:
             for _ in range(self.settings.num_bots):
                 g.send_game_command("addbot")
         self._native, self._length, self._deaths = 0.0, 0, 0
-        self.events: Counter[str] = Counter()   # how often each event-based shaping term fired this episode
+        self.events: Counter[str] = Counter()  # how often each event-based shaping term fired this episode
         self._prev = self._tracked()
         if self._labeler is not None:
             self._labeler.new_episode()
@@ -237,7 +238,7 @@ class DoomGame:
         if s.ammo_used and not respawned and cur["ammo_used"] < p["ammo_used"]:
             reward += s.ammo_used
             self.events["ammo_used"] += 1
-        if not respawned:   # Arnold's pickups, from game-variable changes
+        if not respawned:  # Arnold's pickups, from game-variable changes
             if s.medikit and cur["medikit"] > p["medikit"]:
                 reward += s.medikit
                 self.events["medikit"] += 1
@@ -265,7 +266,7 @@ class DoomGame:
         arm = None
         if self._maze is not None and not finished:
             arm = self._maze.outcome(self._var("POSITION_X"), self._var("POSITION_Y"))
-            if arm is not None:   # an arm's end: +1 when it is the cue's, nothing otherwise; the episode ends
+            if arm is not None:  # an arm's end: +1 when it is the cue's, nothing otherwise; the episode ends
                 native += float(arm == self.cue)
                 finished = True
         self._native += native
@@ -296,14 +297,14 @@ class DoomGame:
                 episode["frags"] = self._var("FRAGCOUNT")
             elif m == "deaths":
                 episode["deaths"] = self._deaths + int(dead)
-            elif m == "minutes":   # game time (35 tics per second)
+            elif m == "minutes":  # game time (35 tics per second)
                 episode["minutes"] = g.get_episode_time() / (35 * 60)
         return DoomStep(self._last_frame.copy(), extras, reward, native, not truncated, truncated, True, episode)
 
     def close(self) -> None:
         if getattr(self, "game", None) is not None:
             self.game.close()
-            del self.game   # a second close() finds none
+            del self.game  # a second close() finds none
 
 
 def summarize_episodes(episodes: list[dict]) -> dict:

@@ -26,6 +26,7 @@ Two features follow Arnold's meaning, computed from the engine rather than from 
 
 Bit ``i`` of a frame's label is the ``i``-th name of ``agent.aux.features`` (one byte: at most 8 features).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,7 +48,7 @@ GAME_FEATURES: dict[str, frozenset[str]] = {
 #: objects whose category is misleading: health_gathering_supreme's poison vials are "Health" but hurt
 EXCLUDED_NAMES = frozenset({"Poison"})
 MIN_PIXELS = 1
-MAX_FEATURES = 8   # bits of a uint8
+MAX_FEATURES = 8  # bits of a uint8
 
 
 def check_features(names) -> list[str]:
@@ -74,7 +75,7 @@ def horizontal_fov(width: int, height: int) -> float:
     return float(np.degrees(2 * np.arctan(np.tan(np.radians(45)) * (width / height) / (4 / 3))))
 
 
-EYE_HEIGHT, TARGET_HEIGHT = 41.0, 28.0   # Doom's view height above the floor; the middle of a 56-unit player
+EYE_HEIGHT, TARGET_HEIGHT = 41.0, 28.0  # Doom's view height above the floor; the middle of a 56-unit player
 
 
 def map_walls(sectors) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +98,9 @@ def map_walls(sectors) -> tuple[np.ndarray, np.ndarray]:
     return np.array(segments, dtype=np.float64).reshape(-1, 4), np.array(openings, dtype=np.float64).reshape(-1, 2)
 
 
-def in_sight(player: tuple[float, ...], targets: np.ndarray, walls: tuple[np.ndarray, np.ndarray],
-             fov: float) -> np.ndarray:
+def in_sight(
+    player: tuple[float, ...], targets: np.ndarray, walls: tuple[np.ndarray, np.ndarray], fov: float
+) -> np.ndarray:
     """bool [K]: each target (x, y, z) [K, 3] lies within ``fov`` degrees of the player's facing (``player`` = x, y,
     z, angle in degrees, Doom's convention: 0 = east, counter-clockwise) and the sight line from the player's eye
     to the target's middle passes every line it crosses through that line's opening (``map_walls``)."""
@@ -108,13 +110,13 @@ def in_sight(player: tuple[float, ...], targets: np.ndarray, walls: tuple[np.nda
     visible = np.abs(rel) <= fov / 2
     segments, openings = walls
     if len(segments) and visible.any():
-        a, e = segments[:, :2], segments[:, 2:] - segments[:, :2]   # wall start [L, 2], direction [L, 2]
-        cross = lambda u, v: u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]   # noqa: E731
-        denom = cross(d[:, None, :], e[None])                  # [K, L]; 0 = parallel
-        ap = a[None] - np.array([px, py])                      # player -> wall start
+        a, e = segments[:, :2], segments[:, 2:] - segments[:, :2]  # wall start [L, 2], direction [L, 2]
+        cross = lambda u, v: u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]  # noqa: E731
+        denom = cross(d[:, None, :], e[None])  # [K, L]; 0 = parallel
+        ap = a[None] - np.array([px, py])  # player -> wall start
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = cross(ap, e[None]) / denom                     # along the sight line, 0..1 between the two
-            u = cross(ap, d[:, None, :]) / denom               # along the wall, 0..1 between its ends
+            t = cross(ap, e[None]) / denom  # along the sight line, 0..1 between the two
+            u = cross(ap, d[:, None, :]) / denom  # along the wall, 0..1 between its ends
         crosses = (denom != 0) & (t > 0) & (t < 1) & (u >= 0) & (u <= 1)
         eye = pz + EYE_HEIGHT
         z = eye + t * (targets[:, 2:3] + TARGET_HEIGHT - eye)  # the sight line's height where it crosses
@@ -131,8 +133,8 @@ class FeatureLabeler:
         self.features = check_features(features)
         self.fov = fov
         self.needs_geometry = _GEOMETRY in self.features
-        self._bits: dict[tuple[str, str], int] = {}   # (object name, category) -> its pixel-rule bits, computed once
-        self._walls: tuple | None = None              # the map's lines and openings, read once per episode
+        self._bits: dict[tuple[str, str], int] = {}  # (object name, category) -> its pixel-rule bits, computed once
+        self._walls: tuple | None = None  # the map's lines and openings, read once per episode
 
     def new_episode(self) -> None:
         self._walls = None
@@ -141,9 +143,15 @@ class FeatureLabeler:
         """The bits this object sets by the pixel rule (every feature but ``enemy`` and ``target``)."""
         key = (name, category)
         if key not in self._bits:
-            self._bits[key] = 0 if name in EXCLUDED_NAMES else sum(
-                1 << i for i, f in enumerate(self.features)
-                if f not in (_GEOMETRY, _CROSSHAIR) and category in GAME_FEATURES[f])
+            self._bits[key] = (
+                0
+                if name in EXCLUDED_NAMES
+                else sum(
+                    1 << i
+                    for i, f in enumerate(self.features)
+                    if f not in (_GEOMETRY, _CROSSHAIR) and category in GAME_FEATURES[f]
+                )
+            )
         return self._bits[key]
 
     def __call__(self, state, pose: tuple[float, ...] | None = None) -> int:
@@ -164,8 +172,14 @@ class FeatureLabeler:
         return bits
 
     def _enemy_in_sight(self, state, pose) -> bool:
-        enemies = np.array([(o.position_x, o.position_y, o.position_z) for o in state.objects
-                            if o.category in ENEMY_CATEGORIES and o.name not in EXCLUDED_NAMES], dtype=np.float64)
+        enemies = np.array(
+            [
+                (o.position_x, o.position_y, o.position_z)
+                for o in state.objects
+                if o.category in ENEMY_CATEGORIES and o.name not in EXCLUDED_NAMES
+            ],
+            dtype=np.float64,
+        )
         if not len(enemies):
             return False
         if self._walls is None:

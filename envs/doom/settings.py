@@ -1,5 +1,6 @@
 """Doom settings: the scenario table, button and game-variable names, action sets, ``DoomSettings`` (validated on
 construction: ``ValueError``, one line) and its construction from a dict or from a config's ``env`` section."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,24 +15,69 @@ from drl.envs.doom.labels import check_features
 
 # Binary vizdoom Buttons (the *_DELTA ones are analog and not offered). Each is also accepted lower-cased.
 _BINARY_BUTTONS = (
-    "ATTACK", "USE", "JUMP", "CROUCH", "TURN180", "ALTATTACK", "RELOAD", "ZOOM", "SPEED", "STRAFE",
-    "MOVE_RIGHT", "MOVE_LEFT", "MOVE_BACKWARD", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT", "LOOK_UP",
-    "LOOK_DOWN", "MOVE_UP", "MOVE_DOWN", "LAND", *(f"SELECT_WEAPON{i}" for i in range(10)),
-    "SELECT_NEXT_WEAPON", "SELECT_PREV_WEAPON", "DROP_SELECTED_WEAPON", "ACTIVATE_SELECTED_ITEM",
-    "SELECT_NEXT_ITEM", "SELECT_PREV_ITEM", "DROP_SELECTED_ITEM")
+    "ATTACK",
+    "USE",
+    "JUMP",
+    "CROUCH",
+    "TURN180",
+    "ALTATTACK",
+    "RELOAD",
+    "ZOOM",
+    "SPEED",
+    "STRAFE",
+    "MOVE_RIGHT",
+    "MOVE_LEFT",
+    "MOVE_BACKWARD",
+    "MOVE_FORWARD",
+    "TURN_RIGHT",
+    "TURN_LEFT",
+    "LOOK_UP",
+    "LOOK_DOWN",
+    "MOVE_UP",
+    "MOVE_DOWN",
+    "LAND",
+    *(f"SELECT_WEAPON{i}" for i in range(10)),
+    "SELECT_NEXT_WEAPON",
+    "SELECT_PREV_WEAPON",
+    "DROP_SELECTED_WEAPON",
+    "ACTIVATE_SELECTED_ITEM",
+    "SELECT_NEXT_ITEM",
+    "SELECT_PREV_ITEM",
+    "DROP_SELECTED_ITEM",
+)
 
 #: readable alias -> vizdoom Button name ("noop" presses nothing)
 BUTTON_ALIASES: dict[str, str | None] = {
     "noop": None,
-    "move_forward": "MOVE_FORWARD", "move_backward": "MOVE_BACKWARD", "move_left": "MOVE_LEFT",
-    "move_right": "MOVE_RIGHT", "turn_left": "TURN_LEFT", "turn_right": "TURN_RIGHT", "attack": "ATTACK",
-    "alt_attack": "ALTATTACK", "use": "USE", "speed": "SPEED", "strafe": "STRAFE", "jump": "JUMP",
-    "crouch": "CROUCH", "reload": "RELOAD", "zoom": "ZOOM", "look_up": "LOOK_UP", "look_down": "LOOK_DOWN",
-    "turn180": "TURN180", "move_up": "MOVE_UP", "move_down": "MOVE_DOWN", "land": "LAND",
-    "next_weapon": "SELECT_NEXT_WEAPON", "prev_weapon": "SELECT_PREV_WEAPON",
+    "move_forward": "MOVE_FORWARD",
+    "move_backward": "MOVE_BACKWARD",
+    "move_left": "MOVE_LEFT",
+    "move_right": "MOVE_RIGHT",
+    "turn_left": "TURN_LEFT",
+    "turn_right": "TURN_RIGHT",
+    "attack": "ATTACK",
+    "alt_attack": "ALTATTACK",
+    "use": "USE",
+    "speed": "SPEED",
+    "strafe": "STRAFE",
+    "jump": "JUMP",
+    "crouch": "CROUCH",
+    "reload": "RELOAD",
+    "zoom": "ZOOM",
+    "look_up": "LOOK_UP",
+    "look_down": "LOOK_DOWN",
+    "turn180": "TURN180",
+    "move_up": "MOVE_UP",
+    "move_down": "MOVE_DOWN",
+    "land": "LAND",
+    "next_weapon": "SELECT_NEXT_WEAPON",
+    "prev_weapon": "SELECT_PREV_WEAPON",
     **{f"weapon{i}": f"SELECT_WEAPON{i}" for i in range(10)},
-    "next_item": "SELECT_NEXT_ITEM", "prev_item": "SELECT_PREV_ITEM", "use_item": "ACTIVATE_SELECTED_ITEM",
-    "drop_item": "DROP_SELECTED_ITEM", "drop_weapon": "DROP_SELECTED_WEAPON",
+    "next_item": "SELECT_NEXT_ITEM",
+    "prev_item": "SELECT_PREV_ITEM",
+    "use_item": "ACTIVATE_SELECTED_ITEM",
+    "drop_item": "DROP_SELECTED_ITEM",
+    "drop_weapon": "DROP_SELECTED_WEAPON",
 }
 _ALL_BUTTON_NAMES: dict[str, str | None] = {**{b.lower(): b for b in _BINARY_BUTTONS}, **BUTTON_ALIASES}
 
@@ -45,12 +91,30 @@ BUTTON_SHORTHANDS: dict[str, tuple[str, ...]] = {
 
 #: readable alias -> vizdoom GameVariable name; any GameVariable name, lower-cased, is accepted too
 GAME_VARIABLE_ALIASES: dict[str, str] = {
-    "health": "HEALTH", "ammo": "SELECTED_WEAPON_AMMO", "armor": "ARMOR", "kills": "KILLCOUNT",
-    "frags": "FRAGCOUNT", "deaths": "DEATHCOUNT", "items": "ITEMCOUNT", "secrets": "SECRETCOUNT",
-    "damage_taken": "DAMAGE_TAKEN", "damage_dealt": "DAMAGECOUNT", "hits": "HITCOUNT", "hits_taken": "HITS_TAKEN",
-    "weapon": "SELECTED_WEAPON", "dead": "DEAD", "attack_ready": "ATTACK_READY", "on_ground": "ON_GROUND",
-    "pos_x": "POSITION_X", "pos_y": "POSITION_Y", "pos_z": "POSITION_Z", "angle": "ANGLE", "pitch": "PITCH",
-    "vel_x": "VELOCITY_X", "vel_y": "VELOCITY_Y", "vel_z": "VELOCITY_Z",
+    "health": "HEALTH",
+    "ammo": "SELECTED_WEAPON_AMMO",
+    "armor": "ARMOR",
+    "kills": "KILLCOUNT",
+    "frags": "FRAGCOUNT",
+    "deaths": "DEATHCOUNT",
+    "items": "ITEMCOUNT",
+    "secrets": "SECRETCOUNT",
+    "damage_taken": "DAMAGE_TAKEN",
+    "damage_dealt": "DAMAGECOUNT",
+    "hits": "HITCOUNT",
+    "hits_taken": "HITS_TAKEN",
+    "weapon": "SELECTED_WEAPON",
+    "dead": "DEAD",
+    "attack_ready": "ATTACK_READY",
+    "on_ground": "ON_GROUND",
+    "pos_x": "POSITION_X",
+    "pos_y": "POSITION_Y",
+    "pos_z": "POSITION_Z",
+    "angle": "ANGLE",
+    "pitch": "PITCH",
+    "vel_x": "VELOCITY_X",
+    "vel_y": "VELOCITY_Y",
+    "vel_z": "VELOCITY_Z",
 }
 
 
@@ -62,39 +126,61 @@ class _Scenario:
     measures: tuple[str, ...]
     doom_map: str | None = None
     game_args: str = ""
-    timeout: int | None = None        # tics; None = the .cfg's
-    bots: bool = False                # deathmatch against the engine's bots (respawn on death)
-    t_maze: bool = False              # drl's memory task (envs/doom/t_maze.py): the scenario name is its variant
+    timeout: int | None = None  # tics; None = the .cfg's
+    bots: bool = False  # deathmatch against the engine's bots (respawn on death)
+    t_maze: bool = False  # drl's memory task (envs/doom/t_maze.py): the scenario name is its variant
 
 
-_DM_ARGS = ("-host 1 -deathmatch +sv_forcerespawn 1 +sv_noautoaim 1 +sv_respawnprotect 1 +sv_spawnfarthest 1 "
-            "+sv_nocrouch 1 +cl_run 1 +viz_nocheat 1")
+_DM_ARGS = (
+    "-host 1 -deathmatch +sv_forcerespawn 1 +sv_noautoaim 1 +sv_respawnprotect 1 +sv_spawnfarthest 1 "
+    "+sv_nocrouch 1 +cl_run 1 +viz_nocheat 1"
+)
 
 #: the scenarios and their defaults (action set, game variables, reported measures)
 SCENARIOS: dict[str, _Scenario] = {
     "basic": _Scenario("basic.cfg", "move_left;move_right;attack", ("ammo",), ("kills", "success")),
-    "defend_the_center": _Scenario("defend_the_center.cfg", "turn_left;turn_right;attack", ("ammo", "health"),
-                                   ("kills", "survival_tics")),
-    "defend_the_line": _Scenario("defend_the_line.cfg", "turn_left;turn_right;attack", ("ammo", "health"),
-                                 ("kills", "survival_tics")),
-    "health_gathering": _Scenario("health_gathering.cfg", "turn_left;turn_right;move_forward;turn_lr+move_forward",
-                                  ("health",), ("survival_tics",)),
-    "health_gathering_supreme": _Scenario("health_gathering_supreme.cfg",
-                                          "turn_left;turn_right;move_forward;turn_lr+move_forward",
-                                          ("health",), ("survival_tics",)),
-    "my_way_home": _Scenario("my_way_home.cfg", "turn_left;turn_right;move_forward;turn_lr+move_forward", (),
-                             ("success",)),
-    "deadly_corridor": _Scenario("deadly_corridor.cfg",
-                                 "move_left;move_right;attack;move_forward;move_backward;turn_left;turn_right",
-                                 ("health", "ammo"), ("kills", "success")),
+    "defend_the_center": _Scenario(
+        "defend_the_center.cfg", "turn_left;turn_right;attack", ("ammo", "health"), ("kills", "survival_tics")
+    ),
+    "defend_the_line": _Scenario(
+        "defend_the_line.cfg", "turn_left;turn_right;attack", ("ammo", "health"), ("kills", "survival_tics")
+    ),
+    "health_gathering": _Scenario(
+        "health_gathering.cfg",
+        "turn_left;turn_right;move_forward;turn_lr+move_forward",
+        ("health",),
+        ("survival_tics",),
+    ),
+    "health_gathering_supreme": _Scenario(
+        "health_gathering_supreme.cfg",
+        "turn_left;turn_right;move_forward;turn_lr+move_forward",
+        ("health",),
+        ("survival_tics",),
+    ),
+    "my_way_home": _Scenario(
+        "my_way_home.cfg", "turn_left;turn_right;move_forward;turn_lr+move_forward", (), ("success",)
+    ),
+    "deadly_corridor": _Scenario(
+        "deadly_corridor.cfg",
+        "move_left;move_right;attack;move_forward;move_backward;turn_left;turn_right",
+        ("health", "ammo"),
+        ("kills", "success"),
+    ),
     # drl's memory task: a cue room, then a T-maze; strafing only, so the player always faces north
     "t_maze": _Scenario("", "move_forward;move_left;move_right", (), ("success",), timeout=1050, t_maze=True),
     "t_maze_long": _Scenario("", "move_forward;move_left;move_right", (), ("success",), timeout=2100, t_maze=True),
     # ViZDoom's own deathmatch.wad (a monster arena) has no deathmatch starts and crashes the engine under
     # -deathmatch, so the bot deathmatch plays cig.wad map01 (the ViZDoom competition map), 2 minutes.
-    "deathmatch": _Scenario("cig.cfg", "attack;move_fb;move_lr;turn_lr;move_forward+turn_lr;turn_lr+attack;"
-                            "move_forward+attack", ("health", "armor", "ammo"), ("frags", "deaths", "minutes"),
-                            doom_map="map01", game_args=_DM_ARGS, timeout=4200, bots=True),
+    "deathmatch": _Scenario(
+        "cig.cfg",
+        "attack;move_fb;move_lr;turn_lr;move_forward+turn_lr;turn_lr+attack;move_forward+attack",
+        ("health", "armor", "ammo"),
+        ("frags", "deaths", "minutes"),
+        doom_map="map01",
+        game_args=_DM_ARGS,
+        timeout=4200,
+        bots=True,
+    ),
 }
 
 
@@ -111,9 +197,11 @@ def _button_alternatives(part: str, action: str) -> tuple[str, ...]:
         return (part,)
     close = difflib.get_close_matches(part, list(_ALL_BUTTON_NAMES) + list(BUTTON_SHORTHANDS), n=1)
     raise ValueError(
-        f"unknown Doom button '{part}' in action '{action}'" + (f" (did you mean {close[0]}?)" if close else "")
+        f"unknown Doom button '{part}' in action '{action}'"
+        + (f" (did you mean {close[0]}?)" if close else "")
         + f"; valid: {_one_line_list(list(BUTTON_ALIASES) + list(BUTTON_SHORTHANDS))} "
-        "(or any binary vizdoom Button name in lower case)")
+        "(or any binary vizdoom Button name in lower case)"
+    )
 
 
 def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -134,17 +222,20 @@ def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
         if not action:
             raise ValueError(f"empty action in Doom action set {spec!r} (';;' or a trailing ';')")
         if "*" in action and "+" in action:
-            raise ValueError(f"Doom action '{action}' mixes '+' and '*'; use one: '+' presses buttons together, "
-                             "'*' combines optional groups")
+            raise ValueError(
+                f"Doom action '{action}' mixes '+' and '*'; use one: '+' presses buttons together, "
+                "'*' combines optional groups"
+            )
         optional = "*" in action
-        groups: list[tuple[str | None, ...]] = [_button_alternatives(part, action)
-                                                for part in action.split("*" if optional else "+")]
+        groups: list[tuple[str | None, ...]] = [
+            _button_alternatives(part, action) for part in action.split("*" if optional else "+")
+        ]
         if optional:
             groups = [(None, *g) for g in groups]
         for combo in itertools.product(*groups):
             pressed = tuple(c for c in combo if c is not None)
             if not pressed:
-                continue   # "press nothing" is not one of the combined actions (Arnold's count leaves it out)
+                continue  # "press nothing" is not one of the combined actions (Arnold's count leaves it out)
             key = frozenset(_ALL_BUTTON_NAMES[c] for c in pressed) - {None}
             if key in seen:
                 raise ValueError(f"Doom action set {spec!r} lists the button combination '{'+'.join(pressed)}' twice")
@@ -155,9 +246,9 @@ def parse_actions(spec: str) -> list[tuple[str, tuple[str, ...]]]:
 
 @dataclass(frozen=True)
 class ActionSet:
-    names: list[str]                  # one per action, e.g. "turn_left+attack"
-    buttons: list[str]                # vizdoom Button names, in the order the game is told
-    vectors: list[list[int]]          # per action, one plain Python int (0/1) per button
+    names: list[str]  # one per action, e.g. "turn_left+attack"
+    buttons: list[str]  # vizdoom Button names, in the order the game is told
+    vectors: list[list[int]]  # per action, one plain Python int (0/1) per button
 
     @staticmethod
     def from_spec(spec: str) -> ActionSet:
@@ -181,14 +272,18 @@ def game_variable_name(name: str) -> str:
     if key in GAME_VARIABLE_ALIASES:
         return GAME_VARIABLE_ALIASES[key]
     import vizdoom as vzd
+
     upper = key.upper()
     if upper.isidentifier() and isinstance(getattr(vzd.GameVariable, upper, None), vzd.GameVariable):
         return upper
-    raise ValueError(f"unknown Doom game variable '{name}'; valid: {_one_line_list(GAME_VARIABLE_ALIASES)} "
-                     f"(or any vizdoom GameVariable name in lower case)")
+    raise ValueError(
+        f"unknown Doom game variable '{name}'; valid: {_one_line_list(GAME_VARIABLE_ALIASES)} "
+        f"(or any vizdoom GameVariable name in lower case)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- settings
+
 
 @dataclass
 class DoomShaping:
@@ -205,6 +300,7 @@ class DoomShaping:
     weapon newly owned (WEAPON1-7), ``ammo`` per ammo type (AMMO2 bullets, AMMO3 shells, AMMO5 rockets, AMMO6
     cells) that rose; none on the step of a respawn, whose reset inventory is not a pickup.
     """
+
     kill: float = 0.0
     frag: float = 0.0
     pickup: float = 0.0
@@ -226,25 +322,26 @@ class DoomShaping:
 @dataclass
 class DoomSettings:
     """A scenario and how it is played; validated on construction (``ValueError``, one line)."""
-    scenario: str = "health_gathering"     # one of SCENARIOS
-    resolution: str = "RES_160X120"        # render size (vizdoom ScreenResolution name)
-    obs_height: int = 60                   # after area resize
+
+    scenario: str = "health_gathering"  # one of SCENARIOS
+    resolution: str = "RES_160X120"  # render size (vizdoom ScreenResolution name)
+    obs_height: int = 60  # after area resize
     obs_width: int = 80
-    gray: bool = True                      # GRAY8 (1 channel) or RGB24 (3 channels)
-    frame_skip: int = 4                    # tics per agent step (the action is repeated)
-    frame_stack: int = 1                   # frames per observation (1 for recurrent agents, 4 for DQN)
-    buttons: str | None = None             # action set, e.g. "turn_lr+attack;move_forward"; None = scenario's
+    gray: bool = True  # GRAY8 (1 channel) or RGB24 (3 channels)
+    frame_skip: int = 4  # tics per agent step (the action is repeated)
+    frame_stack: int = 1  # frames per observation (1 for recurrent agents, 4 for DQN)
+    buttons: str | None = None  # action set, e.g. "turn_lr+attack;move_forward"; None = scenario's
     game_variables: list[str] | str | None = None  # e.g. ["health", "ammo"]; None = scenario's; [] = none
     # Multiplies the game variables before the agent sees them. Raw values (health 100, ammo 50) fed the LSTM's
     # gates ~35x more than the image did and saturated them: DRQN never learned basic with scale 1.
     game_variable_scale: float = 0.01
     shaping: DoomShaping | dict = field(default_factory=DoomShaping)
-    timeout: int | None = None             # episode time limit in tics; None = scenario's
-    num_bots: int = 7                      # deathmatch only: bots added after each new episode
-    doom_skill: int | None = None          # 1-5; None = scenario's
-    max_tics: int | None = None            # a cap on the time limit (eval.max_frames); None = no cap
-    game_features: tuple[str, ...] = ()    # per-frame label bits (envs/doom/labels.py), training targets only
-    crosshair: bool = False                # draw the crosshair (Arnold's deathmatch agents see it)
+    timeout: int | None = None  # episode time limit in tics; None = scenario's
+    num_bots: int = 7  # deathmatch only: bots added after each new episode
+    doom_skill: int | None = None  # 1-5; None = scenario's
+    max_tics: int | None = None  # a cap on the time limit (eval.max_frames); None = no cap
+    game_features: tuple[str, ...] = ()  # per-frame label bits (envs/doom/labels.py), training targets only
+    crosshair: bool = False  # draw the crosshair (Arnold's deathmatch agents see it)
     # Deathmatch: a death starts a new life for the learner (VecStep.reset on the death step: the LSTM state and
     # the frame stack start from zeros, as Arnold resets his LSTM on respawn); the game runs on to its time limit.
     reset_on_respawn: bool = False
@@ -253,9 +350,13 @@ class DoomSettings:
         self.scenario = str(self.scenario).strip().lower()
         if self.scenario not in SCENARIOS:
             close = difflib.get_close_matches(self.scenario, list(SCENARIOS), n=1)
-            raise ValueError(f"unknown Doom scenario '{self.scenario}'" + (f" (did you mean {close[0]}?)" if close
-                             else "") + f"; valid: {_one_line_list(SCENARIOS)}")
+            raise ValueError(
+                f"unknown Doom scenario '{self.scenario}'"
+                + (f" (did you mean {close[0]}?)" if close else "")
+                + f"; valid: {_one_line_list(SCENARIOS)}"
+            )
         import vizdoom as vzd
+
         self.resolution = str(self.resolution).strip().upper()
         if not (re.fullmatch(r"RES_\d+X\d+", self.resolution) and hasattr(vzd.ScreenResolution, self.resolution)):
             valid = [r for r in dir(vzd.ScreenResolution) if r.startswith("RES_")]
@@ -270,8 +371,10 @@ class DoomSettings:
         if isinstance(self.shaping, dict):
             unknown = set(self.shaping) - {f.name for f in dataclasses.fields(DoomShaping)}
             if unknown:
-                raise ValueError(f"unknown Doom shaping term(s) {sorted(unknown)}; valid: "
-                                 f"{_one_line_list(f.name for f in dataclasses.fields(DoomShaping))}")
+                raise ValueError(
+                    f"unknown Doom shaping term(s) {sorted(unknown)}; valid: "
+                    f"{_one_line_list(f.name for f in dataclasses.fields(DoomShaping))}"
+                )
             self.shaping = DoomShaping(**{k: float(v) for k, v in self.shaping.items()})
         if isinstance(self.game_variables, str):
             self.game_variables = [v for v in re.split(r"[,;+\s]+", self.game_variables) if v]

@@ -14,6 +14,7 @@ ViZDoom builds the nodes when it loads the map.
 
 Coordinates are Doom map units (y points north; the player moves ~30 units per agent step at frame skip 4).
 """
+
 from __future__ import annotations
 
 import struct
@@ -30,13 +31,14 @@ CUES = (("map01", "REDWALL"), ("map02", "COMPBLUE"))
 class TMazeGeometry:
     """The layout in map units. The maze is centred on x = ``maze_x``; its corridor runs from y = 0 to
     ``corridor_length``, the arms from x = maze_x ± half_width to maze_x ± (half_width + arm_length)."""
-    corridor_length: int = 512     # the delay: ~15 agent steps of walking from the teleport to the junction
-    half_width: int = 32           # corridor and arm half width
+
+    corridor_length: int = 512  # the delay: ~15 agent steps of walking from the teleport to the junction
+    half_width: int = 32  # corridor and arm half width
     arm_length: int = 192
-    goal_depth: int = 96           # how far into an arm (past the corridor's side wall) the choice is made
-    maze_x: int = 1024             # the maze sits apart from the cue room (x in [-64, 64]): never in view
-    cue_room_depth: int = 192      # the cue room spans y in [-64, cue_room_depth]
-    teleport_y: int = 64           # the teleport line across the cue room (the player starts at y = 0)
+    goal_depth: int = 96  # how far into an arm (past the corridor's side wall) the choice is made
+    maze_x: int = 1024  # the maze sits apart from the cue room (x in [-64, 64]): never in view
+    cue_room_depth: int = 192  # the cue room spans y in [-64, cue_room_depth]
+    teleport_y: int = 64  # the teleport line across the cue room (the player starts at y = 0)
 
     def outcome(self, x: float, y: float) -> int | None:
         """The arm the player at (x, y) has chosen: 0 (west), 1 (east) or None (not yet, or still in the cue
@@ -65,6 +67,7 @@ def wad_path(variant: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ UDMF text
+
 
 def _block(kind: str, **fields) -> str:
     body = "".join(f"  {k} = {_value(v)};\n" for k, v in fields.items())
@@ -109,24 +112,68 @@ def textmap(geo: TMazeGeometry, cue_texture: str) -> str:
     wall(ne, ne_mid, 1, cue_texture)
     # the teleport line runs west -> east, so its front faces south, the start sector (special 71:
     # Teleport_NoFog(tid 1), to the destination's angle; crossing it from either side fires it)
-    lines.append(_block("linedef", v1=nw_mid, v2=ne_mid, sidefront=side(0, None), sideback=side(1, None),
-                        twosided=True, special=71, arg0=1, arg1=0, playercross=True))
+    lines.append(
+        _block(
+            "linedef",
+            v1=nw_mid,
+            v2=ne_mid,
+            sidefront=side(0, None),
+            sideback=side(1, None),
+            twosided=True,
+            special=71,
+            arg0=1,
+            arg1=0,
+            playercross=True,
+        )
+    )
     # the maze: a T, corners clockwise
     cx, hw, arm, cl = geo.maze_x, geo.half_width, geo.arm_length, geo.corridor_length
-    corners = [(cx - hw, 0), (cx - hw, cl), (cx - hw - arm, cl), (cx - hw - arm, cl + 2 * hw),
-               (cx + hw + arm, cl + 2 * hw), (cx + hw + arm, cl), (cx + hw, cl), (cx + hw, 0)]
+    corners = [
+        (cx - hw, 0),
+        (cx - hw, cl),
+        (cx - hw - arm, cl),
+        (cx - hw - arm, cl + 2 * hw),
+        (cx + hw + arm, cl + 2 * hw),
+        (cx + hw + arm, cl),
+        (cx + hw, cl),
+        (cx + hw, 0),
+    ]
     ids = [vertex(x, y) for x, y in corners]
     for a, b in zip(ids, ids[1:] + ids[:1]):
         wall(a, b, 2, "STARTAN2")
 
-    sector = dict(heightfloor=0, heightceiling=128, texturefloor="FLOOR0_1", textureceiling="CEIL1_1",
-                  lightlevel=192)
+    sector = dict(heightfloor=0, heightceiling=128, texturefloor="FLOOR0_1", textureceiling="CEIL1_1", lightlevel=192)
     parts = ['namespace = "zdoom";\n']
-    parts += [_block("thing", x=0.0, y=0.0, angle=90, type=1, skill1=True, skill2=True, skill3=True, skill4=True,
-                     skill5=True, single=True),
-              # the teleport destination (ZDoom's TeleportDest, type 9044, tid 1) at the corridor's south end
-              _block("thing", id=1, x=float(cx), y=32.0, angle=90, type=9044, skill1=True, skill2=True,
-                     skill3=True, skill4=True, skill5=True, single=True)]
+    parts += [
+        _block(
+            "thing",
+            x=0.0,
+            y=0.0,
+            angle=90,
+            type=1,
+            skill1=True,
+            skill2=True,
+            skill3=True,
+            skill4=True,
+            skill5=True,
+            single=True,
+        ),
+        # the teleport destination (ZDoom's TeleportDest, type 9044, tid 1) at the corridor's south end
+        _block(
+            "thing",
+            id=1,
+            x=float(cx),
+            y=32.0,
+            angle=90,
+            type=9044,
+            skill1=True,
+            skill2=True,
+            skill3=True,
+            skill4=True,
+            skill5=True,
+            single=True,
+        ),
+    ]
     parts += [_block("vertex", x=float(x), y=float(y)) for x, y in vertices]
     parts += lines + sides
     parts += [_block("sector", **sector) for _ in range(3)]

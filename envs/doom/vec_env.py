@@ -27,6 +27,7 @@ With ``settings.game_features`` (training targets of the auxiliary head) ``label
 view in the newest frame of ``obs`` (uint8 [N], ``envs/doom/labels.py``) and ``final_labels`` those of
 ``final_obs``'s newest frame (the last frame seen, so the previous step's ``labels``); None when off.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,16 +58,26 @@ logger = logging.getLogger(__name__)
 
 def _ready(pending: dict, deadline: float) -> list[mp.connection.Connection]:
     """The connections among ``pending``'s keys that have a message, waiting until ``deadline`` (time.monotonic)."""
-    return cast("list[mp.connection.Connection]",   # wait() returns some of the objects it is given
-                mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic())))
+    return cast(
+        "list[mp.connection.Connection]",  # wait() returns some of the objects it is given
+        mp.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic())),
+    )
 
 
 class DoomVectorEnv:
     """N ViZDoom games in worker processes (``games_per_worker`` each) behind ``drl.vec_env.VectorEnv`` (see the
     module docstring)."""
 
-    def __init__(self, settings: DoomSettings, num_envs: int, device="cpu", seed: int = 0,
-                 step_timeout: float = 10.0, init_timeout: float = 120.0, games_per_worker: int = 1):
+    def __init__(
+        self,
+        settings: DoomSettings,
+        num_envs: int,
+        device="cpu",
+        seed: int = 0,
+        step_timeout: float = 10.0,
+        init_timeout: float = 120.0,
+        games_per_worker: int = 1,
+    ):
         import torch
 
         if int(num_envs) < 1:
@@ -92,14 +103,15 @@ class DoomVectorEnv:
         self.num_extras = len(self.game_variable_names)
         self.frame_stack = settings.frame_stack
         self.frames_per_step = settings.frame_skip  # emulator tics per agent step
-        self.emulator_fps = 35                      # Doom's tic rate (real-time video)
+        self.emulator_fps = 35  # Doom's tic rate (real-time video)
         self.frame_channels = settings.frame_channels
         self.obs_shape = (self.frame_stack * self.frame_channels, settings.obs_height, settings.obs_width)
         self.worker_restarts = 0
-        self.episodes_dropped = 0   # running episodes lost with a failed worker (never reported)
+        self.episodes_dropped = 0  # running episodes lost with a failed worker (never reported)
         self._starts = 0
-        self._layout = SharedLayout(self.num_envs, self.frame_channels, settings.obs_height, settings.obs_width,
-                                    self.num_extras)
+        self._layout = SharedLayout(
+            self.num_envs, self.frame_channels, settings.obs_height, settings.obs_width, self.num_extras
+        )
         self._pool = WorkerPool(self.num_workers)
         self._finalizer = weakref.finalize(self, self._pool.close)
         shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
@@ -127,7 +139,7 @@ class DoomVectorEnv:
 
     # -- worker management
     def _worker_seed(self, i: int) -> int:
-        return (self.seed * 1_000_003 + i * 7_919 + self._starts * 104_729) % (2 ** 31)
+        return (self.seed * 1_000_003 + i * 7_919 + self._starts * 104_729) % (2**31)
 
     def _start_workers(self, indices: list[int]) -> None:
         """Start workers ``indices`` (each runs the games of its env rows ``self._slots[w]``)."""
@@ -138,9 +150,12 @@ class DoomVectorEnv:
             for env in self._slots[i]:
                 seeds.append(self._worker_seed(env))
                 self._starts += 1
-            p = self._ctx.Process(target=worker_main, name=f"doom-worker-{i}", daemon=True,
-                                  args=(child, self._pool.shm_path, self._layout, self._slots[i], self.settings,
-                                        seeds, self._workdir))
+            p = self._ctx.Process(
+                target=worker_main,
+                name=f"doom-worker-{i}",
+                daemon=True,
+                args=(child, self._pool.shm_path, self._layout, self._slots[i], self.settings, seeds, self._workdir),
+            )
             p.start()
             child.close()
             self._pool.procs[i], self._pool.conns[i] = p, parent
@@ -149,8 +164,9 @@ class DoomVectorEnv:
         while pending:
             ready = _ready(pending, deadline)
             if not ready:
-                raise RuntimeError(f"Doom worker(s) {sorted(pending.values())} did not start within "
-                                   f"{self.init_timeout:.0f} s")
+                raise RuntimeError(
+                    f"Doom worker(s) {sorted(pending.values())} did not start within {self.init_timeout:.0f} s"
+                )
             for c in ready:
                 i = pending.pop(c)
                 try:
@@ -167,8 +183,13 @@ class DoomVectorEnv:
             pid = self._pool.procs[i].pid if self._pool.procs[i] is not None else None
             self._pool.kill(i)
             self.worker_restarts += 1
-            logger.warning("Doom worker %d (pid %s) %s; restarting it with new games (their running episodes are "
-                           "dropped: VecStep.dropped, no transition stored)", i, pid, why)
+            logger.warning(
+                "Doom worker %d (pid %s) %s; restarting it with new games (their running episodes are "
+                "dropped: VecStep.dropped, no transition stored)",
+                i,
+                pid,
+                why,
+            )
         last_error = None
         for _attempt in range(3):
             try:
@@ -236,8 +257,10 @@ class DoomVectorEnv:
         if not (self._fresh and seed is None):
             if seed is not None:
                 self.seed = int(seed)
-            msgs = [("reset", [None if seed is None else (self.seed * 1_000_003 + i * 7_919) % (2 ** 31)
-                               for i in slots]) for slots in self._slots]
+            msgs = [
+                ("reset", [None if seed is None else (self.seed * 1_000_003 + i * 7_919) % (2**31) for i in slots])
+                for slots in self._slots
+            ]
             _, failed = self._exchange(msgs)
             if failed:
                 self._restart(failed)
@@ -251,11 +274,15 @@ class DoomVectorEnv:
         self._last_labels = torch.from_numpy(self._labels_np.copy())
         dev = self.device
         false = torch.zeros(n, dtype=torch.bool, device=dev)
-        return VecStep(obs=stack.to(dev), reward=torch.zeros(n, dtype=torch.float32, device=dev),
-                       terminated=false, truncated=false.clone(),
-                       reset=torch.ones(n, dtype=torch.bool, device=dev),
-                       extras=extras.to(dev) if self.num_extras else None,
-                       labels=self._last_labels.to(dev) if self.game_features else None)
+        return VecStep(
+            obs=stack.to(dev),
+            reward=torch.zeros(n, dtype=torch.float32, device=dev),
+            terminated=false,
+            truncated=false.clone(),
+            reset=torch.ones(n, dtype=torch.bool, device=dev),
+            extras=extras.to(dev) if self.num_extras else None,
+            labels=self._last_labels.to(dev) if self.game_features else None,
+        )
 
     def step(self, actions: torch.Tensor) -> VecStep:
         # drl.vec_env.AsyncStepping.step, not inherited: importing drl.vec_env would load torch into the workers
@@ -296,7 +323,7 @@ class DoomVectorEnv:
         terminated = np.zeros(n, bool)
         truncated = np.zeros(n, bool)
         reset = np.zeros(n, bool)
-        respawn_resets = self.settings.reset_on_respawn   # a deathmatch death (terminated, not done): a new life
+        respawn_resets = self.settings.reset_on_respawn  # a deathmatch death (terminated, not done): a new life
         episodes = []
         for i in sorted(failed):
             truncated[i] = reset[i] = True
@@ -332,12 +359,14 @@ class DoomVectorEnv:
                 final_extras[nidx] = torch.from_numpy(self._final_extras_np[normal].copy())
         self._stack = stack
         self._last_extras = extras
-        final_labels, self._last_labels = self._last_labels, labels   # final_obs is the last frame seen
+        final_labels, self._last_labels = self._last_labels, labels  # final_obs is the last frame seen
         dev = self.device
         has_extras, has_labels = self.num_extras > 0, bool(self.game_features)
         return VecStep(
-            obs=stack.to(dev), reward=torch.from_numpy(reward).to(dev),
-            terminated=torch.from_numpy(terminated).to(dev), truncated=torch.from_numpy(truncated).to(dev),
+            obs=stack.to(dev),
+            reward=torch.from_numpy(reward).to(dev),
+            terminated=torch.from_numpy(terminated).to(dev),
+            truncated=torch.from_numpy(truncated).to(dev),
             reset=torch.from_numpy(reset).to(dev),
             final_obs=prev.to(dev) if any_reset else None,
             extras=extras.to(dev) if has_extras else None,
@@ -345,13 +374,14 @@ class DoomVectorEnv:
             episodes=episodes,
             dropped=torch.from_numpy(np.isin(np.arange(n), sorted(failed))).to(dev) if failed else None,
             labels=labels.to(dev) if has_labels else None,
-            final_labels=final_labels.to(dev) if (any_reset and has_labels) else None)
+            final_labels=final_labels.to(dev) if (any_reset and has_labels) else None,
+        )
 
     def fault_counters(self) -> dict[str, int]:
         """Workers replaced so far and the running episodes lost with them (the module doc's worker failure)."""
         return {"worker_restarts": self.worker_restarts, "episodes_dropped": self.episodes_dropped}
 
-    summarize_episodes = staticmethod(summarize_episodes)   # kd, frags_per_minute over evaluation episodes
+    summarize_episodes = staticmethod(summarize_episodes)  # kd, frags_per_minute over evaluation episodes
 
     def _check_open(self) -> None:
         if self._pool.closed:
@@ -363,7 +393,7 @@ class DoomVectorEnv:
             return
         self._finalizer()  # runs _pool.close once (also registered for interpreter exit)
         # views into the mapping must go before the mapping can be closed
-        if hasattr(self, "_frames"):   # set together in __init__; a second close() finds them gone
+        if hasattr(self, "_frames"):  # set together in __init__; a second close() finds them gone
             del self._frames, self._extras_np, self._final_extras_np, self._labels_np
         m = getattr(self, "_mmap", None)
         if m is not None:
@@ -380,15 +410,23 @@ class DoomVectorEnv:
         self.close()
 
 
-def make_doom_env(cfg, *, num_envs: int, device, seed: int, evaluation: bool = False,
-                  max_frames: int | None = None, labels: tuple[str, ...] = ()) -> DoomVectorEnv:
+def make_doom_env(
+    cfg,
+    *,
+    num_envs: int,
+    device,
+    seed: int,
+    evaluation: bool = False,
+    max_frames: int | None = None,
+    labels: tuple[str, ...] = (),
+) -> DoomVectorEnv:
     """``env.kind: doom`` (settings: ``settings_from_config``); ``env.doom.games_per_worker`` defaults to spreading
     the games over the usable cores. ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
     and sets one for scenarios without (defend_the_line). ``labels``: game features whose bits each step reports
     (``agent.aux.features``)."""
     from drl.runtime import cpu_count
 
-    games_per_worker = cfg.doom.games_per_worker    # validated (>= 1) by the config
+    games_per_worker = cfg.doom.games_per_worker  # validated (>= 1) by the config
     if games_per_worker is None:  # as many workers as cores, at most one game each when there are enough cores
         games_per_worker = -(-num_envs // max(1, cpu_count()))
     settings = settings_from_config(cfg)

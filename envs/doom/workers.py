@@ -3,6 +3,7 @@ shared-memory file and answers the parent through a pipe; the pool that owns the
 
 A worker calls ``setsid()``: its process group (worker + ViZDoom engines) is killed as one on failure or close.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -26,6 +27,7 @@ from drl.envs.doom.settings import DoomSettings
 class SharedLayout:
     """The shared-memory file: frames uint8 [n, c, h, w], then (64-byte aligned) extras and final extras,
     float32 [n, k] each, then the game-feature bits of each frame, uint8 [n]."""
+
     n: int
     c: int
     h: int
@@ -52,7 +54,7 @@ class SharedLayout:
         """frames, extras, final extras, labels."""
         frames = np.frombuffer(buf, np.uint8, self.frame_bytes, 0).reshape(self.n, self.c, self.h, self.w)
         ex = np.frombuffer(buf, np.float32, 2 * self.n * max(self.k, 1), self.extras_offset)
-        ex = ex.reshape(2, self.n, max(self.k, 1))[:, :, :self.k]
+        ex = ex.reshape(2, self.n, max(self.k, 1))[:, :, : self.k]
         return frames, ex[0], ex[1], np.frombuffer(buf, np.uint8, self.n, self.labels_offset)
 
 
@@ -78,8 +80,9 @@ def _remove_engine_files(instance_ids) -> None:
                 pass
 
 
-def worker_main(conn, shm_path: str, layout: SharedLayout, slots: list[int], settings: DoomSettings,
-                seeds: list[int], workdir: str) -> None:
+def worker_main(
+    conn, shm_path: str, layout: SharedLayout, slots: list[int], settings: DoomSettings, seeds: list[int], workdir: str
+) -> None:
     """The games of env rows ``slots``, stepped one after the other. Commands: ("step", [a per game]),
     ("reset", [seed|None per game]), ("close",); one reply per command."""
     try:
