@@ -141,7 +141,7 @@ class QNetwork(nn.Module):
     def __init__(
         self,
         cfg: NetworkConfig,
-        obs_shape: tuple[int, int, int],
+        obs_shape: tuple[int, ...],
         num_actions: int,
         num_extras: int = 0,
         recurrent: bool = False,

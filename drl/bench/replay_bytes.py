@@ -39,7 +39,8 @@ def task_replay(spec: dict) -> dict:
     """Bytes per transition of the buffers the configs allocate (tensors are zero-filled lazily; nothing is
     touched here, the sizes are those of the allocated storage)."""
     from drl import config
-    from drl.config import AtariEnvConfig, DoomEnvConfig
+    from drl.envs.atari_config import AtariEnvConfig
+    from drl.envs.doom.config import DoomEnvConfig
     from drl.replay import ReplayBuffer
 
     out = {}
