@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(CHECKS), action="append", help="run only these checks")
     args = parser.parse_args(argv)
     names = args.only or list(CHECKS)
-    sides = [(args.before, label(args.before)), (args.after, label(args.after))]
+    # commits are resolved once, here: a branch or HEAD that moves while the checks run does not change the sides
+    sides = [(None if c is None else label(c), label(c)) for c in (args.before, args.after)]
     results: dict[str, dict[str, tuple[str, int, dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="drl-identity-") as tmp:
         for index, (commit, name) in enumerate(sides):
