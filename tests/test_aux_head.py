@@ -180,6 +180,7 @@ def sequence_batch(T: int, B: int, g: torch.Generator) -> SequenceBatch:
     )
 
 
+@pytest.mark.slow  # trains until the head learns (tens of seconds each)
 @pytest.mark.parametrize("algo", ["dqn", "drqn"])
 def test_bce_loss_trains_the_head_on_a_known_answer(algo):
     agent = make(algo, "agent.aux.features=[enemy,health]", "replay.burn_in=0")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from drl import config
 from drl.loop import Trainer
 from drl.metrics import read_metrics
 
 
+@pytest.mark.slow  # trains catch to its score
 def test_dqn_learns_catch_and_stops_at_the_first_evaluation_that_reaches_stop_at(tmp_path):
     cfg = config.load(
         "catch", ["total_steps=40000", "seed=0", "eval.interval=2500", "eval.stop_at=0.9", "tracking.wandb=off"]

@@ -20,7 +20,7 @@ def _fields(step):
     return [step.obs, step.reward, step.terminated, step.truncated, step.reset, step.final_obs, step.extras]
 
 
-@pytest.mark.parametrize("kind", list(EXPERIMENTS))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.doom) if k == "doom" else k for k in EXPERIMENTS])
 def test_split_step_equals_step(kind):
     experiment, overrides = EXPERIMENTS[kind]
     cfg = config.load(experiment, ["env.num_envs=3", *overrides]).env
