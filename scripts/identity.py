@@ -12,8 +12,9 @@ A check hashes its metrics rows without the timing fields. Floating point differ
 only ever compared between two runs made here, never against recorded ones.
 
 The distributed check cannot be bit-identical: which collector's chunk reaches the learner first is up to Ray's
-scheduling. It is compared on what the schedule fixes (the row events and env-step axis, the config) and its final
-evaluation is printed beside the other commit's, not compared.
+scheduling, and so are the interleaving and number of its episode and train rows (they follow chunk arrivals; the
+same commit run twice gave 2231 and 2262 rows). It is compared on what the run's schedule fixes: the env steps of
+its evaluations and its final env steps. Its final evaluation is printed beside the other commit's, not compared.
 
 Exit status: 0 when every check agrees, 1 when one differs, 2 on bad input.
 """
@@ -59,12 +60,15 @@ def run_digest(metrics: Path, exact: bool) -> tuple[str, int, dict]:
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     if exact:
         kept = [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-    else:
-        kept = [{"event": row.get("event"), "env_steps": row.get("env_steps")} for row in rows]
+    else:  # the schedule: evaluation steps and the last step (episode and train rows follow chunk arrivals)
+        kept = [
+            {"eval_steps": [r["env_steps"] for r in rows if r.get("event") == "eval"]},
+            {"final_env_steps": max(r.get("env_steps", 0) for r in rows)},
+        ]
     text = "\n".join(json.dumps(row, sort_keys=True) for row in kept)
     evals = [row for row in rows if row.get("event") == "eval"]
     final = {k: v for k, v in evals[-1].items() if k not in TIMING} if evals else {}
-    return hashlib.sha256(text.encode()).hexdigest(), len(rows), final
+    return hashlib.sha256(text.encode()).hexdigest(), len(rows) if exact else len(evals), final
 
 
 def checkout(commit: str | None, into: Path) -> Path:
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             differ.append(check)
         line = (
-            f"  {check:18s} {kind if same else 'DIFFERENT':13s} rows {before[check][1]} / {after[check][1]}  "
+            f"  {check:18s} {kind if same else 'DIFFERENT':13s} {'rows' if CHECKS[check][1] else 'evals'} "
+            f"{before[check][1]} / {after[check][1]}  "
             f"sha256 {before[check][0][:12]} / {after[check][0][:12]}"
         )
         if not CHECKS[check][1]:
