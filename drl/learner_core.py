@@ -24,10 +24,12 @@ from drl import checkpoint, runtime, segments
 from drl.agent import Agent, EnvSpec
 from drl.config import Config
 from drl.errors import TrainingDiverged, UserError, require
+from drl.evaluation import evaluate, summarize
 from drl.metrics import MetricsWriter
 from drl.replay import ReplayBuffer
 from drl.schedule import Counters, Schedule, linear
 from drl.tracking import TensorBoardTracker, WandbTracker
+from drl.vec_env import make_env
 
 if TYPE_CHECKING:  # drl.loop imports this module
     from drl.loop import StopRequested
@@ -380,8 +382,6 @@ class LearnerCore:
         }
 
     def run_evaluation(self, wall: float) -> dict:
-        from drl.evaluation import evaluate, summarize
-        from drl.vec_env import make_env
 
         cfg = self.cfg
         if self.eval_env is None:

@@ -131,17 +131,7 @@ class ReplayBuffer:
             self.sampler = SequenceSampler(self.storage, n_step, gamma, self.rng, **sequences)
         self.prioritizer = Prioritizer(self.sampler.num_entries, alpha, priority_eps, eta) if prioritized else None
 
-    @staticmethod
-    def frames_bytes(
-        capacity: int,
-        num_envs: int,
-        frame_shape: tuple[int, ...],
-        frame_stack: int,
-        n_step: int = 1,
-        frame_dtype: torch.dtype = torch.uint8,
-    ) -> int:
-        """Bytes of the frame store alone (what ``replay.frames_on_device`` puts in GPU memory)."""
-        return FrameStorage.frames_bytes(capacity, num_envs, frame_shape, frame_stack, n_step, frame_dtype)
+    frames_bytes = staticmethod(FrameStorage.frames_bytes)  # the frame store alone (replay.frames_on_device)
 
     @staticmethod
     def bytes_needed(
