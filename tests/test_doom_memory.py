@@ -164,3 +164,39 @@ def test_outcome_regions():
     assert geo.outcome(geo.maze_x - geo.half_width - geo.goal_depth, y) == 0
     assert geo.outcome(geo.maze_x + geo.half_width + geo.goal_depth, y) == 1
     assert geo.outcome(geo.maze_x - 500, geo.corridor_length - 1) is None
+
+
+_SETTINGS_PROBE = r"""
+import json, os
+from drl.envs.doom import DoomGame, DoomSettings
+
+def forward_y(steps=3):
+    # how far north the player walks in its first steps (before the teleport line at y = 64)
+    game = DoomGame(DoomSettings("t_maze"), seed=1)
+    game.reset()
+    for _ in range(steps):
+        game.step(0)
+    y = game._var("POSITION_Y")
+    config_dir = getattr(game, "_config_dir", "")
+    game.close()
+    return y, os.path.exists(config_dir)
+
+before, kept_before = forward_y()
+dm = DoomGame(DoomSettings("deathmatch", num_bots=1), seed=1)  # its game args hold +cl_run 1
+dm.reset()
+for _ in range(3):
+    dm.step(0)
+dm.close()  # a clean exit: the engine writes its archived cvars (cl_run among them) to its config file
+after, kept_after = forward_y()
+print("JSON" + json.dumps({"before": before, "after": after, "kept": [kept_before, kept_after]}))
+"""
+
+
+def test_one_games_engine_settings_do_not_carry_into_the_next_game(tmp_path):
+    """Each game has an engine config file of its own. With one shared file, a deathmatch game (+cl_run 1) that
+    exited made every later T-maze game run at twice the walking speed its agent trained at (an agent that won 0.975
+    of its games scored 0.575)."""
+    out = run_engine_probe(_SETTINGS_PROBE, tmp_path)
+    assert 0 < out["before"] < 64  # walking, still south of the teleport line
+    assert out["after"] == out["before"]
+    assert out["kept"] == [False, False]  # each game's config folder is removed at close

@@ -5,7 +5,9 @@ also each frame's game-feature bits (``DoomGame.labels``, see ``envs/doom/labels
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +133,14 @@ class DoomGame:
         if game_args:
             g.add_game_args(game_args)
         g.set_seed(int(seed) % (2**31))
-        # keep the engine's _vizdoom.ini out of the working directory (it still makes an empty _vizdoom/ there)
-        cfg_dir = os.path.join(tempfile.gettempdir(), f"drl_vizdoom_{os.getuid()}")
-        os.makedirs(cfg_dir, exist_ok=True)
-        g.set_doom_config_path(os.path.join(cfg_dir, "_vizdoom.ini"))
+        # Each game gets an engine config file of its own, starting from the engine's defaults and removed at
+        # close. The engine writes its archived cvars there at exit and reads them at the next start, so a shared
+        # file carried one game's settings into every later game: deathmatch's +cl_run 1 made later T-maze games
+        # move twice as fast as the ones their agent trained in (docs/reliability.md). It also keeps
+        # _vizdoom.ini out of the working directory (the engine still makes an empty _vizdoom/ there).
+        self._config_dir = tempfile.mkdtemp(prefix="drl_vizdoom_")
+        weakref.finalize(self, shutil.rmtree, self._config_dir, ignore_errors=True)
+        g.set_doom_config_path(os.path.join(self._config_dir, "_vizdoom.ini"))
         # the engine creates ./_vizdoom/ at init unless it exists: two games starting at once in one working
         # directory race on it and one dies ("Failed to create ./_vizdoom/ directory: File exists", SIGSEGV)
         os.makedirs("_vizdoom", exist_ok=True)
@@ -305,6 +311,7 @@ class DoomGame:
         if getattr(self, "game", None) is not None:
             self.game.close()
             del self.game  # a second close() finds none
+        shutil.rmtree(self._config_dir, ignore_errors=True)
 
 
 def summarize_episodes(episodes: list[dict]) -> dict:
