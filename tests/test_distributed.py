@@ -199,6 +199,35 @@ def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
     assert np.array_equal(merged.prioritizer.tree.leaves, one_by_one.prioritizer.tree.leaves)
 
 
+@pytest.mark.parametrize("experiment", ["catch", "memory"])
+def test_collectors_act_at_the_single_process_acting_precision(experiment):
+    """A single-process run acts in float32 on a CPU even where it trains under bf16 autocast
+    (``compute.act_bf16=auto``). So does a collector: its actions and the priorities it computes from its Q values
+    are, bit for bit, those of a collector that trains in float32, and differ from those of one that acts under
+    bf16 (``compute.act_bf16=on``). ``compute.bf16=on`` trains under bf16 on any CPU."""
+    precisions = {
+        "bf16 training": ["compute.bf16=on"],
+        "fp32": ["compute.bf16=off"],
+        "bf16 acting": ["compute.bf16=on", "compute.act_bf16=on"],
+    }
+    chunks = {}
+    for name, overrides in precisions.items():
+        cfg = config.load(
+            experiment,
+            ["tracking.wandb=off", "distributed.collectors=1", "distributed.chunk_steps=64", "env.num_envs=8"]
+            + ["compute.channels_last=off", *overrides],  # one memory layout: fp32 would pick NHWC on a CPU
+        )
+        col = Collector(cfg.model_dump(), 0, 1)
+        assert col.error is None and col.priorities, col.error
+        chunks[name] = [col.collect([], -1) for _ in range(2)]
+    same = lambda a, b: torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))  # noqa: E731  (NaN: no entry)
+    for bf16_training, fp32, bf16_acting in zip(*chunks.values()):
+        assert bf16_training.priorities is not None and torch.isfinite(bf16_training.priorities).any()
+        assert torch.equal(bf16_training.actions, fp32.actions)
+        assert same(bf16_training.priorities, fp32.priorities)
+        assert not same(bf16_acting.priorities, fp32.priorities)  # the precisions are told apart
+
+
 def test_without_ray_the_key_is_a_one_line_error(tmp_path):
     fake = tmp_path / "site" / "ray"
     fake.mkdir(parents=True)
