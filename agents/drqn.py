@@ -44,10 +44,8 @@ class DRQN(DQN):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
         """obs [N, *obs_shape] -> actions [N] and the LSTM state after seeing obs."""
-        if state is None:
-            state = self.initial_state(obs.shape[0])
-        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state, acting=True)
-        return epsilon_greedy(q[0], epsilon, obs.shape[0], self.num_actions, self.generator), state
+        q, state = self.action_values(obs, state, extras)
+        return epsilon_greedy(q, epsilon, obs.shape[0], self.num_actions, self.generator), state
 
     @torch.no_grad()
     def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
