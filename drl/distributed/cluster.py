@@ -214,11 +214,15 @@ class CollectorPool:
             self.close()
             raise UserError(f"collector {failed[0][0]} could not start: {failed[0][1]}")
         self.pids = [info["pid"] for info in self.infos]
+        self.seeds = [info["seed"] for info in self.infos]
         self.write_pids()
 
     def write_pids(self) -> None:
-        """``RUN_DIR/collectors.json``: each collector's process id (rewritten when Ray restarts one)."""
-        (self.run_dir / "collectors.json").write_text(json.dumps({"pids": self.pids, "alive": self.alive}) + "\n")
+        """``RUN_DIR/collectors.json``: each collector's process id (rewritten when Ray restarts one) and the seed it
+        started with (one that Ray restarted plays from that seed plus its new process id)."""
+        (self.run_dir / "collectors.json").write_text(
+            json.dumps({"pids": self.pids, "alive": self.alive, "seeds": self.seeds}) + "\n"
+        )
 
     def idle(self, i: int) -> int:
         return self.inflight - self.queued[i] if self.alive[i] else 0

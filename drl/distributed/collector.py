@@ -26,6 +26,12 @@ def apex_epsilon(index: int, count: int, base: float = 0.4, alpha: float = 7.0) 
     return base if count == 1 else base ** (1 + alpha * index / (count - 1))
 
 
+def collector_seed(seed: int, index: int) -> int:
+    """The seed of collector ``index`` of a run seeded ``seed``: its envs, its epsilon draws and its process's
+    random state start from it (a collector that Ray restarted adds its process id, to play new episodes)."""
+    return seed + 100_003 * (index + 1)
+
+
 def _restarted_by_ray() -> bool:
     """This actor process replaces one that died (False outside Ray, e.g. in tests)."""
     try:
@@ -65,7 +71,7 @@ class Collector:
         self.epsilon = apex_epsilon(index, count, dist.eps_base, dist.eps_alpha)
         self.incarnation = uuid.uuid4().hex[:12]
         restarted = _restarted_by_ray()
-        seed = cfg.seed + 100_003 * (index + 1) + (os.getpid() if restarted else 0)  # a restart plays new episodes
+        seed = self.seed = collector_seed(cfg.seed, index) + (os.getpid() if restarted else 0)
         runtime.seed_everything(seed)
         cpu = torch.device("cpu")
         self.env = make_env(
@@ -102,6 +108,7 @@ class Collector:
             "chunk_vector_steps": self.T,
             "epsilon": self.epsilon,
             "pid": os.getpid(),
+            "seed": self.seed,
             "incarnation": self.incarnation,
         }
 
