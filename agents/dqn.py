@@ -127,8 +127,9 @@ class DQN:
 
     @torch.no_grad()
     def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
-        """float32 Q ``[N, A]`` of the online network; ``state`` stays None (feed-forward)."""
-        return self.q_values(self.online, obs, extras), state
+        """float32 Q ``[N, A]`` of the online network at the acting precision (what ``act`` chooses from);
+        ``state`` stays None (feed-forward)."""
+        return self.q_values(self.online, obs, extras, acting=True), state
 
     def acting_weights(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}

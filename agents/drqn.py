@@ -44,17 +44,16 @@ class DRQN(DQN):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state, epsilon: float, extras: torch.Tensor | None = None):
         """obs [N, *obs_shape] -> actions [N] and the LSTM state after seeing obs."""
-        if state is None:
-            state = self.initial_state(obs.shape[0])
-        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state, acting=True)
-        return epsilon_greedy(q[0], epsilon, obs.shape[0], self.num_actions, self.generator), state
+        q, state = self.action_values(obs, state, extras)
+        return epsilon_greedy(q, epsilon, obs.shape[0], self.num_actions, self.generator), state
 
     @torch.no_grad()
     def action_values(self, obs: torch.Tensor, state, extras: torch.Tensor | None = None):
-        """float32 Q ``[N, A]`` of one step of the online network's unroll, and the LSTM state after it."""
+        """float32 Q ``[N, A]`` of one step of the online network's unroll at the acting precision (what ``act``
+        chooses from), and the LSTM state after it."""
         if state is None:
             state = self.initial_state(obs.shape[0])
-        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state)
+        q, state = self.unroll(self.online, obs[None], None if extras is None else extras[None], state, acting=True)
         return q[0], state
 
     def loss(self, batch: SequenceBatch):  # type: ignore[override]  # its sampler gives sequences, not transitions

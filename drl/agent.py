@@ -56,8 +56,9 @@ class Agent(Protocol):
     def action_values(
         self, obs: torch.Tensor, state: Any, extras: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Any]:
-        """float32 Q ``[N, A]`` of obs (the online network's, at the training precision) and the state after
-        seeing obs. A collector acts epsilon-greedily on them and computes its initial priorities from them."""
+        """float32 Q ``[N, A]`` of obs (the online network's, at the precision ``act`` runs at: the Q values greedy
+        acting chooses from) and the state after seeing obs. A collector acts epsilon-greedily on them and computes
+        its initial priorities from them, so it acts as a single-process run on its device would."""
 
     def acting_weights(self) -> dict:
         """CPU copies of the weights acting needs (a distributed learner publishes them to its collectors)."""

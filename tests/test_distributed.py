@@ -1,12 +1,13 @@
 """Distributed training (``drl/distributed``, ``distributed.collectors=N``).
 
 Without Ray: a collector's chunks stored by the learner give the same replay as the single-process path (frames,
-flags, sequence starts and their LSTM states), initial priorities are the n-step TD errors they claim to be, and
+flags, sequence starts and their LSTM states), initial priorities are the n-step TD errors they claim to be,
+collectors act at the single-process acting precision, a resumed run's collectors play from new seeds, and
 ``distributed.collectors`` without Ray installed is a one-line error. On a local Ray cluster (skipped without Ray;
 a few tens of seconds each on 2 cores): catch solved with 2 collectors, the memory task solved with DRQN sequences
 sent through Ray, a collector that cannot start (one line), a killed collector restarted while training goes on,
-SIGINT (exit 130, checkpoint, no Ray process left) and --resume, and eval.stop_at ending a run (with target
-syncs counted in env steps, as in a single-process run).
+SIGINT (exit 130, checkpoint, no Ray process left) and --resume (collectors on new seeds), and eval.stop_at ending
+a run (with target syncs counted in env steps, as in a single-process run).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from drl.distributed.collector import Collector, apex_epsilon
 from drl.metrics import read_metrics
 from drl.processes import alive, descendants
 from drl.replay import ReplayBuffer, n_step_returns
+from drl.vec_env import make_env
 
 pytestmark = pytest.mark.ray
 
@@ -197,6 +199,51 @@ def test_merged_chunks_are_stored_like_chunks_one_by_one(experiment):
         for name in ("start_slot", "start_state"):
             assert torch.equal(getattr(merged.sampler, name), getattr(one_by_one.sampler, name)), name
     assert np.array_equal(merged.prioritizer.tree.leaves, one_by_one.prioritizer.tree.leaves)
+
+
+@pytest.mark.parametrize("experiment", ["catch", "memory"])
+def test_collectors_act_at_the_single_process_acting_precision(experiment):
+    """A single-process run acts in float32 on a CPU even where it trains under bf16 autocast
+    (``compute.act_bf16=auto``). So does a collector: its actions and the priorities it computes from its Q values
+    are, bit for bit, those of a collector that trains in float32, and differ from those of one that acts under
+    bf16 (``compute.act_bf16=on``). ``compute.bf16=on`` trains under bf16 on any CPU."""
+    precisions = {
+        "bf16 training": ["compute.bf16=on"],
+        "fp32": ["compute.bf16=off"],
+        "bf16 acting": ["compute.bf16=on", "compute.act_bf16=on"],
+    }
+    chunks = {}
+    for name, overrides in precisions.items():
+        cfg = config.load(
+            experiment,
+            ["tracking.wandb=off", "distributed.collectors=1", "distributed.chunk_steps=64", "env.num_envs=8"]
+            + ["compute.channels_last=off", *overrides],  # one memory layout: fp32 would pick NHWC on a CPU
+        )
+        col = Collector(cfg.model_dump(), 0, 1)
+        assert col.error is None and col.priorities, col.error
+        chunks[name] = [col.collect([], -1) for _ in range(2)]
+    same = lambda a, b: torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))  # noqa: E731  (NaN: no entry)
+    for bf16_training, fp32, bf16_acting in zip(*chunks.values()):
+        assert bf16_training.priorities is not None and torch.isfinite(bf16_training.priorities).any()
+        assert torch.equal(bf16_training.actions, fp32.actions)
+        assert same(bf16_training.priorities, fp32.priorities)
+        assert not same(bf16_acting.priorities, fp32.priorities)  # the precisions are told apart
+
+
+def test_a_resumed_runs_collectors_play_new_episodes():
+    """A new run's collector i plays from ``seed + 100_003 * (i + 1)``; a resumed run's, started at the checkpoint's
+    env steps, from that plus the steps: new episodes, not the ones the run started with."""
+    cfg = config.load(
+        "catch",
+        ["tracking.wandb=off", "seed=3", "distributed.collectors=2", "env.num_envs=8", "distributed.chunk_steps=64"],
+    )
+    new, resumed = Collector(cfg.model_dump(), 1, 2), Collector(cfg.model_dump(), 1, 2, env_steps=5120)
+    assert new.info()["seed"] == 3 + 100_003 * 2 and resumed.info()["seed"] == 3 + 100_003 * 2 + 5120
+    for col in (new, resumed):  # the recorded seed is the one its envs play
+        env = make_env(cfg.env, torch.device("cpu"), col.seed, num_envs=8)
+        assert torch.equal(col.step.obs, env.reset(seed=col.seed).obs)
+    first, first_resumed = new.collect([], -1), resumed.collect([], -1)
+    assert not torch.equal(first.frames, first_resumed.frames)
 
 
 def test_without_ray_the_key_is_a_one_line_error(tmp_path):
@@ -415,7 +462,10 @@ def test_sigint_stops_everything_and_the_run_resumes(tmp_path):
     payload = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
     steps = payload["counters"]["env_steps"]
     assert steps > 0 and payload["distributed"]["collectors"] == 2
+    seeds = lambda: json.loads((run_dir / "collectors.json").read_text())["seeds"]  # noqa: E731
+    assert seeds() == [100_003, 200_006]  # seed 0's collectors 0 and 1
     resumed = train("--resume", run_dir, f"total_steps={steps + 5000}", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert seeds() == [100_003 + steps, 200_006 + steps]  # the resumed run's collectors play new episodes
     assert rows(run_dir, "eval")[-1]["env_steps"] >= steps + 5000
     assert rows(run_dir, "train")[-1]["updates"] > payload["agent"]["updates"]

@@ -249,6 +249,7 @@ def test_acting_precision_on_a_cpu(act_bf16):
     acting = agent.q_values(agent.online, obs, acting=True)
     assert torch.equal(acting, q_bf16 if act_bf16 == "on" else q_fp32)
     assert torch.equal(agent.q_values(agent.online, obs), q_bf16)  # targets and the loss keep bf16
+    assert torch.equal(agent.action_values(obs, None)[0], acting)  # what a collector acts on and scores
     actions, _ = agent.act(obs, None, epsilon=0.0)
     assert torch.equal(actions, acting.argmax(1))
 

@@ -187,9 +187,10 @@ class Cluster:
 
 
 class CollectorPool:
-    """The collector actors and their queued ``collect`` calls (``distributed.inflight`` per collector)."""
+    """The collector actors and their queued ``collect`` calls (``distributed.inflight`` per collector), started
+    when the learner has counted ``env_steps`` env steps (0, or a resumed run's)."""
 
-    def __init__(self, cfg, run_dir: Path):
+    def __init__(self, cfg, run_dir: Path, env_steps: int = 0):
         import ray
 
         from drl.distributed.collector import remote_class
@@ -199,7 +200,7 @@ class CollectorPool:
         self.run_dir = Path(run_dir)
         actor = remote_class(dist)
         data = cfg.model_dump()
-        self.actors = [actor.remote(data, i, self.count) for i in range(self.count)]
+        self.actors = [actor.remote(data, i, self.count, env_steps) for i in range(self.count)]
         self.pending: dict = {}  # info ObjectRef -> (collector index, chunk ObjectRef)
         self.queued = [0] * self.count
         self.alive = [True] * self.count
@@ -214,11 +215,15 @@ class CollectorPool:
             self.close()
             raise UserError(f"collector {failed[0][0]} could not start: {failed[0][1]}")
         self.pids = [info["pid"] for info in self.infos]
+        self.seeds = [info["seed"] for info in self.infos]
         self.write_pids()
 
     def write_pids(self) -> None:
-        """``RUN_DIR/collectors.json``: each collector's process id (rewritten when Ray restarts one)."""
-        (self.run_dir / "collectors.json").write_text(json.dumps({"pids": self.pids, "alive": self.alive}) + "\n")
+        """``RUN_DIR/collectors.json``: each collector's process id (rewritten when Ray restarts one) and the seed it
+        started with (one that Ray restarted plays from that seed plus its new process id)."""
+        (self.run_dir / "collectors.json").write_text(
+            json.dumps({"pids": self.pids, "alive": self.alive, "seeds": self.seeds}) + "\n"
+        )
 
     def idle(self, i: int) -> int:
         return self.inflight - self.queued[i] if self.alive[i] else 0

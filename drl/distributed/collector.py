@@ -26,6 +26,14 @@ def apex_epsilon(index: int, count: int, base: float = 0.4, alpha: float = 7.0) 
     return base if count == 1 else base ** (1 + alpha * index / (count - 1))
 
 
+def collector_seed(seed: int, index: int, env_steps: int = 0) -> int:
+    """The seed of collector ``index`` of a run seeded ``seed`` whose learner had counted ``env_steps`` env steps
+    when it started the collector (0 in a new run, the checkpoint's in a resumed one, so that a resumed run plays
+    new episodes, as a resumed single-process run's envs do). Its envs, its epsilon draws and its process's random
+    state start from it; a collector that Ray restarted adds its process id, to play new episodes too."""
+    return seed + 100_003 * (index + 1) + env_steps
+
+
 def _restarted_by_ray() -> bool:
     """This actor process replaces one that died (False outside Ray, e.g. in tests)."""
     try:
@@ -37,14 +45,15 @@ def _restarted_by_ray() -> bool:
 
 class Collector:
     """One collector (a Ray actor): ``info()``, ``pid()``, ``collect(weights, version, explore) -> Chunk``.
+    ``env_steps``: the learner's env steps when it starts the collector (seeds it, ``collector_seed``).
 
     A set-up error (a bad env setting, a missing game) is kept and reported by ``info()``, so the learner stops
     with one line instead of Ray printing the traceback of a dead actor."""
 
-    def __init__(self, cfg_data: dict, index: int, count: int):
+    def __init__(self, cfg_data: dict, index: int, count: int, env_steps: int = 0):
         self.error = None
         try:
-            self._setup(cfg_data, index, count)
+            self._setup(cfg_data, index, count, env_steps)
         except Exception as exc:  # noqa: BLE001 - reported by info() / collect()
             from drl.errors import UserError, first_line
 
@@ -52,7 +61,7 @@ class Collector:
                 first_line(exc, 300) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
             )
 
-    def _setup(self, cfg_data: dict, index: int, count: int) -> None:
+    def _setup(self, cfg_data: dict, index: int, count: int, env_steps: int) -> None:
         from drl import config, runtime
         from drl.agent import EnvSpec, make_agent
 
@@ -65,7 +74,7 @@ class Collector:
         self.epsilon = apex_epsilon(index, count, dist.eps_base, dist.eps_alpha)
         self.incarnation = uuid.uuid4().hex[:12]
         restarted = _restarted_by_ray()
-        seed = cfg.seed + 100_003 * (index + 1) + (os.getpid() if restarted else 0)  # a restart plays new episodes
+        seed = self.seed = collector_seed(cfg.seed, index, env_steps) + (os.getpid() if restarted else 0)
         runtime.seed_everything(seed)
         cpu = torch.device("cpu")
         self.env = make_env(
@@ -102,6 +111,7 @@ class Collector:
             "chunk_vector_steps": self.T,
             "epsilon": self.epsilon,
             "pid": os.getpid(),
+            "seed": self.seed,
             "incarnation": self.incarnation,
         }
 

@@ -56,7 +56,8 @@ class Learner:
         self.pool: CollectorPool
         self.replay: ReplayBuffer | RemoteReplay
         try:  # a failure below must not leave actors or a local cluster behind
-            self.pool = CollectorPool(cfg, Path(run_dir))
+            env_steps = 0 if resume_from is None else resume_from["counters"]["env_steps"]
+            self.pool = CollectorPool(cfg, Path(run_dir), env_steps)  # a resumed run's collectors play new episodes
             self._set_up(rt, Path(run_dir), resume_from, init_from)
         except BaseException:
             if hasattr(self, "pool"):
