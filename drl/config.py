@@ -117,7 +117,7 @@ class ComputeConfig(Section):
     act_bf16: Literal["auto", "on", "off"] = "auto"  # acting under bf16 too; auto = on CUDA only (CPU: fp32 faster)
     compile: bool = False  # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)  # torch intra-op threads, 0 = number of cores
-    overlap_env: bool = True  # updates run while the env steps (they see replay up to t-1)
+    overlap_env: bool = True  # updates run while the env steps; on or off, they see replay up to t-1
 
     @field_validator("bf16", "channels_last", "act_bf16", mode="before")
     @classmethod
