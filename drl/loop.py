@@ -71,7 +71,7 @@ class Trainer:
     ):
         self.cfg = cfg
         rt = set_up_runtime(cfg)
-        self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
+        self.device, self.bf16, self.threads, self.overlap_env = rt.device, rt.bf16, rt.threads, rt.overlap_env
         self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
             self.step = self.env.reset(seed=cfg.seed)
@@ -169,7 +169,7 @@ class Trainer:
         state = self.acting_state if self.acting_state is not None else self.agent.initial_state(self.env.num_envs)
         actions, new_state = self.agent.act(obs, state, epsilon, extras)
         self.env.step_async(actions)
-        overlap = cfg.compute.overlap_env
+        overlap = self.overlap_env
         if overlap:  # learn while the env steps (ALE threads, Doom workers)
             self._learn(learning)
         step = self.env.step_wait()

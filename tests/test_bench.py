@@ -42,16 +42,18 @@ def test_quick_bench_writes_every_section(tmp_path):
     cpu_pong, cpu_doom = result["pong"]["cpu"], result["doom"]["cpu"]
     for run in (
         cpu_pong["drl_same_hp"],
-        cpu_pong["drl_same_hp_sequential"],
+        cpu_pong["drl_same_hp_overlap_flipped"],
         cpu_pong["drl_default"],
         cpu_doom["drl_drqn"],
-        cpu_doom["drl_drqn_sequential"],
+        cpu_doom["drl_drqn_overlap_flipped"],
     ):
         assert _positive(run["sps"]) and _positive(run["updates_per_s"]) and _positive(run["peak_rss_mb"])
     assert cpu_pong["drl_same_hp"]["num_envs"] == 1 and cpu_pong["drl_same_hp"]["batch_size"] == 32
     assert cpu_doom["drl_drqn"]["algo"] == "drqn"
     assert "skipped" in cpu_pong["sb3"] and cpu_pong["ratio_same_hp_vs_sb3"] is None
-    assert _positive(cpu_pong["overlap_gain"]) and _positive(cpu_doom["overlap_gain"])  # vs overlap_env=false
+    for world, name in ((cpu_pong, "drl_same_hp"), (cpu_doom, "drl_drqn")):  # auto's choice against the other one
+        assert _positive(world["overlap_gain"]) and world["overlap_auto"] is world[name]["overlap_env"]
+        assert world[f"{name}_overlap_flipped"]["overlap_env"] is not world[name]["overlap_env"]
 
     cases = result["update"]["cpu"]["cases"]
     precisions = ("fp32", "bf16") if machine["cpu_bf16_native"] else ("fp32",)  # emulated bf16 is skipped

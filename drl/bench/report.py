@@ -251,14 +251,20 @@ def print_report(result: dict) -> None:
     )
 
     rows = [
-        [section, device, _fmt(res.get("overlap_gain"), ".3f")]
+        [
+            section,
+            device,
+            _fmt(res["overlap_gain"], ".3f"),
+            "on" if res["overlap_auto"] else "off",
+            "yes" if res["overlap_auto_faster"] else "no",
+        ]
         for section in ("pong", "doom")
         for device, res in result[section].items()
         if "overlap_gain" in res
     ]
     table(
-        "Env stepping overlapped with learning: steps/s with / without (compute.overlap_env)",
-        ["world", "device", "gain"],
+        "Env stepping overlapped with learning: steps/s with / without (compute.overlap_env; the same training)",
+        ["world", "device", "with / without", "auto chose", "the faster"],
         rows,
     )
 
