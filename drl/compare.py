@@ -56,7 +56,16 @@ GRID_POINTS = 200
 TRAIN_WINDOW = 20  # training episodes per point of the smoothed training return
 UNKNOWN_ENV = "unknown env"
 DOOM_DEFAULT_SCENARIO = "health_gathering"  # what a Doom run without env.doom.scenario plays
-IGNORED_CONFIG_KEYS = ("seed", "output_dir", "tracking.", "compute.threads", "device", "init_from")
+# keys that do not decide a curve (compute.overlap_env: speed only, tests/test_overlap.py)
+IGNORED_CONFIG_KEYS = (
+    "seed",
+    "output_dir",
+    "tracking.",
+    "compute.threads",
+    "compute.overlap_env",
+    "device",
+    "init_from",
+)
 
 
 @dataclass

@@ -40,6 +40,12 @@ class EnvSection(Section):
     num_envs: int = Field(4, ge=1, le=4096)  # envs stepping together (one vector step = num_envs agent steps)
     reward_scale: float = Field(1.0, gt=0.0)  # learning rewards only (after clipping/shaping)
 
+    def stepping(self) -> Literal["caller", "threads", "processes"]:
+        """Where a vector step runs between ``step_async`` and ``step_wait``: in the caller's thread (all in
+        ``step_wait``; the default), in threads of this process (ALE) or in worker processes (Doom). What
+        ``compute.overlap_env: auto`` decides from (``drl.runtime.use_overlap_env``)."""
+        return "caller"
+
 
 class NetworkConfig(Section):
     encoder: str = "nature"  # a registered encoder: nature, doom, small (images), mlp (vectors)
@@ -117,9 +123,9 @@ class ComputeConfig(Section):
     act_bf16: Literal["auto", "on", "off"] = "auto"  # acting under bf16 too; auto = on CUDA only (CPU: fp32 faster)
     compile: bool = False  # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)  # torch intra-op threads, 0 = number of cores
-    overlap_env: bool = True  # updates run while the env steps (they see replay up to t-1)
+    overlap_env: Literal["auto", "on", "off"] = "auto"  # updates while the env steps (speed only); auto: see runtime
 
-    @field_validator("bf16", "channels_last", "act_bf16", mode="before")
+    @field_validator("bf16", "channels_last", "act_bf16", "overlap_env", mode="before")
     @classmethod
     def _yaml_booleans(cls, value):  # YAML reads on/off as booleans
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value

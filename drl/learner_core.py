@@ -41,6 +41,7 @@ class Runtime:
     bf16: bool
     threads: int
     generator: torch.Generator  # the agent's acting draws
+    overlap_env: bool  # the single-process loop's (drl.loop): updates while the envs step
 
 
 def set_up_runtime(cfg: Config) -> Runtime:
@@ -50,9 +51,10 @@ def set_up_runtime(cfg: Config) -> Runtime:
     threads = runtime.configure_threads(cfg.compute)
     runtime.seed_everything(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    overlap_env = runtime.use_overlap_env(cfg.compute, cfg.env, device, threads)
     if cfg.tracking.tensorboard:  # before any env starts: a missing package is one line, nothing to close
         require("torch.utils.tensorboard", "tracking.tensorboard", "tensorboard", "tensorboard")
-    return Runtime(device, bf16, threads, generator)
+    return Runtime(device, bf16, threads, generator, overlap_env)
 
 
 def replay_arguments(

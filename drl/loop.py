@@ -71,7 +71,7 @@ class Trainer:
     ):
         self.cfg = cfg
         rt = set_up_runtime(cfg)
-        self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
+        self.device, self.bf16, self.threads, self.overlap_env = rt.device, rt.bf16, rt.threads, rt.overlap_env
         self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
             self.step = self.env.reset(seed=cfg.seed)
@@ -154,8 +154,10 @@ class Trainer:
             return core.finish(started, last_eval, last_eval_step)
 
     def _env_step(self, started: float) -> float:
-        """One vector step: act, step the envs (learning meanwhile with ``compute.overlap_env``), store it, learn
-        what it owes, sync the target when due. Returns the step's epsilon."""
+        """One vector step: act, step the envs, learn what the step owes, store the step, sync the target when due.
+        With ``compute.overlap_env`` the updates run while the envs step (between ``step_async`` and
+        ``step_wait``), without it after the step is back; either way before the step is stored, so they sample
+        the replay up to the previous step and both settings train identically. Returns the step's epsilon."""
         cfg, c, agent_cfg = self.cfg, self.counters, self.cfg.agent
         learning = c.env_steps >= agent_cfg.learning_starts
         epsilon = (
@@ -167,10 +169,12 @@ class Trainer:
         state = self.acting_state if self.acting_state is not None else self.agent.initial_state(self.env.num_envs)
         actions, new_state = self.agent.act(obs, state, epsilon, extras)
         self.env.step_async(actions)
-        overlap = cfg.compute.overlap_env
-        if overlap:  # learn while the env steps (ALE threads, Doom workers): replay up to the last step
+        overlap = self.overlap_env
+        if overlap:  # learn while the env steps (ALE threads, Doom workers)
             self._learn(learning)
         step = self.env.step_wait()
+        if not overlap:
+            self._learn(learning)
         if cfg.env.reward_scale != 1.0:
             step.reward = step.reward * cfg.env.reward_scale
         self.replay.add_step(obs, self.first_flags, actions, step, extras, acting_state=state, labels=labels)
@@ -181,8 +185,6 @@ class Trainer:
         self.core.bar.update(self.env.num_envs)
         for ep in step.episodes:
             self.core.record_episode(ep, time.perf_counter() - started)
-        if not overlap:
-            self._learn(learning)
         self.core.sync_target_if_due()
         return epsilon
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from drl.config import ComputeConfig, ConfigError
+from drl.config import ComputeConfig, ConfigError, EnvSection
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,6 +65,32 @@ def use_bf16_acting(cfg: ComputeConfig, device: torch.device, bf16: bool) -> boo
     return device.type == "cuda"
 
 
+def use_overlap_env(
+    cfg: ComputeConfig, env: EnvSection, device: torch.device, threads: int, cores: int | None = None
+) -> bool:
+    """Whether the updates a step owes run while the envs step (``compute.overlap_env``). On and off train
+    identically (``drl.loop.Trainer._env_step``), so this is speed only. auto, from where the env steps
+    (``env.stepping()``), the device, torch's ``threads`` and this process's ``cores``:
+
+    - the caller's thread (torch-native envs, Gymnasium sync): off, nothing runs meanwhile;
+    - CUDA: on, the update runs on the GPU while the CPU steps the envs;
+    - a core left free by torch's threads (``compute.threads`` / ``DRL_THREADS`` below the cores): on, the env
+      steps there;
+    - torch on every core: the env competes with the update's threads. Worker processes (Doom, Gymnasium async):
+      on, else the learner idles through each step's pipe round trip (Doom health_gathering +8.5 % on a 2-core
+      EPYC). ALE's threads: off, a few games' step is short against an update and the busy core stalls torch's
+      parallel regions (Pong at 1 env -15 % on the same machine). ``drl.bench`` measures both ways
+      (``overlap_gain``)."""
+    if cfg.overlap_env != "auto":
+        return cfg.overlap_env == "on"
+    stepping = env.stepping()
+    if stepping == "caller":
+        return False
+    if device.type == "cuda" or threads < (cores or cpu_count()):
+        return True
+    return stepping == "processes"
+
+
 def cpu_count() -> int:
     """CPU cores this process may run on (its affinity mask); ``os.cpu_count()`` where there is no affinity call
     (macOS)."""
@@ -73,9 +99,14 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def configure_threads(cfg: ComputeConfig) -> int:
+def thread_count(cfg: ComputeConfig) -> int:
+    """torch threads for a run: ``compute.threads``, else ``DRL_THREADS``, else every usable core."""
     # DRL_THREADS lets a shared machine cap every run (e.g. tests beside a long training) without config edits
-    threads = cfg.threads or int(os.environ.get("DRL_THREADS", 0)) or cpu_count()
+    return cfg.threads or int(os.environ.get("DRL_THREADS", 0)) or cpu_count()
+
+
+def configure_threads(cfg: ComputeConfig) -> int:
+    threads = thread_count(cfg)
     torch.set_num_threads(threads)
     return threads
 

@@ -184,10 +184,12 @@ def main(argv: list[str]) -> int:
     # after the set-up, so a failed resume leaves config.yaml as it was; the run's own config (a distributed
     # learner trains on a copy with prioritized replay)
     write_run_files(trainer.cfg, run_dir)
+    overlap = getattr(trainer, "overlap_env", None)  # the single-process loop's; a distributed learner steps no env
+    overlap_text = "" if overlap is None else f", overlap_env {overlap}"
     try:
         print(
             f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
-            f"{trainer.threads} threads, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
+            f"{trainer.threads} threads{overlap_text}, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
             f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})"
         )
         if parent is not None:

@@ -22,3 +22,6 @@ class AtariEnvConfig(EnvSection):
     max_episode_frames: int = Field(108_000, ge=1)  # time limit in emulator frames, a truncation (bootstrapped)
     flicker: float = Field(0.0, ge=0.0, le=1.0)  # probability a frame is fully blanked (partial observability)
     num_threads: int = Field(0, ge=0)  # ALE worker threads, 0 = one per core
+
+    def stepping(self) -> Literal["threads"]:
+        return "threads"  # ALE's C++ vector env

@@ -19,3 +19,6 @@ class GymEnvConfig(EnvSection):
     vectorization: Literal["sync", "async"] = "sync"  # async: one subprocess per env
     frame_stack: int = Field(1, ge=1, le=16)  # observations stacked along the first axis
     max_episode_steps: int | None = Field(None, ge=1)  # time limit (a truncation); None: the env's own
+
+    def stepping(self) -> Literal["caller", "processes"]:
+        return "processes" if self.vectorization == "async" else "caller"

@@ -42,16 +42,18 @@ def test_quick_bench_writes_every_section(tmp_path):
     cpu_pong, cpu_doom = result["pong"]["cpu"], result["doom"]["cpu"]
     for run in (
         cpu_pong["drl_same_hp"],
-        cpu_pong["drl_same_hp_sequential"],
+        cpu_pong["drl_same_hp_overlap_flipped"],
         cpu_pong["drl_default"],
         cpu_doom["drl_drqn"],
-        cpu_doom["drl_drqn_sequential"],
+        cpu_doom["drl_drqn_overlap_flipped"],
     ):
         assert _positive(run["sps"]) and _positive(run["updates_per_s"]) and _positive(run["peak_rss_mb"])
     assert cpu_pong["drl_same_hp"]["num_envs"] == 1 and cpu_pong["drl_same_hp"]["batch_size"] == 32
     assert cpu_doom["drl_drqn"]["algo"] == "drqn"
     assert "skipped" in cpu_pong["sb3"] and cpu_pong["ratio_same_hp_vs_sb3"] is None
-    assert _positive(cpu_pong["overlap_gain"]) and _positive(cpu_doom["overlap_gain"])  # vs overlap_env=false
+    for world, name in ((cpu_pong, "drl_same_hp"), (cpu_doom, "drl_drqn")):  # auto's choice against the other one
+        assert _positive(world["overlap_gain"]) and world["overlap_auto"] is world[name]["overlap_env"]
+        assert world[f"{name}_overlap_flipped"]["overlap_env"] is not world[name]["overlap_env"]
 
     cases = result["update"]["cpu"]["cases"]
     precisions = ("fp32", "bf16") if machine["cpu_bf16_native"] else ("fp32",)  # emulated bf16 is skipped
@@ -78,15 +80,23 @@ def test_quick_bench_writes_every_section(tmp_path):
 
     assert result["memory"] and all(_positive(v) for v in result["memory"].values())
     assert {t["name"] for t in result["targets"]} == {
-        "pong_cap_share",
+        "pong_loop_floor_share",
+        "pong_vs_sb3_bf16" if machine["cpu_bf16_native"] else "pong_vs_sb3_fp32",
         "pong_time_to_18_vs_sb3",
         "update_share",
         "atari_vecenv_sps",
         "doom_vecenv_sps",
         "doom_drqn_vs_sb3",
     }
-    (cap,) = [t for t in result["targets"] if t["name"] == "pong_cap_share"]
-    assert _positive(cap["measured"])  # drl at SB3's hyperparameters against the update floor's cap
+    # the loop floor's parts: SB3's update, greedy forwards at 1 and 4 envs, one step of 1 and 4 Pong envs
+    parts = result["update"]["cpu"]
+    assert _positive(parts["floor_same_hp"]["floor_ms"]) and not parts["floor_same_hp"]["double"]
+    assert (
+        all(_positive(parts["act_floor"][b]["ms"]) for b in ("b1", "b4"))
+        and {"1", "4"} <= vec["atari"]["counts"].keys()
+    )
+    (share,) = [t for t in result["targets"] if t["name"] == "pong_loop_floor_share"]
+    assert _positive(share["measured"])  # drl at SB3's hyperparameters against the loop floor
     time_to_18 = result["time_to_18"]["cpu"]  # no SB3 figure without SB3: no ratio, but the drl side is there
     assert time_to_18.get("ratio") is None and time_to_18["drl_sps"] == cpu_pong["drl_default"]["sps"]
 
@@ -176,3 +186,122 @@ def test_busy_cores_sees_a_spinning_process():
         spinner.kill()
         spinner.wait()
     assert busy is not None and 0.5 <= busy <= os.cpu_count(), busy
+
+
+def _synthetic_result(cpu_bf16_native: bool) -> dict:
+    """A bench result with made-up figures: the Pong runs, update floors, forwards and env steps a loop floor needs."""
+    precision = "bf16" if cpu_bf16_native else "fp32"
+    bf16 = cpu_bf16_native
+
+    def run(sps, batch, double, envs):
+        return {"sps": sps, "bf16": bf16, "batch_size": batch, "double": double, "num_envs": envs, "train_freq": 4}
+
+    def case(batch, floor_ms, share):
+        return {"batch_size": batch, "precision": precision, "double": True, "floor_ms": floor_ms, "share": share}
+
+    return {
+        "meta": {"machine": {"cpu_bf16_native": cpu_bf16_native}},
+        "pong": {
+            "cpu": {
+                "drl_same_hp": run(160.0, 32, False, 1),
+                "drl_default": run(100.0, 64, True, 4),
+                "sb3": {"sps": 100.0},
+                "ratio_same_hp_vs_sb3": 1.6,
+            }
+        },
+        "doom": {"cpu": {"ratio_drqn_vs_sb3": 2.1}},
+        "update": {
+            "cpu": {
+                "cases": {  # batch 32 with double DQN's target: not SB3's update, must not be picked for it
+                    "b32": {**case(32, 25.0, 0.95), "drl_default_precision": True},
+                    "b64": {**case(64, 30.0, 0.85), "drl_default_precision": True},
+                },
+                "floor_same_hp": {"batch_size": 32, "precision": precision, "double": False, "floor_ms": 20.0},
+                "act_floor": {"b1": {"ms": 0.5}, "b4": {"ms": 0.8}},
+            }
+        },
+        "vecenv": {
+            "cpu": {
+                "atari": {"counts": {"1": {"num_envs": 1, "sps": 4000.0}, "4": {"num_envs": 4, "sps": 8000.0}}},
+                "doom": {"counts": {"2": {"num_envs": 2, "sps": 6000.0}}},
+            }
+        },
+        "time_to_18": {"cpu": {"drl_steps": 360_000, "sb3_steps": 1_020_000, "sb3_minutes": 170.0, "ratio": 2.9}},
+    }
+
+
+def test_loop_floor_is_the_update_plus_train_freq_forwards_and_env_steps_per_update():
+    from drl.bench.report import loop_floor
+
+    floor = loop_floor(update_ms=20.0, act_ms=0.5, env_step_ms=0.25, train_freq=4, num_envs=1)
+    assert floor["ms_per_update"] == pytest.approx(23.0) and floor["sps"] == pytest.approx(4000 / 23)
+    floor = loop_floor(update_ms=30.0, act_ms=0.8, env_step_ms=0.5, train_freq=4, num_envs=8)  # an update per 2 steps
+    assert floor["vector_steps_per_update"] == 0.5 and floor["ms_per_update"] == pytest.approx(30.65)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_targets_judge_pong_by_its_loop_floor_and_the_precision_the_cpu_runs(native):
+    from drl.bench.report import loop_floors, targets
+
+    result = _synthetic_result(native)
+    floors = loop_floors(result)["cpu"]
+    same_hp, default = floors["drl_same_hp"], floors["drl_default"]
+    assert same_hp["update_ms"] == 20.0  # vanilla DQN's floor at batch 32, not the double-DQN case
+    assert same_hp["ms_per_update"] == pytest.approx(20.0 + 4 * (0.5 + 0.25))  # + 4 x (forward + one env step)
+    assert same_hp["share"] == pytest.approx(160.0 / (4000 / 23))
+    assert default["ms_per_update"] == pytest.approx(30.0 + 1 * (0.8 + 0.5))  # one vector step of 4 envs per update
+    rows = {t["name"]: t for t in targets(result)}
+
+    assert rows["pong_loop_floor_share"]["pass"] is True  # 0.92 of the floor
+    # drl / SB3: 2x where bf16 is native, 1.3x elsewhere; the floor allows (4000 / 23) / 100 = 1.74x
+    vs_sb3 = rows.pop("pong_vs_sb3_bf16" if native else "pong_vs_sb3_fp32")
+    assert not {"pong_vs_sb3_bf16", "pong_vs_sb3_fp32"} & rows.keys()
+    assert vs_sb3["target"] == (2.0 if native else 1.3) and vs_sb3["reachable"] == pytest.approx(40 / 23)
+    assert vs_sb3["pass"] is (None if native else True)  # 2x cannot be met at that floor: no result, not a failure
+    assert vs_sb3["status"].startswith("cannot be met here") if native else vs_sb3["status"] == "pass"
+    # minutes to 18 with drl's default at its floor's speed: 170 / (360k / (4000 / 31.3) / 60) = 3.62x < 5x
+    to_18 = rows["pong_time_to_18_vs_sb3"]
+    assert to_18["reachable"] == pytest.approx(170.0 / (360_000 / (4000 / 31.3) / 60)) and to_18["pass"] is None
+    assert rows["update_share"]["pass"] is False and rows["doom_drqn_vs_sb3"]["pass"] is True  # last b64 row: 0.85
+    assert rows["atari_vecenv_sps"]["measured"] == 8000.0 and rows["atari_vecenv_sps"]["pass"] is None  # reference
+
+
+def test_a_missing_floor_part_leaves_the_ratio_judged_by_its_target_alone():
+    from drl.bench.report import loop_floors, targets
+
+    result = _synthetic_result(True)
+    del result["vecenv"]["cpu"]["atari"]["counts"]["1"]  # no 1-env step measured: no floor for SB3's settings
+    assert "drl_same_hp" not in loop_floors(result)["cpu"]
+    rows = {t["name"]: t for t in targets(result)}
+    assert "pong_loop_floor_share" not in rows
+    assert rows["pong_vs_sb3_bf16"]["reachable"] is None and rows["pong_vs_sb3_bf16"]["pass"] is False
+
+
+def test_print_report_prints_the_loop_floor_and_targets(capsys):
+    from drl.bench.report import memory_peaks, print_report, targets
+
+    result = _synthetic_result(True)
+    result["meta"] = {
+        "machine": {"cpu": "x", "cores": 2, "cores_usable": 2, "torch": "t", "cpu_bf16_native": True, "amx": False},
+        "load_before": [0.0],
+        "load_after": [0.0],
+        "quick": True,
+        "steps": 1,
+        "repeats": 1,
+        "learning_starts": 1,
+        "notes": ["a note"],
+    }
+    result["meta"]["machine"]["avx512_bf16"] = True
+    result["replay"] = {}
+    result["pong"]["cpu"]["drl_same_hp"].update(sps_min=150.0, sps_max=170.0, updates_per_s=40.0)
+    result["pong"]["cpu"]["drl_default"].update(sps_min=90.0, sps_max=110.0, updates_per_s=25.0)
+    result["pong"]["cpu"].update(sb3={"skipped": "not run"}, ratio_same_hp_vs_sb3=None)
+    for case in result["update"]["cpu"]["cases"].values():
+        case.update(drl_ms=case["floor_ms"] / case["share"], drl_sample_ms=0.7)
+    result["memory"] = memory_peaks(result)
+    result["targets"] = targets(result)
+    print_report(result)
+    out = capsys.readouterr().out
+    assert "Pong loop floor" in out and "drl_same_hp | bf16 | 20.00 | 0.50 | 0.25 | 23.00 | 174 | 160 | 92%" in out
+    assert "not measured" in out  # drl / SB3 without an SB3 figure
+    assert "cannot be met here: the loop floor allows 3.62" in out and "reference" in out and "note: a note" in out

@@ -16,7 +16,7 @@ import drl.bench
 from drl.bench.distributed import bench_distributed, print_distributed, task_distributed, task_insert
 from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
 from drl.bench.replay_bytes import task_replay
-from drl.bench.report import TARGETS, memory_peaks, print_report, targets
+from drl.bench.report import REFERENCES, TARGETS, memory_peaks, print_report, targets
 from drl.bench.score_time import time_to_score
 from drl.bench.training import SB3_HP, bench_training, sb3_status, task_drl_train, task_sb3_doom, task_sb3_pong
 from drl.bench.update import task_update
@@ -214,6 +214,12 @@ def main(argv: list[str]) -> int:
         "given; drl keeps its own precision (bf16 autocast where the CPU/GPU has it), SB3 is fp32"
     )
     notes.append(
+        "Pong loop floor = plain-torch update (its run's batch, precision and target rule) + per update, "
+        "train_freq / num_envs x (plain-torch greedy forward at batch num_envs, in drl's acting precision, + one "
+        "drl vector env step of as many Pong envs, random actions): every step pays a forward, though drl and SB3 "
+        "skip it where every env explores"
+    )
+    notes.append(
         "doom sb3 = vizdoom VizdoomHealthGathering-v1 rendered 160x120 GRAY8, area-resized to 60x80, "
         "4-frame stack, SB3 DQN with the Pong hyperparameters; drl_drqn = doom-health-gathering as configured"
     )
@@ -247,6 +253,7 @@ def main(argv: list[str]) -> int:
             "load_before": load_before,
             "busy_cores_before": busy,
             "targets": TARGETS,
+            "references": REFERENCES,
             "sb3_hyperparameters": SB3_HP,
             "notes": notes,
         }
@@ -287,9 +294,10 @@ def main(argv: list[str]) -> int:
         result["replay"] = run({"task": "replay", "skip_sb3": sb3_skip is not None, "buffer": args.buffer}, "replay")
     section_done("replay")
 
-    counts = {"atari": [4, 8, 16], "doom": [2, 4, 8, 16], "catch": [64, 1024, 4096]}
+    # atari 1: the env step of SB3's one env, a part of the Pong loop floor (report.loop_floor)
+    counts = {"atari": [1, 4, 8, 16], "doom": [2, 4, 8, 16], "catch": [64, 1024, 4096]}
     if q:
-        counts = {"atari": [4, 8], "doom": [2], "catch": [64, 4096]}
+        counts = {"atari": [1, 4, 8], "doom": [2], "catch": [64, 4096]}
     result["vecenv"] = {}
     for device in devices if "vecenv" in args.only else ():
         print(f"[vecenv / {device}] random actions", flush=True)

@@ -45,8 +45,19 @@ def _drl_same_hp_overrides(total: int, buffer: int | None = None) -> list[str]:
     ]
 
 
+def _flipped_overlap(experiment: str, overrides: list[str]) -> str:
+    """The override that steps the envs the other way from what ``compute.overlap_env: auto`` picks here."""
+    from drl import config, runtime
+
+    cfg = config.load(experiment, overrides)
+    device = runtime.resolve_device(cfg.device)
+    auto = runtime.use_overlap_env(cfg.compute, cfg.env, device, runtime.thread_count(cfg.compute))
+    return f"compute.overlap_env={'off' if auto else 'on'}"
+
+
 def task_drl_train(spec: dict) -> dict:
-    """drl training: time from the first iteration at ``learning_starts`` to the end, ``steps`` env steps later."""
+    """drl training: time from the first iteration at ``learning_starts`` to the end, ``steps`` env steps later;
+    ``flip_overlap``: with env stepping overlapped the other way from auto's choice."""
     ls, steps, device = spec["learning_starts"], spec["steps"], spec["device"]
     total = ls + steps
     overrides = [*spec.get("overrides", []), f"total_steps={total}", f"agent.learning_starts={ls}", f"device={device}"]
@@ -54,6 +65,8 @@ def task_drl_train(spec: dict) -> dict:
         overrides = [*_drl_same_hp_overrides(total, spec.get("buffer")), *overrides]
     elif spec.get("buffer"):
         overrides.append(f"replay.capacity={spec['buffer']}")
+    if spec.get("flip_overlap"):
+        overrides.append(_flipped_overlap(spec["experiment"], overrides))
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
         trainer = quiet_trainer(spec["experiment"], overrides, run_dir)
         try:
@@ -83,6 +96,7 @@ def task_drl_train(spec: dict) -> dict:
                 "device": str(trainer.device),
                 "bf16": trainer.bf16,
                 "threads": trainer.threads,
+                "overlap_env": trainer.overlap_env,
                 "num_envs": cfg.env.num_envs,
                 "batch_size": cfg.agent.batch_size,
                 "buffer": cfg.replay.capacity,
@@ -266,22 +280,15 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
     doom: dict[str, dict] = {}
     for device in devices:
         common = {"learning_starts": ls, "steps": args.steps, "device": device, "buffer": args.buffer}
-        sequential = {"overrides": ["compute.overlap_env=false"]}  # the same run, env stepping not overlapped
+        flipped = {"flip_overlap": True}  # the same run, env stepping overlapped the other way from auto's choice
+        same_hp = {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common}
+        drqn = {"task": "drl_train", "experiment": "doom-health-gathering", **common}
         pong_specs = {
-            "drl_same_hp": {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common},
-            "drl_same_hp_sequential": {
-                "task": "drl_train",
-                "experiment": "atari-pong",
-                "same_hp": True,
-                **common,
-                **sequential,
-            },
+            "drl_same_hp": same_hp,
+            "drl_same_hp_overlap_flipped": {**same_hp, **flipped},
             "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common},
         }
-        doom_specs = {
-            "drl_drqn": {"task": "drl_train", "experiment": "doom-health-gathering", **common},
-            "drl_drqn_sequential": {"task": "drl_train", "experiment": "doom-health-gathering", **common, **sequential},
-        }
+        doom_specs = {"drl_drqn": drqn, "drl_drqn_overlap_flipped": {**drqn, **flipped}}
         if sb3_skip is None:
             pong_specs["sb3"] = {"task": "sb3_pong", **common}
             doom_specs["sb3"] = {"task": "sb3_doom", **common}
@@ -304,13 +311,24 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
                 res["ratio_same_hp_vs_sb3"] = _ratio(res["drl_same_hp"], res["sb3"])
                 res["ratio_default_vs_sb3"] = _ratio(res["drl_default"], res["sb3"])
                 res["ratio_same_hp_per_repeat"] = _paired(samples["drl_same_hp"], samples.get("sb3"))
-                res["overlap_gain"] = _ratio(res["drl_same_hp"], res["drl_same_hp_sequential"])
+                res.update(overlap_comparison(res["drl_same_hp"], res["drl_same_hp_overlap_flipped"]))
             else:
                 res["ratio_drqn_vs_sb3"] = _ratio(res["drl_drqn"], res["sb3"])
                 res["ratio_per_repeat"] = _paired(samples["drl_drqn"], samples.get("sb3"))
-                res["overlap_gain"] = _ratio(res["drl_drqn"], res["drl_drqn_sequential"])
+                res.update(overlap_comparison(res["drl_drqn"], res["drl_drqn_overlap_flipped"]))
             out[device] = res
     return pong, doom
+
+
+def overlap_comparison(auto: dict, flipped: dict) -> dict:
+    """``overlap_gain`` (steps/s with env stepping overlapped / without), what ``compute.overlap_env: auto`` chose
+    (``overlap_auto``) and whether that was the faster of the two here (``overlap_auto_faster``)."""
+    if "sps" not in auto or "sps" not in flipped:
+        return {}
+    chose_on = auto["overlap_env"]
+    on, off = (auto, flipped) if chose_on else (flipped, auto)
+    gain = on["sps"] / off["sps"]
+    return {"overlap_gain": gain, "overlap_auto": chose_on, "overlap_auto_faster": gain >= 1 if chose_on else gain <= 1}
 
 
 def _paired(a: list[dict], b: list[dict] | None) -> list[float] | None:

@@ -1,4 +1,5 @@
-"""``update`` section: the plain-torch update floor against drl's time per update in its own loop."""
+"""``update`` section: the plain-torch update floor against drl's time per update in its own loop, and the other
+plain-torch parts of the Pong loop floor (an update at SB3's hyperparameters, greedy forwards at acting's batches)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import tempfile
 from typing import Any
 
 from drl.bench.measure import quiet_trainer, time_calls
+from drl.bench.training import SB3_HP
 
 
-def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
-    """One plain-torch Nature-CNN double-DQN update on fixed uint8 batches already on the device."""
-    import copy
-    from contextlib import nullcontext
-
-    import torch
-    import torch.nn.functional as F
+def _nature_cnn(num_actions: int):
+    """The Nature-CNN Q-network in plain torch (84x84, 4 stacked frames)."""
     from torch import nn
 
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(4, 32, 8, stride=4),
         nn.ReLU(),
         nn.Conv2d(32, 64, 4, stride=2),
@@ -29,7 +26,27 @@ def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
         nn.Linear(3136, 512),
         nn.ReLU(),
         nn.Linear(512, num_actions),
-    ).to(device)
+    )
+
+
+def _autocast(device, bf16: bool):
+    """A fresh bf16 autocast context for ``device`` per call, or a no-op one."""
+    from contextlib import nullcontext
+
+    import torch
+
+    return (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+
+def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6, double: bool = True):
+    """One plain-torch Nature-CNN DQN update on fixed uint8 batches already on the device: double DQN's target
+    (online argmax, target value), or with ``double=False`` vanilla DQN's (the target's max, as SB3 DQN)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    net = _nature_cnn(num_actions).to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     try:
         opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4, fused=True)
@@ -41,16 +58,20 @@ def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
     actions = torch.randint(0, num_actions, (batch,), generator=g).to(device)
     rewards = torch.randn(batch, generator=g).to(device)
     discounts = torch.full((batch,), 0.99).to(device)
-    cast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    cast = _autocast(device, bf16)
     params = list(net.parameters())
+
+    def next_value(x):
+        if not double:
+            return target(x).float().max(1).values
+        best = net(x).float().argmax(1, keepdim=True)
+        return target(x).float().gather(1, best).squeeze(1)
 
     def update():
         with cast():
             q = net(obs.float().div_(255.0)).float()
             with torch.no_grad():
-                x = nxt.float().div_(255.0)
-                best = net(x).float().argmax(1, keepdim=True)
-                y = rewards + discounts * target(x).float().gather(1, best).squeeze(1)
+                y = rewards + discounts * next_value(nxt.float().div_(255.0))
         loss = F.huber_loss(q.gather(1, actions[:, None]).squeeze(1), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -58,6 +79,23 @@ def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6):
         opt.step()
 
     return update
+
+
+def _floor_act_fn(device, batch: int, bf16: bool, num_actions: int = 6):
+    """One plain-torch greedy action choice: a Nature-CNN forward on a uint8 batch on the device, the argmax, the
+    actions on the host (where an env takes them)."""
+    import torch
+
+    net = _nature_cnn(num_actions).to(device).requires_grad_(False)
+    obs = torch.randint(0, 256, (batch, 4, 84, 84), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    obs = obs.to(device)
+    cast = _autocast(device, bf16)
+
+    def act():
+        with torch.inference_mode(), cast():
+            return net(obs.float().div_(255.0)).argmax(1).cpu()
+
+    return act
 
 
 def native_bf16(device) -> bool:
@@ -128,6 +166,7 @@ def task_update(spec: dict) -> dict:
                     out["cases"][f"b{batch_size}_{precision}"] = {
                         "batch_size": batch_size,
                         "precision": precision,
+                        "double": True,  # the floor's target rule, as atari-pong's
                         "floor_ms": f,
                         "drl_ms": d,
                         "drl_sample_ms": statistics.median(sample_ms),
@@ -137,12 +176,46 @@ def task_update(spec: dict) -> dict:
                         "drl_ms_samples": drl_ms,
                     }
             agent.bf16 = default_bf16
+            out.update(_loop_floor_parts(trainer, spec))
             if dev.type == "cpu":
                 out["fp32_layouts"] = _fp32_layouts(trainer, spec, drl_update_fn)
             if default_bf16:
                 out["acting"] = _acting(trainer, spec)
         finally:
             trainer.close()
+    return out
+
+
+def _loop_floor_parts(trainer, spec: dict) -> dict:
+    """The plain-torch parts of the Pong loop floor (``drl.bench.report.loop_floor``) that the update cases lack, in
+    drl's precisions here, medians of ``repeats``: ``floor_same_hp``, an update at SB3's hyperparameters (batch 32,
+    vanilla DQN's target), and ``act_floor``, a greedy forward at batch 1 (SB3's one env) and at the config's
+    ``num_envs``."""
+    dev, n, warmup, repeats = trainer.device, spec["updates"], spec["warmup"], spec["repeats"]
+    num_actions, bf16 = trainer.env.num_actions, trainer.bf16
+    act_bf16 = bool(getattr(trainer.agent, "act_bf16", False))
+    batch = SB3_HP["batch_size"]
+    update = _floor_update_fn(dev, batch, bf16, num_actions, double=False)
+    samples = [time_calls(update, n, warmup, dev) for _ in range(repeats)]
+    out: dict[str, Any] = {
+        "floor_same_hp": {
+            "batch_size": batch,
+            "double": False,
+            "precision": "bf16" if bf16 else "fp32",
+            "floor_ms": statistics.median(samples),
+            "floor_ms_samples": samples,
+        },
+        "act_floor": {},
+    }
+    for envs in sorted({1, trainer.env.num_envs}):
+        act = _floor_act_fn(dev, envs, act_bf16, num_actions)
+        samples = [time_calls(act, 10 * n, warmup, dev) for _ in range(repeats)]
+        out["act_floor"][f"b{envs}"] = {
+            "batch_size": envs,
+            "precision": "bf16" if act_bf16 else "fp32",
+            "ms": statistics.median(samples),
+            "samples": samples,
+        }
     return out
 
 

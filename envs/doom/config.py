@@ -44,3 +44,6 @@ class DoomEnvConfig(EnvSection):
     frame_skip: int = Field(4, ge=1, le=16)  # tics per agent step (the action is repeated)
     frame_stack: int = Field(1, ge=1, le=16)  # frames per observation (1 for DRQN, 4 for feed-forward DQN)
     doom: DoomSettingsConfig = Field(default_factory=DoomSettingsConfig)
+
+    def stepping(self) -> Literal["processes"]:
+        return "processes"  # the games run in worker processes
