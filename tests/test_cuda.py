@@ -11,6 +11,7 @@ from drl import config
 from drl.envs.atari import AtariVecEnv
 from drl.loop import Trainer
 from drl.replay import ReplayBuffer
+from tests.test_learn_step import check_train_row_means_equal_floats_of_the_kept_stats
 from tests.test_replay import NaiveStream, fill
 from tests.test_sequences import HIDDEN, fill_with_states
 
@@ -100,3 +101,10 @@ def test_atari_vector_env_hands_the_cpu_frames_to_cuda():
     finally:
         for env in envs:
             env.close()
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_learn_step_keeps_stats_on_cuda_and_the_train_row_holds_their_floats(tmp_path, prioritized):
+    check_train_row_means_equal_floats_of_the_kept_stats(
+        tmp_path, "cuda", (f"replay.prioritized={str(prioritized).lower()}",)
+    )
