@@ -3,6 +3,8 @@ these on a lent GPU machine). Each test compares against the CPU path or a learn
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -10,12 +12,24 @@ import torch
 from drl import config
 from drl.envs.atari import AtariVecEnv
 from drl.loop import Trainer
-from drl.replay import ReplayBuffer
+from drl.replay import Prioritizer, ReplayBuffer
 from tests.test_learn_step import check_train_row_means_equal_floats_of_the_kept_stats
 from tests.test_replay import NaiveStream, fill
+from tests.test_replay_pieces import check_device_priorities_equal_host_ones
 from tests.test_sequences import HIDDEN, fill_with_states
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@contextmanager
+def no_host_sync():
+    """Inside, any call that makes the host wait for the GPU (``.item()``, a blocking copy, ``nonzero``, a stream
+    sync) raises (``torch.cuda.set_sync_debug_mode``); waiting on a CUDA event is allowed."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def train(experiment: str, overrides: list[str], run_dir) -> tuple[dict, Trainer]:
@@ -108,3 +122,25 @@ def test_learn_step_keeps_stats_on_cuda_and_the_train_row_holds_their_floats(tmp
     check_train_row_means_equal_floats_of_the_kept_stats(
         tmp_path, "cuda", (f"replay.prioritized={str(prioritized).lower()}",)
     )
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_priorities_from_cuda_errors_equal_host_ones(sequences):
+    check_device_priorities_equal_host_ones("cuda", sequences)
+
+
+def test_a_priority_update_on_cuda_makes_the_host_wait_for_nothing():
+    """The errors are mixed on the GPU and copied to pinned memory asynchronously; the next update (or draw) puts
+    them in the tree after waiting on their copy's event, not on the stream."""
+    p = Prioritizer(64, 0.6, 1e-3, 0.9)
+    p.insert(np.arange(64))
+    td, mask = torch.randn(5, 32, device="cuda"), torch.rand(5, 32, device="cuda") < 0.7
+    with no_host_sync():
+        p.update(np.arange(32), td, mask)
+        p.update(np.arange(32, 64), td, mask)
+        assert p._staged is not None
+    want = Prioritizer(64, 0.6, 1e-3, 0.9)
+    want.insert(np.arange(64))
+    for entries in (np.arange(32), np.arange(32, 64)):
+        want.update(entries, td.cpu(), mask.cpu())
+    assert np.allclose(p.tree.leaves, want.tree.leaves, rtol=1e-6) and p._staged is None

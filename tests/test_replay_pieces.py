@@ -98,6 +98,62 @@ def test_prioritizer_equals_naive_priorities(sequences):
     assert np.allclose(weights, expected / expected.max(), rtol=1e-6)
 
 
+def update_as_before(p: Prioritizer, entries: np.ndarray, td_errors: torch.Tensor, mask: torch.Tensor | None):
+    """``Prioritizer.update`` as it was: the errors copied to the host (``.cpu()``, a device sync) and mixed there."""
+    tree = p.tree
+    if mask is not None:
+        td = td_errors.detach().abs().float().cpu() * mask.cpu()
+        count = mask.cpu().sum(0).clamp(min=1)
+        td_errors = p.eta * td.max(0).values + (1 - p.eta) * td.sum(0) / count
+    priority = td_errors.detach().abs().float().cpu().numpy().astype(np.float64) + p.priority_eps
+    tree.update(entries, priority**p.alpha)
+    tree.max_priority = max(tree.max_priority, float(priority.max()))
+
+
+def priority_calls(p: Prioritizer, device: str, sequences: bool, update) -> list[np.ndarray]:
+    """A run of calls in the order a training loop makes them, with TD errors (and masks) on ``device``: inserts
+    (which read the largest priority an update set), updates, clears of updated entries, draws. Returns the draws
+    and, after each call, the tree and its largest priority."""
+    g = torch.Generator().manual_seed(5)
+    rng = np.random.default_rng(2)
+    seen = []
+    p.insert(np.arange(40))
+    for step in range(6):
+        entries = rng.integers(0, 40 + 4 * step, 16)  # repeats: the last value wins
+        td = (torch.randn(5, 16, generator=g) if sequences else torch.randn(16, generator=g)) * 10 ** (step - 2)
+        mask = (torch.rand(5, 16, generator=g) < 0.7) if sequences else None
+        update(p, entries, td.to(device), None if mask is None else mask.to(device))
+        p.insert(np.arange(40 + 4 * step, 44 + 4 * step))
+        seen += [p.tree.tree.copy(), np.array([p.tree.max_priority])]
+        p.clear(entries[:2])
+        update(p, entries[2:5], td[..., 2:5].to(device), None if mask is None else mask[:, 2:5].to(device))
+        seen += [p.draw(32, rng)[0], p.tree.tree.copy()]
+    return seen
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_priority_updates_equal_the_host_computation_they_replaced(sequences):
+    """On the host the priorities are those of the update before it copied errors to the host itself, bit for bit."""
+    got = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, Prioritizer.update)
+    want = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, update_as_before)
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def check_device_priorities_equal_host_ones(device: str, sequences: bool) -> None:
+    """TD errors on ``device`` give the tree, largest priority and draws that the same errors on the host give,
+    whenever the tree is used (a staged CUDA update lands before the next insert, clear, draw or update)."""
+    got = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), device, sequences, Prioritizer.update)
+    want = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, Prioritizer.update)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):  # a mean over a sequence's steps may round differently on a GPU
+        assert np.array_equal(a, b) if not sequences or a.dtype.kind == "i" else np.allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_priorities_from_errors_on_the_training_device_equal_host_ones(sequences):
+    check_device_priorities_equal_host_ones("cpu", sequences)
+
+
 def test_add_returns_the_entries_it_created():
     """Transitions: the flat slot of each step (-1 for a lost one); sequences: the start entry where one starts."""
     no, yes = torch.tensor([False, False]), torch.tensor([True, True])
