@@ -3,6 +3,7 @@ these on a lent GPU machine). Each test compares against the CPU path or a learn
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -15,7 +16,10 @@ from drl.loop import Trainer
 from drl.replay import Prioritizer, ReplayBuffer
 from tests.test_learn_step import check_train_row_means_equal_floats_of_the_kept_stats
 from tests.test_replay import NaiveStream, fill
-from tests.test_replay_pieces import check_device_priorities_equal_host_ones
+from tests.test_replay_pieces import (
+    check_batch_tensors_are_written_once_for_their_target,
+    check_device_priorities_equal_host_ones,
+)
 from tests.test_sequences import HIDDEN, fill_with_states
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -61,32 +65,34 @@ def test_drqn_remembers_the_cue_on_cuda(tmp_path, frames_on_device):
     assert result["eval"]["return_mean"] >= 0.9, result
 
 
+def filled_replay(sequences: bool, frames_device=None, stack: int | None = None) -> ReplayBuffer:
+    """A replay of 3 streams of small frames after 300 steps (sequences: stack 1 unless given, else stack 4)."""
+    rng = np.random.default_rng(0)
+    stack = stack or (1 if sequences else 4)
+    replay = ReplayBuffer(
+        500,
+        3,
+        (1, 3, 3),
+        stack,
+        n_step=3,
+        gamma=0.9,
+        seed=1,
+        frames_device=frames_device,
+        sequences=dict(length=8, burn_in=2, overlap=4, state_size=HIDDEN) if sequences else None,
+    )
+    if sequences:
+        fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
+    else:
+        fill(replay, NaiveStream(3, stack, rng), 300, rng)
+    return replay
+
+
 @pytest.mark.parametrize("frames_on_cuda", [False, True])
 @pytest.mark.parametrize("sequences", [False, True])
 def test_replay_samples_the_same_batch_onto_cuda_as_onto_the_cpu(sequences, frames_on_cuda):
     """Host replay sampled onto CUDA, and replay whose frames live on CUDA (``replay.frames_on_device``), give
     the batch the all-CPU replay gives, value for value."""
-
-    def filled(frames_device=None):
-        rng = np.random.default_rng(0)
-        stack = 1 if sequences else 4
-        replay = ReplayBuffer(
-            500,
-            3,
-            (1, 3, 3),
-            stack,
-            n_step=3,
-            gamma=0.9,
-            seed=1,
-            frames_device=frames_device,
-            sequences=dict(length=8, burn_in=2, overlap=4, state_size=HIDDEN) if sequences else None,
-        )
-        if sequences:
-            fill_with_states(replay, NaiveStream(3, stack, rng), 300, rng)
-        else:
-            fill(replay, NaiveStream(3, stack, rng), 300, rng)
-        return replay
-
+    filled = lambda frames_device=None: filled_replay(sequences, frames_device)  # noqa: E731
     on_cpu = filled().sample(64, device=torch.device("cpu"))
     on_cuda = filled("cuda" if frames_on_cuda else None).sample(64, device=torch.device("cuda"))
     compared = 0
@@ -144,3 +150,19 @@ def test_a_priority_update_on_cuda_makes_the_host_wait_for_nothing():
     for entries in (np.arange(32), np.arange(32, 64)):
         want.update(entries, td.cpu(), mask.cpu())
     assert np.allclose(p.tree.leaves, want.tree.leaves, rtol=1e-6) and p._staged is None
+
+
+def test_batch_tensors_for_cuda_are_written_once_into_pinned_memory():
+    check_batch_tensors_are_written_once_for_their_target("cuda")
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_sampling_onto_cuda_copies_no_batch_sized_tensor_into_pinned_memory(sequences):
+    """The frame stacks (the bulk of a batch) are made in pinned memory; only small fields are pinned by a copy."""
+    replay = filled_replay(sequences, stack=2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        batch = replay.sample(64, device=torch.device("cuda"))
+    pins = [e for e in prof.events() if e.name == "aten::_pin_memory"]  # a copy (pin_memory of a pinned one is not)
+    assert pins, "the small fields are still pinned by a copy: the profiler must see it"
+    largest = max(math.prod(shape) for e in pins for shape in e.input_shapes if shape)
+    assert largest < batch.obs.numel() // 2

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from drl.replay import Prioritizer, ReplayBuffer, SequenceStarts, StepRecord, TransitionSampler
+from drl.replay import Prioritizer, ReplayBuffer, SequenceStarts, StepRecord, TransitionSampler, stack_frames
+from drl.replay.sequences import time_major
 from tests.test_replay import NaiveStream, check_batch_against_reference, fill
 from tests.test_sequences import fill_with_states
 
@@ -219,3 +220,35 @@ def test_state_dict_round_trips_with_the_single_class_keys(sequences, prioritize
             assert (
                 torch.equal(x, y) if isinstance(x, torch.Tensor) else x is None and y is None or np.array_equal(x, y)
             ), name
+
+
+def check_batch_tensors_are_written_once_for_their_target(target: str) -> None:
+    """A batch's stacks and time-major fields equal the expressions they replaced (multiply, transpose, then a copy
+    into pinned memory for a CUDA target), and are made contiguous, on the host, pinned exactly when the target is a
+    CUDA device: ``to_device`` then sends them as they are."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 4, 1, 5, 5), dtype=torch.uint8, generator=g)
+    first = torch.rand(6, 4, generator=g) < 0.3
+    stacked = stack_frames(frames, first, 4, torch.device(target))
+    later_first = torch.zeros(6, 4, dtype=torch.bool)
+    later_first[:, :-1] = first[:, 1:].flip(1).to(torch.uint8).cummax(1).values.flip(1).bool()
+    assert torch.equal(stacked, (frames * (~later_first).view(6, 4, 1, 1, 1).to(torch.uint8)).flatten(1, 2))
+    in_episode = torch.rand(6, 4, generator=g) < 0.8
+    cases = [
+        (frames, in_episode.view(6, 4, 1, 1, 1).to(torch.uint8)),  # obs
+        (torch.randn(6, 4, 3, generator=g), in_episode[..., None]),  # extras
+        (torch.randint(0, 8, (6, 4), dtype=torch.uint8, generator=g), in_episode),  # labels
+        (torch.randn(6, 4, generator=g), None),  # returns, discounts, ...
+    ]
+    outputs = [stacked]
+    for x, factor in cases:
+        got = time_major(x, torch.device(target), factor)
+        want = (x if factor is None else x * factor).transpose(0, 1).contiguous()
+        assert got.dtype == want.dtype and torch.equal(got, want)
+        outputs.append(got)
+    for out in outputs:
+        assert out.is_contiguous() and out.device.type == "cpu" and out.is_pinned() == (target == "cuda")
+
+
+def test_batch_tensors_are_written_once_for_their_target():
+    check_batch_tensors_are_written_once_for_their_target("cpu")

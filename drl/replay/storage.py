@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from drl.runtime import empty_for_transfer
+
 TERMINATED, TRUNCATED, FIRST, FINAL = 1, 2, 4, 8  # bits of a slot's flags
 
 
@@ -34,8 +36,11 @@ def gather_rows(t: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tens
     return t.flatten(0, 1).index_select(0, flat.reshape(-1)).view(*flat.shape, *t.shape[2:])
 
 
-def stack_frames(frames: torch.Tensor, first: torch.Tensor, stack: int) -> torch.Tensor:
-    """frames [B, S, *frame_shape] ending at the frame of interest, first bool [B, S] -> [B, S*C, ...].
+def stack_frames(
+    frames: torch.Tensor, first: torch.Tensor, stack: int, target: torch.device | None = None
+) -> torch.Tensor:
+    """frames [B, S, *frame_shape] ending at the frame of interest, first bool [B, S] -> [B, S*C, ...], on frames'
+    device, written where a copy to ``target`` (default: that device) starts from (``empty_for_transfer``).
 
     Frames before the latest ``first`` flag (looking back from the newest) belong to an earlier episode and
     are zeroed.
@@ -47,7 +52,8 @@ def stack_frames(frames: torch.Tensor, first: torch.Tensor, stack: int) -> torch
         rev = first[:, 1:].flip(1).to(torch.uint8).cummax(1).values.flip(1).bool()
         later_first[:, :-1] = rev
     keep = (~later_first).view(B, S, *([1] * (frames.dim() - 2))).to(frames.device, frames.dtype)
-    return (frames * keep).flatten(1, 2)
+    out = empty_for_transfer(frames.shape, frames.dtype, frames.device, target or frames.device)
+    return torch.mul(frames, keep, out=out).flatten(1, 2)
 
 
 def flag_bits(flags: torch.Tensor):
