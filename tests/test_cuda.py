@@ -19,6 +19,7 @@ from tests.test_replay import NaiveStream, fill
 from tests.test_replay_pieces import (
     check_batch_tensors_are_written_once_for_their_target,
     check_device_priorities_equal_host_ones,
+    check_frame_writes_and_gathers_equal_advanced_indexing,
 )
 from tests.test_sequences import HIDDEN, fill_with_states
 
@@ -166,3 +167,23 @@ def test_sampling_onto_cuda_copies_no_batch_sized_tensor_into_pinned_memory(sequ
     assert pins, "the small fields are still pinned by a copy: the profiler must see it"
     largest = max(math.prod(shape) for e in pins for shape in e.input_shapes if shape)
     assert largest < batch.obs.numel() // 2
+
+
+def test_frame_writes_and_gathers_on_cuda_equal_advanced_indexing():
+    check_frame_writes_and_gathers_equal_advanced_indexing("cuda")
+
+
+@pytest.mark.parametrize("frames_on_cuda", [False, True])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_replay_adds_and_samples_onto_cuda_make_the_host_wait_for_nothing(sequences, frames_on_cuda):
+    """Steps from the host stored in replay (frames on CUDA or not) and batches sampled onto CUDA: every index and
+    mask goes to the GPU as an asynchronous copy from pinned memory, none as a blocking copy."""
+    replay = filled_replay(sequences, "cuda" if frames_on_cuda else None, stack=2)
+    rng = np.random.default_rng(1)
+    with no_host_sync():
+        if sequences:
+            fill_with_states(replay, NaiveStream(3, 2, rng), 20, rng)
+        else:
+            fill(replay, NaiveStream(3, 2, rng), 20, rng)
+        batches = [replay.sample(32, device=torch.device("cuda")) for _ in range(3)]
+    assert all(b.obs.is_cuda for b in batches)

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from drl.replay import Prioritizer, ReplayBuffer, SequenceStarts, StepRecord, TransitionSampler, stack_frames
+from drl.replay import (
+    FrameStorage,
+    Prioritizer,
+    ReplayBuffer,
+    SequenceStarts,
+    StepRecord,
+    TransitionSampler,
+    gather_rows,
+    stack_frames,
+)
 from drl.replay.sequences import time_major
 from tests.test_replay import NaiveStream, check_batch_against_reference, fill
 from tests.test_sequences import fill_with_states
@@ -252,3 +261,28 @@ def check_batch_tensors_are_written_once_for_their_target(target: str) -> None:
 
 def test_batch_tensors_are_written_once_for_their_target():
     check_batch_tensors_are_written_once_for_their_target("cpu")
+
+
+def check_frame_writes_and_gathers_equal_advanced_indexing(frames_device: str) -> None:
+    """Frames are written through one flat slot index sent to their device (``FrameStorage.write``) and gathered
+    through one flat row index (``gather_rows``, host indices): the frames and rows that advanced indexing with an
+    (env, slot) index pair on that device gave, for streams written in any order and subsets (a distributed
+    collector's envs, the envs that reset)."""
+    storage = FrameStorage(40, 4, (2, 3, 3), 1, frames_device=frames_device)
+    reference = torch.zeros_like(storage.frames, device="cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        envs = rng.permutation(4)[: rng.integers(1, 5)]
+        frame = torch.from_numpy(rng.integers(0, 256, (len(envs), 2, 3, 3), dtype=np.uint8))
+        phys = torch.from_numpy(storage.count[envs] % storage.capacity)
+        reference[torch.from_numpy(envs), phys] = frame
+        storage.write(envs, frame.to(frames_device), 0, 0.0, 0, None)
+    assert torch.equal(storage.frames.cpu(), reference)
+    e = torch.from_numpy(rng.integers(0, 4, 16))[:, None]
+    idx = torch.from_numpy(rng.integers(0, storage.capacity, (16, 5)))
+    gathered = gather_rows(storage.frames, e, idx)
+    assert gathered.device == storage.frames.device and torch.equal(gathered.cpu(), reference[e, idx])
+
+
+def test_frame_writes_and_gathers_equal_advanced_indexing():
+    check_frame_writes_and_gathers_equal_advanced_indexing("cpu")

@@ -166,7 +166,7 @@ class SequenceSampler:
             win = frames.unfold(1, S, 1).movedim(-1, 2)  # [B, W, S, *frame_shape]
             obs = stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
-        in_episode = (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.device, obs.dtype)
+        in_episode = to_device((~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.dtype), obs.device)
         returns, steps, discounts = n_step_returns(
             rewards[:, S - 1 :], term[:, S - 1 :], done[:, S - 1 :], n, self.gamma
         )

@@ -131,8 +131,7 @@ class TransitionSampler:
         device = torch.device(device)
         obs = stack_frames(frames[:, :S], first[:, :S], S, device)
         nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
-        fd = storage.frames_device
-        next_obs = stack_frames(gather_rows(frames, rows.to(fd), nxt.to(fd)), first[rows, nxt], S, device)
+        next_obs = stack_frames(gather_rows(frames, rows, nxt), first[rows, nxt], S, device)
         weights = (
             prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
         )
