@@ -116,17 +116,18 @@ def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioriti
     assert checked_padding > 0 and checked_cut > 0, "the sample should hold episode ends and padding"
 
 
-def make_drqn(burn_in=2, num_extras=2):
+def make_drqn(burn_in=2, num_extras=2, frame=(1, 5, 5), device="cpu", overrides=(), cls=DRQN):
     cfg = config.load(
-        "memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8", "network.hidden=8"]
+        "memory",
+        [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8", "network.hidden=8", *overrides],
     )
     torch.manual_seed(0)
-    return DRQN(
+    return cls(
         cfg,
-        EnvSpec((1, 5, 5), torch.uint8, 2, num_extras),
-        torch.device("cpu"),
+        EnvSpec(frame, torch.uint8, 2, num_extras),
+        torch.device(device),
         False,
-        torch.Generator().manual_seed(0),
+        torch.Generator(device=device).manual_seed(0),
     )
 
 
@@ -208,7 +209,7 @@ def test_burn_in_grad_cut_equals_naive_detach(keep):
     assert (results[1][1][0, keep] != 0).all(), "an exact initial state learns through the burn-in"
 
 
-def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
+def sequence_batch(agent, T=6, n=1, B=4, burn_in=2, frame=(1, 5, 5)):
     g = torch.Generator().manual_seed(3)
     W = T + n
     from drl.replay import SequenceBatch
@@ -217,7 +218,7 @@ def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
     mask[:burn_in, 1:] = False  # sequences 1.. do not start their episode: burn-in carries no loss
     mask[4:, 2] = False  # sequence 2 ends its episode at position 3: padding after it
     return SequenceBatch(
-        obs=torch.randint(0, 256, (W, B, 1, 5, 5), dtype=torch.uint8, generator=g),
+        obs=torch.randint(0, 256, (W, B, *frame), dtype=torch.uint8, generator=g),
         actions=torch.randint(0, 2, (W, B), generator=g),
         returns=torch.randn(T, B, generator=g),
         bootstrap=(torch.arange(T)[:, None] + 1).expand(T, B).clone(),
@@ -297,3 +298,54 @@ def test_fused_cuda_lstm_stays_float32_under_autocast():
     reference, _ = lstm(x, state)
     assert out.dtype == torch.float32 and h.dtype == torch.float32
     assert torch.allclose(out, reference, atol=1e-6)
+
+
+def batch_on(batch, device: str):
+    """``batch`` (a dataclass) with its tensors, and tuples of tensors, on ``device``."""
+    move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return type(batch)(**{k: tuple(map(move, v)) if isinstance(v, tuple) else move(v) for k, v in vars(batch).items()})
+
+
+class SequencesAsSampledDRQN(DRQN):
+    """DRQN as it was: sequences reach a channels-last network in the layout they were sampled in (NCHW)."""
+
+    def _prep(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if obs.dim() == 5 else super()._prep(obs)
+
+
+def check_channels_last_drqn_gets_channels_last_sequences(device: str, exact: bool) -> None:
+    """A channels-last DRQN lays its sequences out channels-last before unrolling them (its first convolution
+    gets NHWC input, once converted per loss), and its loss, TD errors, gradients and acting are those of the same
+    network fed the sampled NCHW sequences."""
+    frame = (3, 6, 6)  # several channels, so the two layouts differ
+    agents = [
+        make_drqn(frame=frame, device=device, overrides=["compute.channels_last=on"], cls=cls)
+        for cls in (DRQN, SequencesAsSampledDRQN)
+    ]
+    agents[1].online.load_state_dict(agents[0].online.state_dict())
+    agents[1].target.load_state_dict(agents[0].target.state_dict())
+    batch = batch_on(sequence_batch(agents[0], frame=frame), device)
+    seen: list[list[bool]] = [[], []]
+    results = []
+    for agent, layouts in zip(agents, seen):
+        assert agent.channels_last
+        for net in (agent.online, agent.target):
+            conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+            conv.register_forward_pre_hook(
+                lambda _, args, layouts=layouts: layouts.append(
+                    args[0].is_contiguous(memory_format=torch.channels_last)
+                )
+            )
+        agent.online.zero_grad()
+        loss, td, _ = agent.loss(batch)
+        loss.backward()
+        actions, state = agent.act(batch.obs[0], agent.initial_state(batch.obs.shape[1]), 0.0, batch.extras[0])
+        results.append([loss.detach(), td, actions, *state, *[p.grad for p in agent.online.parameters()]])
+    assert seen[0] and all(seen[0]), "every unroll of the channels-last DRQN gets NHWC input"
+    assert not any(seen[1]), "the sampled sequences are NCHW"
+    for new, old in zip(*results):
+        assert torch.equal(new, old) if exact else torch.allclose(new, old, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_drqn_gets_channels_last_sequences():
+    check_channels_last_drqn_gets_channels_last_sequences("cpu", exact=True)
