@@ -14,14 +14,22 @@ from drl import config
 from drl.envs.atari import AtariVecEnv
 from drl.loop import Trainer
 from drl.replay import Prioritizer, ReplayBuffer
-from tests.test_learn_step import check_train_row_means_equal_floats_of_the_kept_stats
+from tests.test_learn_step import check_train_row_means_equal_floats_of_the_kept_stats, filled_trainer
 from tests.test_replay import NaiveStream, fill
 from tests.test_replay_pieces import (
     check_batch_tensors_are_written_once_for_their_target,
     check_device_priorities_equal_host_ones,
     check_frame_writes_and_gathers_equal_advanced_indexing,
 )
-from tests.test_sequences import HIDDEN, check_channels_last_drqn_gets_channels_last_sequences, fill_with_states
+from tests.test_sequences import (
+    HIDDEN,
+    batch_on,
+    check_burn_in_cut_from_host_rows_equals_device_nonzero,
+    check_channels_last_drqn_gets_channels_last_sequences,
+    fill_with_states,
+    make_drqn,
+    sequence_batch,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -192,3 +200,43 @@ def test_replay_adds_and_samples_onto_cuda_make_the_host_wait_for_nothing(sequen
 def test_channels_last_drqn_gets_channels_last_sequences_on_cuda():
     """(``atari-pong-gpu`` sets compute.channels_last=on.) cuDNN's kernels need not be deterministic: close values."""
     check_channels_last_drqn_gets_channels_last_sequences("cuda", exact=False)
+
+
+@pytest.mark.parametrize(
+    "keep", [[False] * 5, [True, False, False, True, False], [True] * 5], ids=["none", "some", "all"]
+)
+def test_burn_in_cut_on_cuda_from_host_rows_equals_device_nonzero(keep):
+    """cuDNN's backward need not be deterministic: close values."""
+    check_burn_in_cut_from_host_rows_equals_device_nonzero("cuda", keep, exact=False)
+
+
+def test_a_drqn_update_with_a_burn_in_cut_makes_the_host_wait_for_nothing():
+    """The burn-in's kept rows are found on the host: no ``keep.any()`` or ``nonzero`` on the GPU's values."""
+    agent = make_drqn(burn_in=3, device="cuda")
+    batch = batch_on(sequence_batch(agent, T=7, B=5, burn_in=3), "cuda")
+    batch.episode_start = np.array([True, False, False, True, False])
+    agent.update(batch)  # first-call set-up (cuDNN, optimizer state) outside
+    with no_host_sync():
+        stats = agent.update(batch)
+    assert {"loss", "q_mean", "grad_norm", "td_error"} <= set(stats)
+
+
+@pytest.mark.parametrize(
+    "experiment,frames_on_device", [("catch", False), ("catch", True), ("memory", False), ("memory", True)]
+)
+def test_a_learn_step_on_cuda_makes_the_host_wait_for_nothing(tmp_path, experiment, frames_on_device):
+    """Sample (prioritized), update, priorities and stats: the host queues a learn step's work and goes on; it
+    waits only on the previous update's priority copy (a CUDA event), and for the stats at the train row."""
+    with filled_trainer(
+        tmp_path,
+        "run",
+        "cuda",
+        ("replay.prioritized=true", f"replay.frames_on_device={str(frames_on_device).lower()}"),
+        experiment,
+    ) as trainer:
+        trainer.core.learn_step()  # first-call set-up outside
+        with no_host_sync():
+            for _ in range(3):
+                trainer.core.learn_step()
+        trainer.core.write_train_row(1.0, {})
+        assert trainer.agent.updates == 4 and len(trainer.core.learn_step.stats["loss"]) == 4

@@ -17,10 +17,12 @@ from drl.metrics import read_metrics
 from drl.schedule import linear
 
 
-def filled_trainer(tmp_path, name: str, device: str = "cpu", overrides: tuple = ()) -> drl.Trainer:
-    """A catch Trainer whose replay holds 608 steps and whose agent has made no update yet."""
+def filled_trainer(
+    tmp_path, name: str, device: str = "cpu", overrides: tuple = (), experiment: str = "catch"
+) -> drl.Trainer:
+    """A Trainer (catch, DQN, unless told) whose replay holds 608 steps and whose agent has made no update yet."""
     cfg = drl.load_config(
-        "catch",
+        experiment,
         [
             f"device={device}",
             "total_steps=600",

@@ -227,7 +227,7 @@ def sequence_batch(agent, T=6, n=1, B=4, burn_in=2, frame=(1, 5, 5)):
         state=(torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)),
         weights=torch.ones(B),
         indices=np.arange(B),
-        episode_start=torch.tensor([True] + [False] * (B - 1)),
+        episode_start=np.array([True] + [False] * (B - 1)),
         extras=torch.randn(W, B, 2, generator=g),
     )
 
@@ -349,3 +349,59 @@ def check_channels_last_drqn_gets_channels_last_sequences(device: str, exact: bo
 
 def test_channels_last_drqn_gets_channels_last_sequences():
     check_channels_last_drqn_gets_channels_last_sequences("cpu", exact=True)
+
+
+class DeviceKeepQNetwork(QNetwork):
+    """``forward_sequence``'s burn-in cut as it was: ``keep`` on the training device, the kept rows found there with
+    ``keep.any()`` and ``nonzero`` (each makes the host wait for the GPU)."""
+
+    def forward_sequence(self, obs, extras, state, grad_cut=None, aux=False):
+        if grad_cut is None or not torch.is_grad_enabled():
+            return super().forward_sequence(obs, extras, state, aux=aux)
+        k, keep = grad_cut[0], torch.as_tensor(grad_cut[1], device=obs.device)
+        with torch.no_grad():
+            head = super().forward_sequence(obs[:k], extras[:k], state, aux=aux)
+        if bool(keep.any()):
+            rows = keep.nonzero().squeeze(1)
+            kept = super().forward_sequence(
+                obs[:k, rows], extras[:k, rows], (state[0][:, rows], state[1][:, rows]), aux=aux
+            )
+            put = lambda x, y: x.index_copy(1, rows, y)  # noqa: E731
+            head = (put(head[0], kept[0]), tuple(map(put, head[1], kept[1])), *map(put, head[2:], kept[2:]))
+        rest = super().forward_sequence(obs[k:], extras[k:], head[1], aux=aux)
+        return (torch.cat([head[0], rest[0]]), rest[1], *(torch.cat(p) for p in zip(head[2:], rest[2:])))
+
+
+def check_burn_in_cut_from_host_rows_equals_device_nonzero(device: str, keep: list[bool], exact: bool) -> None:
+    """The DRQN loss, TD errors, and the gradients of the weights and of the stored state, with the burn-in's kept
+    rows found on the host (``SequenceBatch.episode_start``) equal those found on the device with ``nonzero``."""
+    agent, reference = make_drqn(burn_in=3, device=device), make_drqn(burn_in=3, device=device)
+    cfg = config.load("memory", ["network.lstm_size=8", "network.hidden=8"])
+    online = DeviceKeepQNetwork(cfg.network, (1, 5, 5), 2, 2, recurrent=True).to(device)
+    if agent.channels_last:  # the same layout, so the same kernels
+        online = online.to(memory_format=torch.channels_last)
+    online.load_state_dict(agent.online.state_dict())
+    reference.online = online
+    batch = batch_on(sequence_batch(agent, T=7, B=len(keep), burn_in=3), device)
+    batch.episode_start = np.array(keep)
+    batch.mask[:3] = torch.as_tensor(keep, device=device)  # burn-in carries loss only where a sequence starts
+    results = []
+    for learner in (agent, reference):
+        state = tuple(s.clone().requires_grad_(True) for s in batch.state)
+        loss, td, _ = learner.loss(type(batch)(**{**vars(batch), "state": state}))
+        loss.backward()
+        state_grads = [torch.zeros_like(s) if s.grad is None else s.grad for s in state]
+        results.append([loss.detach(), td, *state_grads, *[p.grad for p in learner.online.parameters()]])
+    for new, old in zip(*results):
+        assert torch.equal(new, old) if exact else torch.allclose(new, old, rtol=1e-5, atol=1e-6)
+    stale = torch.as_tensor([not x for x in keep], device=device)
+    assert (results[0][2][0, stale] == 0).all() and (results[0][3][0, stale] == 0).all(), "stale states get none"
+    if any(keep):
+        assert (results[0][2][0, ~stale] != 0).any(), "an exact initial state learns through the burn-in"
+
+
+@pytest.mark.parametrize(
+    "keep", [[False] * 5, [True, False, False, True, False], [True] * 5], ids=["none", "some", "all"]
+)
+def test_burn_in_cut_from_host_rows_equals_device_nonzero(keep):
+    check_burn_in_cut_from_host_rows_equals_device_nonzero("cpu", keep, exact=True)

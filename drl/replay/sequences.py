@@ -43,7 +43,7 @@ class SequenceBatch:
     state: tuple  # stored LSTM state (h, c) at the sequence start, each [1, B, hidden]
     weights: torch.Tensor  # float32 [B]
     indices: np.ndarray  # [B] flat start-entry ids, for priority updates
-    episode_start: torch.Tensor  # bool [B]: the sequence starts its episode, so its zero state is exact
+    episode_start: np.ndarray  # bool [B] on the host: the sequence starts its episode, so its zero state is exact
     extras: torch.Tensor | None = None  # float32 [W, B, K]
     labels: torch.Tensor | None = None  # uint8 [W, B] game-feature bits of obs (0 in the padding)
 
@@ -194,7 +194,7 @@ class SequenceSampler:
             state=(to(state[:, 0][None].contiguous()), to(state[:, 1][None].contiguous())),
             weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
             indices=env * K + k,
-            episode_start=to(starts_episode[:, 0]),
+            episode_start=starts_episode[:, 0].numpy(),
         )
         if self.storage.num_extras:
             batch.extras = tm(extras[:, S - 1 :], (~beyond)[..., None])
