@@ -27,7 +27,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def empty_for_transfer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, target: torch.device):
+def empty_for_transfer(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, target: torch.device
+) -> torch.Tensor:
     """An empty tensor on ``device`` for a result that ``to_device`` sends to ``target`` next: pinned when it is
     made on the host for a CUDA target, so it goes there as it is, with no copy into pinned memory first."""
     return torch.empty(shape, dtype=dtype, device=device, pin_memory=device.type == "cpu" and target.type == "cuda")
