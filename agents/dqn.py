@@ -94,7 +94,12 @@ class DQN:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if on else nullcontext()
 
     def _prep(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.contiguous(memory_format=torch.channels_last) if self.channels_last and obs.dim() == 4 else obs
+        """Images ``[N, C, H, W]`` or sequences ``[T, N, C, H, W]`` laid out channels-last for a channels-last
+        network (a sequence's steps, flattened into one batch, are then NHWC), so its convolutions need no copy
+        of their input; anything else as it is."""
+        if not self.channels_last or obs.dim() < 4:
+            return obs
+        return obs.flatten(0, -4).contiguous(memory_format=torch.channels_last).view(obs.shape)
 
     def q_values(self, net, obs, extras=None, acting: bool = False) -> torch.Tensor:
         with self.autocast(acting):

@@ -38,7 +38,7 @@ class DRQN(DQN):
     def unroll(self, net, obs, extras, state, grad_cut=None, aux=False, acting=False):
         """Q ``[T, B, A]`` (float32) and the final state; with ``aux`` also the game-feature logits."""
         with self.autocast(acting):
-            q, state, *logits = net.forward_sequence(obs, extras, state, grad_cut, aux=aux)
+            q, state, *logits = net.forward_sequence(self._prep(obs), extras, state, grad_cut, aux=aux)
         return (q.float(), state, *logits)
 
     @torch.no_grad()
@@ -60,19 +60,18 @@ class DRQN(DQN):
         """Unroll from the stored state. The first ``burn_in`` steps only refresh the stale state (no loss, and
         no gradient flows back into them) unless the sequence starts its episode, whose zero state is exact."""
         T, extras = batch.returns.shape[0], batch.extras
+        obs = self._prep(batch.obs)  # once for the two or three unrolls
         grad_cut = (self.burn_in, batch.episode_start) if self.burn_in else None
         with train_mode(self.online):
             q, _, *logits = self.unroll(
-                self.online, batch.obs, extras, batch.state, grad_cut, aux=bool(self.num_features)
+                self.online, obs, extras, batch.state, grad_cut, aux=bool(self.num_features)
             )  # q [W, B, A]
         with torch.no_grad():
-            q_target = self.unroll(self.target, batch.obs, extras, batch.state)[0]
+            q_target = self.unroll(self.target, obs, extras, batch.state)[0]
             # Double DQN's choice: from the online unroll above, unless dropout / batch norm make its train-mode
             # values differ from eval mode's (then one more unroll, in eval mode)
             q_choice = (
-                self.unroll(self.online, batch.obs, extras, batch.state)[0]
-                if self.online.mode_dependent
-                else q.detach()
+                self.unroll(self.online, obs, extras, batch.state)[0] if self.online.mode_dependent else q.detach()
             )
             boot = batch.bootstrap[..., None].expand(-1, -1, q.shape[-1])  # [T, B, A]
             target = double_q_target(

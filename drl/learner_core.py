@@ -131,10 +131,32 @@ def _check_replay_memory(
         )
 
 
+def scalars_to_floats(values: list) -> list[float]:
+    """Python floats of scalar stats: 0-dim tensors (any device and dtype) and numbers, in order. The tensors of
+    each (device, dtype) are stacked and copied to the host at once: one device sync for all of them, where
+    ``float`` of each would sync once per value. The floats are those ``float(value)`` gives."""
+    floats: list = list(values)
+    groups: dict[tuple, list[int]] = {}
+    for i, value in enumerate(values):
+        if isinstance(value, torch.Tensor):
+            groups.setdefault((value.device, value.dtype), []).append(i)
+        else:
+            floats[i] = float(value)
+    for positions in groups.values():
+        for i, x in zip(positions, torch.stack([values[i].reshape(()) for i in positions]).tolist()):
+            floats[i] = float(x)
+    return floats
+
+
 class LearnStep:
     """One gradient update: sample a batch (importance exponent beta annealed over ``total_steps``), update the
-    agent, give the replay the new priorities, keep the stats for the next train row (``stats``), and stop the
-    run (``on_diverged(value, name)``) when the loss, Q or gradient norm is no longer finite."""
+    agent, give the replay the new priorities and keep the update's stats as the agent returned them (tensors stay
+    on the device: turning each into a float would wait for the update to finish, once per stat and update).
+
+    ``collect()`` turns the kept stats into floats in ``stats`` (the train row's means, a checkpoint's
+    ``train_stats``) and stops the run (``on_diverged(value, name, env_steps, update)``) at the first update whose
+    loss, Q or gradient norm was not finite, naming that update. ``LearnerCore`` collects before each train row,
+    evaluation and checkpoint, so no checkpoint holds weights that a non-finite update made."""
 
     def __init__(
         self,
@@ -143,11 +165,12 @@ class LearnStep:
         replay,
         device: torch.device,
         counters: Counters,
-        on_diverged: Callable[[float, str], None],
+        on_diverged: Callable[[float, str, int, int], None],
     ):
         self.cfg, self.agent, self.replay, self.device, self.counters = cfg, agent, replay, device, counters
         self.on_diverged = on_diverged
-        self.stats: dict[str, list[float]] = {}  # update stats since the last train row
+        self.stats: dict[str, list[float]] = {}  # update stats since the last train row, as floats (``collect``)
+        self.uncollected: list[tuple[dict, int, int]] = []  # (stats, env_steps, update) of updates not collected
 
     def __call__(self) -> None:
         cfg = self.cfg
@@ -155,11 +178,22 @@ class LearnStep:
         batch = self.replay.sample_for(self.agent.sampler, cfg.agent.batch_size, beta=beta, device=self.device)
         stats = self.agent.update(batch)
         self.replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
-        for key, value in stats.items():
-            self.stats.setdefault(key, []).append(float(value))
-        for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
-            if key in self.stats and not math.isfinite(self.stats[key][-1]):
-                self.on_diverged(self.stats[key][-1], key)
+        kept = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in stats.items()}
+        self.uncollected.append((kept, self.counters.env_steps, self.agent.updates))
+
+    def collect(self) -> None:
+        """Append the stats of the updates since the last call to ``stats`` as floats (one device sync for all of
+        them), then check them in update order: a non-finite loss, Q or gradient norm stops the run."""
+        updates, self.uncollected = self.uncollected, []
+        floats = iter(scalars_to_floats([value for stats, _, _ in updates for value in stats.values()]))
+        rows = [({key: next(floats) for key in stats}, env_steps, update) for stats, env_steps, update in updates]
+        for row, _, _ in rows:
+            for key, value in row.items():
+                self.stats.setdefault(key, []).append(value)
+        for row, env_steps, update in rows:
+            for key in ("q_mean", "loss", "grad_norm"):  # NaN weights would follow a bad gradient
+                if key in row and not math.isfinite(row[key]):
+                    self.on_diverged(row[key], key, env_steps, update)
 
 
 class LearnerCore:
@@ -242,6 +276,9 @@ class LearnerCore:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self) -> dict:
+        """What ``save_checkpoint`` writes; the update stats are collected first (a non-finite update stops the
+        run here, before any checkpoint holds its weights)."""
+        self.learn_step.collect()
         spec = self.spec
         payload = {
             "agent": self.agent.state_dict(),
@@ -322,6 +359,7 @@ class LearnerCore:
         """The train row (the owner's ``fields``, the counts, the update stats' means since the last row, the env
         workers' ``faults``); returns the recent mean return (None before any episode)."""
         c = self.counters
+        self.learn_step.collect()
         recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
         means = {f"train/{k}": float(np.mean(v)) for k, v in self.learn_step.stats.items()}
         self.metrics.write(
@@ -384,7 +422,7 @@ class LearnerCore:
         }
 
     def run_evaluation(self, wall: float) -> dict:
-
+        self.learn_step.collect()  # a run whose weights went non-finite stops instead of evaluating them
         cfg = self.cfg
         if self.eval_env is None:
             self.eval_env = make_env(
@@ -435,15 +473,15 @@ class LearnerCore:
                 self.stop_early = True
         return summary
 
-    def diverged(self, value: float, what: str = "loss") -> None:
+    def diverged(self, value: float, what: str, env_steps: int, update: int) -> None:
+        """Stop the run: update ``update``, made at ``env_steps``, gave a non-finite ``what``."""
         if self.bar is not None:
             self.bar.close()
         latest = self.run_dir / "checkpoints" / "latest.pt"
         where = f"last good checkpoint: {latest}" if latest.exists() else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"{what} became {value} at env step {self.counters.env_steps} (update "
-            f"{self.agent.updates}); {where}. Lower agent.lr (or env.reward_scale) and resume "
-            "or restart"
+            f"{what} became {value} at env step {env_steps} (update {update}); {where}. Lower agent.lr (or "
+            "env.reward_scale) and resume or restart"
         )
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 from drl.config import NetworkConfig
 from drl.errors import UserError, first_line
 from drl.registry import ENCODERS
+from drl.runtime import to_device
 
 
 def conv_stack(in_channels: int, layers: list[tuple[int, int, int, int]], cfg: NetworkConfig | None) -> nn.Sequential:
@@ -225,21 +227,23 @@ class QNetwork(nn.Module):
         obs: torch.Tensor,
         extras: torch.Tensor | None,
         state: tuple[torch.Tensor, torch.Tensor],
-        grad_cut: tuple[int, torch.Tensor] | None = None,
+        grad_cut: tuple[int, np.ndarray | torch.Tensor] | None = None,
         aux: bool = False,
     ) -> tuple:
         """Q ``[T, B, A]`` and the final state (and with ``aux`` the game-feature logits ``[T, B, F]``).
         ``grad_cut = (k, keep)`` (R2D2's burn-in): the first ``k`` steps of rows where ``keep`` [B] is false run
         without autograd, so no gradient reaches them or their stale initial state; rows where it is true (an
         exact initial state) keep their whole graph. (Batch norm in train mode then normalises each of these
-        parts with its own batch statistics.)"""
+        parts with its own batch statistics.) ``keep`` is a bool array or tensor on the host: the kept rows are
+        found there, without waiting for the device, and go to it as one asynchronous index copy."""
         if grad_cut is not None and torch.is_grad_enabled():
             k, keep = grad_cut
             part = lambda x, a, b: None if x is None else x[a:b]  # noqa: E731
             with torch.no_grad():
                 head = self.forward_sequence(obs[:k], part(extras, 0, k), state, aux=aux)
-            if bool(keep.any()):  # the kept rows again, with autograd (a small batch)
-                rows = keep.nonzero().squeeze(1)
+            kept_rows = np.flatnonzero(np.asarray(keep))
+            if len(kept_rows):  # the kept rows again, with autograd (a small batch)
+                rows = to_device(torch.from_numpy(kept_rows), obs.device)
                 kept = self.forward_sequence(
                     obs[:k, rows],
                     None if extras is None else extras[:k, rows],

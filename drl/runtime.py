@@ -20,10 +20,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensors go to CUDA from pinned memory, so the copy is asynchronous (``non_blocking``)."""
+    """Host tensors go to CUDA from pinned memory, so the copy is asynchronous (``non_blocking``): a pinned tensor
+    (``empty_for_transfer``) as it is, any other after a copy into pinned memory."""
     if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
+        return t.pin_memory().to(device, non_blocking=True)  # pin_memory of a pinned tensor is the tensor itself
     return t.to(device)
+
+
+def empty_for_transfer(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, target: torch.device
+) -> torch.Tensor:
+    """An empty tensor on ``device`` for a result that ``to_device`` sends to ``target`` next: pinned when it is
+    made on the host for a CUDA target, so it goes there as it is, with no copy into pinned memory first."""
+    return torch.empty(shape, dtype=dtype, device=device, pin_memory=device.type == "cpu" and target.type == "cuda")
 
 
 def cpu_has_bf16() -> bool:

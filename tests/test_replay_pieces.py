@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from drl.replay import Prioritizer, ReplayBuffer, SequenceStarts, StepRecord, TransitionSampler
+from drl.replay import (
+    FrameStorage,
+    Prioritizer,
+    ReplayBuffer,
+    SequenceStarts,
+    StepRecord,
+    TransitionSampler,
+    gather_rows,
+    stack_frames,
+)
+from drl.replay.sequences import time_major
 from tests.test_replay import NaiveStream, check_batch_against_reference, fill
 from tests.test_sequences import fill_with_states
 
@@ -98,6 +108,62 @@ def test_prioritizer_equals_naive_priorities(sequences):
     assert np.allclose(weights, expected / expected.max(), rtol=1e-6)
 
 
+def update_as_before(p: Prioritizer, entries: np.ndarray, td_errors: torch.Tensor, mask: torch.Tensor | None):
+    """``Prioritizer.update`` as it was: the errors copied to the host (``.cpu()``, a device sync) and mixed there."""
+    tree = p.tree
+    if mask is not None:
+        td = td_errors.detach().abs().float().cpu() * mask.cpu()
+        count = mask.cpu().sum(0).clamp(min=1)
+        td_errors = p.eta * td.max(0).values + (1 - p.eta) * td.sum(0) / count
+    priority = td_errors.detach().abs().float().cpu().numpy().astype(np.float64) + p.priority_eps
+    tree.update(entries, priority**p.alpha)
+    tree.max_priority = max(tree.max_priority, float(priority.max()))
+
+
+def priority_calls(p: Prioritizer, device: str, sequences: bool, update) -> list[np.ndarray]:
+    """A run of calls in the order a training loop makes them, with TD errors (and masks) on ``device``: inserts
+    (which read the largest priority an update set), updates, clears of updated entries, draws. Returns the draws
+    and, after each call, the tree and its largest priority."""
+    g = torch.Generator().manual_seed(5)
+    rng = np.random.default_rng(2)
+    seen = []
+    p.insert(np.arange(40))
+    for step in range(6):
+        entries = rng.integers(0, 40 + 4 * step, 16)  # repeats: the last value wins
+        td = (torch.randn(5, 16, generator=g) if sequences else torch.randn(16, generator=g)) * 10 ** (step - 2)
+        mask = (torch.rand(5, 16, generator=g) < 0.7) if sequences else None
+        update(p, entries, td.to(device), None if mask is None else mask.to(device))
+        p.insert(np.arange(40 + 4 * step, 44 + 4 * step))
+        seen += [p.tree.tree.copy(), np.array([p.tree.max_priority])]
+        p.clear(entries[:2])
+        update(p, entries[2:5], td[..., 2:5].to(device), None if mask is None else mask[:, 2:5].to(device))
+        seen += [p.draw(32, rng)[0], p.tree.tree.copy()]
+    return seen
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_priority_updates_equal_the_host_computation_they_replaced(sequences):
+    """On the host the priorities are those of the update before it copied errors to the host itself, bit for bit."""
+    got = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, Prioritizer.update)
+    want = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, update_as_before)
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def check_device_priorities_equal_host_ones(device: str, sequences: bool) -> None:
+    """TD errors on ``device`` give the tree, largest priority and draws that the same errors on the host give,
+    whenever the tree is used (a staged CUDA update lands before the next insert, clear, draw or update)."""
+    got = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), device, sequences, Prioritizer.update)
+    want = priority_calls(Prioritizer(70, 0.6, 1e-3, 0.9), "cpu", sequences, Prioritizer.update)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):  # a mean over a sequence's steps may round differently on a GPU
+        assert np.array_equal(a, b) if not sequences or a.dtype.kind == "i" else np.allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_priorities_from_errors_on_the_training_device_equal_host_ones(sequences):
+    check_device_priorities_equal_host_ones("cpu", sequences)
+
+
 def test_add_returns_the_entries_it_created():
     """Transitions: the flat slot of each step (-1 for a lost one); sequences: the start entry where one starts."""
     no, yes = torch.tensor([False, False]), torch.tensor([True, True])
@@ -163,3 +229,60 @@ def test_state_dict_round_trips_with_the_single_class_keys(sequences, prioritize
             assert (
                 torch.equal(x, y) if isinstance(x, torch.Tensor) else x is None and y is None or np.array_equal(x, y)
             ), name
+
+
+def check_batch_tensors_are_written_once_for_their_target(target: str) -> None:
+    """A batch's stacks and time-major fields equal the expressions they replaced (multiply, transpose, then a copy
+    into pinned memory for a CUDA target), and are made contiguous, on the host, pinned exactly when the target is a
+    CUDA device: ``to_device`` then sends them as they are."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 4, 1, 5, 5), dtype=torch.uint8, generator=g)
+    first = torch.rand(6, 4, generator=g) < 0.3
+    stacked = stack_frames(frames, first, 4, torch.device(target))
+    later_first = torch.zeros(6, 4, dtype=torch.bool)
+    later_first[:, :-1] = first[:, 1:].flip(1).to(torch.uint8).cummax(1).values.flip(1).bool()
+    assert torch.equal(stacked, (frames * (~later_first).view(6, 4, 1, 1, 1).to(torch.uint8)).flatten(1, 2))
+    in_episode = torch.rand(6, 4, generator=g) < 0.8
+    cases = [
+        (frames, in_episode.view(6, 4, 1, 1, 1).to(torch.uint8)),  # obs
+        (torch.randn(6, 4, 3, generator=g), in_episode[..., None]),  # extras
+        (torch.randint(0, 8, (6, 4), dtype=torch.uint8, generator=g), in_episode),  # labels
+        (torch.randn(6, 4, generator=g), None),  # returns, discounts, ...
+    ]
+    outputs = [stacked]
+    for x, factor in cases:
+        got = time_major(x, torch.device(target), factor)
+        want = (x if factor is None else x * factor).transpose(0, 1).contiguous()
+        assert got.dtype == want.dtype and torch.equal(got, want)
+        outputs.append(got)
+    for out in outputs:
+        assert out.is_contiguous() and out.device.type == "cpu" and out.is_pinned() == (target == "cuda")
+
+
+def test_batch_tensors_are_written_once_for_their_target():
+    check_batch_tensors_are_written_once_for_their_target("cpu")
+
+
+def check_frame_writes_and_gathers_equal_advanced_indexing(frames_device: str) -> None:
+    """Frames are written through one flat slot index sent to their device (``FrameStorage.write``) and gathered
+    through one flat row index (``gather_rows``, host indices): the frames and rows that advanced indexing with an
+    (env, slot) index pair on that device gave, for streams written in any order and subsets (a distributed
+    collector's envs, the envs that reset)."""
+    storage = FrameStorage(40, 4, (2, 3, 3), 1, frames_device=frames_device)
+    reference = torch.zeros_like(storage.frames, device="cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        envs = rng.permutation(4)[: rng.integers(1, 5)]
+        frame = torch.from_numpy(rng.integers(0, 256, (len(envs), 2, 3, 3), dtype=np.uint8))
+        phys = torch.from_numpy(storage.count[envs] % storage.capacity)
+        reference[torch.from_numpy(envs), phys] = frame
+        storage.write(envs, frame.to(frames_device), 0, 0.0, 0, None)
+    assert torch.equal(storage.frames.cpu(), reference)
+    e = torch.from_numpy(rng.integers(0, 4, 16))[:, None]
+    idx = torch.from_numpy(rng.integers(0, storage.capacity, (16, 5)))
+    gathered = gather_rows(storage.frames, e, idx)
+    assert gathered.device == storage.frames.device and torch.equal(gathered.cpu(), reference[e, idx])
+
+
+def test_frame_writes_and_gathers_equal_advanced_indexing():
+    check_frame_writes_and_gathers_equal_advanced_indexing("cpu")

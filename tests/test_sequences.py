@@ -116,17 +116,18 @@ def test_sequences_equal_naive_reference(stack, n, T, burn_in, overlap, prioriti
     assert checked_padding > 0 and checked_cut > 0, "the sample should hold episode ends and padding"
 
 
-def make_drqn(burn_in=2, num_extras=2):
+def make_drqn(burn_in=2, num_extras=2, frame=(1, 5, 5), device="cpu", overrides=(), cls=DRQN):
     cfg = config.load(
-        "memory", [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8", "network.hidden=8"]
+        "memory",
+        [f"replay.burn_in={burn_in}", "compute.bf16=off", "network.lstm_size=8", "network.hidden=8", *overrides],
     )
     torch.manual_seed(0)
-    return DRQN(
+    return cls(
         cfg,
-        EnvSpec((1, 5, 5), torch.uint8, 2, num_extras),
-        torch.device("cpu"),
+        EnvSpec(frame, torch.uint8, 2, num_extras),
+        torch.device(device),
         False,
-        torch.Generator().manual_seed(0),
+        torch.Generator(device=device).manual_seed(0),
     )
 
 
@@ -208,7 +209,7 @@ def test_burn_in_grad_cut_equals_naive_detach(keep):
     assert (results[1][1][0, keep] != 0).all(), "an exact initial state learns through the burn-in"
 
 
-def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
+def sequence_batch(agent, T=6, n=1, B=4, burn_in=2, frame=(1, 5, 5)):
     g = torch.Generator().manual_seed(3)
     W = T + n
     from drl.replay import SequenceBatch
@@ -217,7 +218,7 @@ def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
     mask[:burn_in, 1:] = False  # sequences 1.. do not start their episode: burn-in carries no loss
     mask[4:, 2] = False  # sequence 2 ends its episode at position 3: padding after it
     return SequenceBatch(
-        obs=torch.randint(0, 256, (W, B, 1, 5, 5), dtype=torch.uint8, generator=g),
+        obs=torch.randint(0, 256, (W, B, *frame), dtype=torch.uint8, generator=g),
         actions=torch.randint(0, 2, (W, B), generator=g),
         returns=torch.randn(T, B, generator=g),
         bootstrap=(torch.arange(T)[:, None] + 1).expand(T, B).clone(),
@@ -226,7 +227,7 @@ def sequence_batch(agent, T=6, n=1, B=4, burn_in=2):
         state=(torch.randn(1, B, 8, generator=g), torch.randn(1, B, 8, generator=g)),
         weights=torch.ones(B),
         indices=np.arange(B),
-        episode_start=torch.tensor([True] + [False] * (B - 1)),
+        episode_start=np.array([True] + [False] * (B - 1)),
         extras=torch.randn(W, B, 2, generator=g),
     )
 
@@ -297,3 +298,110 @@ def test_fused_cuda_lstm_stays_float32_under_autocast():
     reference, _ = lstm(x, state)
     assert out.dtype == torch.float32 and h.dtype == torch.float32
     assert torch.allclose(out, reference, atol=1e-6)
+
+
+def batch_on(batch, device: str):
+    """``batch`` (a dataclass) with its tensors, and tuples of tensors, on ``device``."""
+    move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return type(batch)(**{k: tuple(map(move, v)) if isinstance(v, tuple) else move(v) for k, v in vars(batch).items()})
+
+
+class SequencesAsSampledDRQN(DRQN):
+    """DRQN as it was: sequences reach a channels-last network in the layout they were sampled in (NCHW)."""
+
+    def _prep(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if obs.dim() == 5 else super()._prep(obs)
+
+
+def check_channels_last_drqn_gets_channels_last_sequences(device: str, exact: bool) -> None:
+    """A channels-last DRQN lays its sequences out channels-last before unrolling them (its first convolution
+    gets NHWC input, once converted per loss), and its loss, TD errors, gradients and acting are those of the same
+    network fed the sampled NCHW sequences."""
+    frame = (3, 6, 6)  # several channels, so the two layouts differ
+    agents = [
+        make_drqn(frame=frame, device=device, overrides=["compute.channels_last=on"], cls=cls)
+        for cls in (DRQN, SequencesAsSampledDRQN)
+    ]
+    agents[1].online.load_state_dict(agents[0].online.state_dict())
+    agents[1].target.load_state_dict(agents[0].target.state_dict())
+    batch = batch_on(sequence_batch(agents[0], frame=frame), device)
+    seen: list[list[bool]] = [[], []]
+    results = []
+    for agent, layouts in zip(agents, seen):
+        assert agent.channels_last
+        for net in (agent.online, agent.target):
+            conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+            conv.register_forward_pre_hook(
+                lambda _, args, layouts=layouts: layouts.append(
+                    args[0].is_contiguous(memory_format=torch.channels_last)
+                )
+            )
+        agent.online.zero_grad()
+        loss, td, _ = agent.loss(batch)
+        loss.backward()
+        actions, state = agent.act(batch.obs[0], agent.initial_state(batch.obs.shape[1]), 0.0, batch.extras[0])
+        results.append([loss.detach(), td, actions, *state, *[p.grad for p in agent.online.parameters()]])
+    assert seen[0] and all(seen[0]), "every unroll of the channels-last DRQN gets NHWC input"
+    assert not any(seen[1]), "the sampled sequences are NCHW"
+    for new, old in zip(*results):
+        assert torch.equal(new, old) if exact else torch.allclose(new, old, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_drqn_gets_channels_last_sequences():
+    check_channels_last_drqn_gets_channels_last_sequences("cpu", exact=True)
+
+
+class DeviceKeepQNetwork(QNetwork):
+    """``forward_sequence``'s burn-in cut as it was: ``keep`` on the training device, the kept rows found there with
+    ``keep.any()`` and ``nonzero`` (each makes the host wait for the GPU)."""
+
+    def forward_sequence(self, obs, extras, state, grad_cut=None, aux=False):
+        if grad_cut is None or not torch.is_grad_enabled():
+            return super().forward_sequence(obs, extras, state, aux=aux)
+        k, keep = grad_cut[0], torch.as_tensor(grad_cut[1], device=obs.device)
+        with torch.no_grad():
+            head = super().forward_sequence(obs[:k], extras[:k], state, aux=aux)
+        if bool(keep.any()):
+            rows = keep.nonzero().squeeze(1)
+            kept = super().forward_sequence(
+                obs[:k, rows], extras[:k, rows], (state[0][:, rows], state[1][:, rows]), aux=aux
+            )
+            put = lambda x, y: x.index_copy(1, rows, y)  # noqa: E731
+            head = (put(head[0], kept[0]), tuple(map(put, head[1], kept[1])), *map(put, head[2:], kept[2:]))
+        rest = super().forward_sequence(obs[k:], extras[k:], head[1], aux=aux)
+        return (torch.cat([head[0], rest[0]]), rest[1], *(torch.cat(p) for p in zip(head[2:], rest[2:])))
+
+
+def check_burn_in_cut_from_host_rows_equals_device_nonzero(device: str, keep: list[bool], exact: bool) -> None:
+    """The DRQN loss, TD errors, and the gradients of the weights and of the stored state, with the burn-in's kept
+    rows found on the host (``SequenceBatch.episode_start``) equal those found on the device with ``nonzero``."""
+    agent, reference = make_drqn(burn_in=3, device=device), make_drqn(burn_in=3, device=device)
+    cfg = config.load("memory", ["network.lstm_size=8", "network.hidden=8"])
+    online = DeviceKeepQNetwork(cfg.network, (1, 5, 5), 2, 2, recurrent=True).to(device)
+    if agent.channels_last:  # the same layout, so the same kernels
+        online = online.to(memory_format=torch.channels_last)
+    online.load_state_dict(agent.online.state_dict())
+    reference.online = online
+    batch = batch_on(sequence_batch(agent, T=7, B=len(keep), burn_in=3), device)
+    batch.episode_start = np.array(keep)
+    batch.mask[:3] = torch.as_tensor(keep, device=device)  # burn-in carries loss only where a sequence starts
+    results = []
+    for learner in (agent, reference):
+        state = tuple(s.clone().requires_grad_(True) for s in batch.state)
+        loss, td, _ = learner.loss(type(batch)(**{**vars(batch), "state": state}))
+        loss.backward()
+        state_grads = [torch.zeros_like(s) if s.grad is None else s.grad for s in state]
+        results.append([loss.detach(), td, *state_grads, *[p.grad for p in learner.online.parameters()]])
+    for new, old in zip(*results):
+        assert torch.equal(new, old) if exact else torch.allclose(new, old, rtol=1e-5, atol=1e-6)
+    stale = torch.as_tensor([not x for x in keep], device=device)
+    assert (results[0][2][0, stale] == 0).all() and (results[0][3][0, stale] == 0).all(), "stale states get none"
+    if any(keep):
+        assert (results[0][2][0, ~stale] != 0).any(), "an exact initial state learns through the burn-in"
+
+
+@pytest.mark.parametrize(
+    "keep", [[False] * 5, [True, False, False, True, False], [True] * 5], ids=["none", "some", "all"]
+)
+def test_burn_in_cut_from_host_rows_equals_device_nonzero(keep):
+    check_burn_in_cut_from_host_rows_equals_device_nonzero("cpu", keep, exact=True)

@@ -129,12 +129,10 @@ def task_update(spec: dict) -> dict:
             default_bf16 = trainer.bf16
 
             def drl_update_fn(batch_size: int, learner=agent):
-                def one():  # what the loop does per update (drl/loop.py Trainer._learn)
+                def one():  # what the loop does per update (drl.learner_core.LearnStep; its stats stay tensors)
                     batch = replay.sample(batch_size, beta=0.4, device=dev)
                     stats = learner.update(batch)
                     replay.update_priorities(batch.indices, stats.pop("td_error"), getattr(batch, "mask", None))
-                    for value in stats.values():
-                        float(value)
 
                 return one
 

@@ -18,6 +18,7 @@ from drl.replay.priorities import Prioritizer
 from drl.replay.sequences import SequenceBatch, SequenceSampler
 from drl.replay.storage import FrameStorage
 from drl.replay.transitions import TransitionBatch, TransitionSampler
+from drl.runtime import to_device
 from drl.sumtree import SumTree
 
 
@@ -197,7 +198,7 @@ class ReplayBuffer:
             flags[torch.from_numpy(lost)] = self.FINAL
             reset = reset & ~torch.from_numpy(lost)
             self.storage.truncate_last(ids[lost])
-        on_frames = lambda t: t.detach().to(self.storage.frames_device)  # noqa: E731
+        on_frames = lambda t: to_device(t.detach(), self.storage.frames_device)  # noqa: E731
         logical = self.storage.write(
             ids,
             on_frames(step.frame),
@@ -213,9 +214,10 @@ class ReplayBuffer:
             self.prioritizer.clear(cleared)
         done = reset.numpy().nonzero()[0]
         if len(done):
+            assert step.final_frame is not None, "a step that resets an env carries its final frame"
             sel = torch.from_numpy(done)
             pick = lambda t: None if t is None else cpu(t)[sel]  # noqa: E731
-            final = on_frames(step.final_frame)[sel.to(self.storage.frames_device)]
+            final = on_frames(step.final_frame[to_device(sel, step.final_frame.device)])
             logical = self.storage.write(
                 ids[done],
                 final,

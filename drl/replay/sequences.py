@@ -15,7 +15,18 @@ import torch
 from drl.replay.priorities import Prioritizer
 from drl.replay.storage import FINAL, FrameStorage, flag_bits, stack_frames
 from drl.replay.transitions import n_step_returns, rejection_sample
-from drl.runtime import to_device
+from drl.runtime import empty_for_transfer, to_device
+
+
+def time_major(x: torch.Tensor, target: torch.device, factor: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` [B, W, ...] (times ``factor``, which broadcasts to it) as a contiguous [W, B, ...] on x's device, written
+    once, where its copy to ``target`` starts from (pinned for a CUDA target: ``empty_for_transfer``)."""
+    x_t = x.transpose(0, 1)
+    if factor is None:
+        return empty_for_transfer(x_t.shape, x.dtype, x.device, target).copy_(x_t)
+    factor_t = factor.transpose(0, 1)
+    shape = torch.broadcast_shapes(x_t.shape, factor_t.shape)
+    return torch.mul(x_t, factor_t, out=empty_for_transfer(shape, torch.result_type(x, factor), x.device, target))
 
 
 @dataclass
@@ -32,7 +43,7 @@ class SequenceBatch:
     state: tuple  # stored LSTM state (h, c) at the sequence start, each [1, B, hidden]
     weights: torch.Tensor  # float32 [B]
     indices: np.ndarray  # [B] flat start-entry ids, for priority updates
-    episode_start: torch.Tensor  # bool [B]: the sequence starts its episode, so its zero state is exact
+    episode_start: np.ndarray  # bool [B] on the host: the sequence starts its episode, so its zero state is exact
     extras: torch.Tensor | None = None  # float32 [W, B, K]
     labels: torch.Tensor | None = None  # uint8 [W, B] game-feature bits of obs (0 in the padding)
 
@@ -155,7 +166,7 @@ class SequenceSampler:
             win = frames.unfold(1, S, 1).movedim(-1, 2)  # [B, W, S, *frame_shape]
             obs = stack_frames(win.flatten(0, 1), first.unfold(1, S, 1).flatten(0, 1), S)
             obs = obs.view(B, W, *obs.shape[1:])
-        obs = obs * (~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.device, obs.dtype)
+        in_episode = to_device((~beyond).view(B, W, *([1] * (obs.dim() - 2))).to(obs.dtype), obs.device)
         returns, steps, discounts = n_step_returns(
             rewards[:, S - 1 :], term[:, S - 1 :], done[:, S - 1 :], n, self.gamma
         )
@@ -170,10 +181,11 @@ class SequenceSampler:
             if prioritizer is not None
             else np.ones(B, dtype=np.float32)
         )
-        to = lambda t: to_device(t, torch.device(device))  # noqa: E731
-        tm = lambda t: to(t.transpose(0, 1).contiguous())  # noqa: E731  time-major
+        device = torch.device(device)
+        to = lambda t: to_device(t, device)  # noqa: E731
+        tm = lambda t, factor=None: to(time_major(t, device, factor))  # noqa: E731
         batch = SequenceBatch(
-            obs=tm(obs),
+            obs=tm(obs, in_episode),
             actions=tm(actions[:, S - 1 :].long()),
             returns=tm(returns),
             bootstrap=tm(position + steps),
@@ -182,12 +194,12 @@ class SequenceSampler:
             state=(to(state[:, 0][None].contiguous()), to(state[:, 1][None].contiguous())),
             weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
             indices=env * K + k,
-            episode_start=to(starts_episode[:, 0]),
+            episode_start=starts_episode[:, 0].numpy(),
         )
         if self.storage.num_extras:
-            batch.extras = tm(extras[:, S - 1 :] * (~beyond)[..., None])
+            batch.extras = tm(extras[:, S - 1 :], (~beyond)[..., None])
         if labels is not None:
-            batch.labels = tm(labels[:, S - 1 :] * (~beyond))
+            batch.labels = tm(labels[:, S - 1 :], ~beyond)
         return batch
 
     def state_dict(self) -> dict:

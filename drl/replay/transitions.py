@@ -128,14 +128,14 @@ class TransitionSampler:
         )
         returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
         rows = torch.arange(B)[:, None]
-        obs = stack_frames(frames[:, :S], first[:, :S], S)
+        device = torch.device(device)
+        obs = stack_frames(frames[:, :S], first[:, :S], S, device)
         nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
-        fd = storage.frames_device
-        next_obs = stack_frames(gather_rows(frames, rows.to(fd), nxt.to(fd)), first[rows, nxt], S)
+        next_obs = stack_frames(gather_rows(frames, rows, nxt), first[rows, nxt], S, device)
         weights = (
             prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
         )
-        to = lambda t: to_device(t, torch.device(device))  # noqa: E731
+        to = lambda t: to_device(t, device)  # noqa: E731
         batch = TransitionBatch(
             obs=to(obs),
             actions=to(actions[:, S - 1].long()),
