@@ -13,8 +13,10 @@ only ever compared between two runs made here, never against recorded ones.
 
 The distributed check cannot be bit-identical: which collector's chunk reaches the learner first is up to Ray's
 scheduling, and so are the interleaving and number of its episode and train rows (they follow chunk arrivals; the
-same commit run twice gave 2231 and 2262 rows). It is compared on what the run's schedule fixes: the env steps of
-its evaluations and its final env steps. Its final evaluation is printed beside the other commit's, not compared.
+same commit run twice gave 2231 and 2262 rows), and so are the env steps its evaluations are recorded at (the
+learner evaluates after storing all the chunks one poll brought, so an evaluation lands up to a poll's chunks past
+its interval). It is compared on what the run's schedule fixes: how many evaluations it made and its final env
+steps. Its final evaluation is printed beside the other commit's, not compared.
 
 Exit status: 0 when every check agrees, 1 when one differs, 2 on bad input.
 """
@@ -60,9 +62,9 @@ def run_digest(metrics: Path, exact: bool) -> tuple[str, int, dict]:
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     if exact:
         kept = [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-    else:  # the schedule: evaluation steps and the last step (episode and train rows follow chunk arrivals)
+    else:  # the schedule: how many evaluations, and the last step (other rows follow chunk arrivals)
         kept = [
-            {"eval_steps": [r["env_steps"] for r in rows if r.get("event") == "eval"]},
+            {"evaluations": sum(r.get("event") == "eval" for r in rows)},
             {"final_env_steps": max(r.get("env_steps", 0) for r in rows)},
         ]
     text = "\n".join(json.dumps(row, sort_keys=True) for row in kept)
