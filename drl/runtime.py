@@ -85,19 +85,14 @@ def use_overlap_env(
     - CUDA: on, the update runs on the GPU while the CPU steps the envs;
     - a core left free by torch's threads (``compute.threads`` / ``DRL_THREADS`` below the cores): on, the env
       steps there;
-    - torch on every core: the env competes with the update's threads. Worker processes (Doom, Gymnasium async):
-      on, else the learner idles through each step's pipe round trip (Doom health_gathering +8.5 % on a 2-core
-      EPYC). ALE's threads: off, a few games' step is short against an update and the busy core stalls torch's
-      parallel regions (Pong at 1 env -15 % on the same machine). ``drl.bench`` measures both ways
-      (``overlap_gain``)."""
+    - torch on every core: on. Worker processes (Doom, Gymnasium async) would otherwise leave the learner idle
+      through each step's pipe round trip (Doom health_gathering +8.5 % on a 2-core EPYC). ALE's threads measured
+      both ways: -15 % on that EPYC, +35 % on a 2-core Xeon with AMX (Pong at SB3's settings, 154 against 114
+      steps/s, ``drl.bench`` 2026-12-06); on was the default before ``auto`` and stays it. ``drl.bench`` measures
+      both ways on each machine (``overlap_auto_faster``)."""
     if cfg.overlap_env != "auto":
         return cfg.overlap_env == "on"
-    stepping = env.stepping()
-    if stepping == "caller":
-        return False
-    if device.type == "cuda" or threads < (cores or cpu_count()):
-        return True
-    return stepping == "processes"
+    return env.stepping() != "caller"
 
 
 def cpu_count() -> int:

@@ -69,10 +69,10 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
         ("catch", [], CUDA, 2, 2, False),
         ("cartpole", [], CPU, 1, 2, False),  # Gymnasium sync: the caller's thread too
         ("cartpole", ["env.vectorization=async"], CPU, 2, 2, True),  # worker processes
-        ("atari-pong", [], CPU, 2, 2, False),  # ALE's threads against torch on every core
-        ("atari-pong", ["env.num_envs=1"], CPU, 2, 2, False),
+        ("atari-pong", [], CPU, 2, 2, True),  # ALE's threads beside torch on every core (measured faster here)
+        ("atari-pong", ["env.num_envs=1"], CPU, 2, 2, True),
         ("atari-pong", [], CPU, 1, 2, True),  # a core torch leaves free
-        ("atari-pong", [], CPU, 16, 16, False),
+        ("atari-pong", [], CPU, 16, 16, True),
         ("atari-pong", [], CUDA, 16, 16, True),  # the update on the GPU, the envs on the CPU
         ("doom-health-gathering", [], CPU, 2, 2, True),  # worker processes
         ("doom-health-gathering", ["compute.overlap_env=off"], CPU, 1, 2, False),  # set: as set
