@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -21,3 +22,15 @@ def run_cli(prog: str, main: Callable[[list[str]], int], argv: list[str] | None 
         print(f"{prog}: interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def add_import_option(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable, into ``args.imports``): user modules that register envs, agents, encoders."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first (it registers envs, agents or encoders); repeatable",
+    )

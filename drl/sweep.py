@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from drl import config
-from drl.cli import run_cli
+from drl.cli import add_import_option, run_cli
 from drl.errors import TrainingDiverged, UserError, require
 
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
@@ -62,14 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="STEPS",
         help="env steps of a trial before it can be pruned (default 0)",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        metavar="MODULE",
-        action="append",
-        default=[],
-        help="import MODULE first (it registers envs, agents or encoders); repeatable",
-    )
+    add_import_option(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)
     for name, low in (("trials", 1), ("jobs", 1), ("prune_startup", 0), ("prune_warmup", 0)):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from drl import config
-from drl.cli import run_cli
+from drl.cli import add_import_option, run_cli
 from drl.errors import UserError, first_line
 
 _last_result: dict | None = None  # the result of this process's last main(): run_seeds stops after an interrupted seed
@@ -53,14 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1,
         help="with --seeds: run up to N seeds at once as subprocesses (default 1, sequential)",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        metavar="MODULE",
-        action="append",
-        default=[],
-        help="import MODULE first (it registers envs, agents or encoders); repeatable",
-    )
+    add_import_option(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     if args.resume and args.experiment and "=" in args.experiment:
