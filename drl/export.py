@@ -13,7 +13,10 @@ logged in; otherwise one line says how to log in, before anything is evaluated o
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -22,6 +25,7 @@ from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
 from drl.exported import CARD, CONFIG, MODEL, VIDEO, write_model
+from drl.train import SESSIONS
 
 LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or set HF_TOKEN"
 
@@ -82,7 +86,15 @@ def card_metadata(cfg: config.Config, summary: dict) -> dict:
     }
 
 
-def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float, env_steps: int, video: bool) -> str:
+def model_card(
+    cfg: config.Config,
+    summary: dict,
+    episodes: int,
+    epsilon: float,
+    env_steps: int,
+    video: bool,
+    provenance_lines: Sequence[str] = (),
+) -> str:
     env, algo = env_id(cfg), cfg.agent.algo
     front = yaml.safe_dump(card_metadata(cfg, summary), sort_keys=False)
     a = cfg.agent
@@ -136,8 +148,40 @@ def model_card(cfg: config.Config, summary: dict, episodes: int, epsilon: float,
         "",
         f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.",
         "",
+        *provenance_lines,
     ]
     return "\n".join(lines)
+
+
+def provenance(sessions: list[dict], parent: str | None, export_command: str) -> list[str]:
+    """The card's "Provenance" section: how the run was trained (``RUN_DIR/sessions.jsonl``, one line per start
+    of training) and on which machine, and the command that exported it."""
+    lines = ["## Provenance", ""]
+    if parent:
+        lines += [f"Started from the weights of the run `{parent}` (`--init-from`).", ""]
+    if not sessions:
+        lines += ["The run predates `sessions.jsonl`: its training command and machine are not recorded.", ""]
+    else:
+        lines += ["Trained with (one line per start of training; a resumed run has several):", "", "```bash"]
+        lines += [s["command"] for s in sessions]
+        lines += ["```", "", "| started (UTC) | from env step | CPU | cores | device | bf16 | threads | torch |"]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for s in sessions:
+            m = s.get("machine", {})
+            lines.append(
+                f"| {s['started']} | {s['start_env_steps']:,} | {m.get('cpu', '?')} | {m.get('cores', '?')} | "
+                f"{s['device']} | {'on' if s['bf16'] else 'off'} | {s['threads']} | {m.get('torch', '?')} |"
+            )
+        lines.append("")
+    lines += ["Exported with:", "", "```bash", export_command, "```", ""]
+    return lines
+
+
+def read_sessions(run_dir: Path) -> list[dict]:
+    path = run_dir / SESSIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
@@ -170,7 +214,15 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export(cfg: config.Config, payload: dict, out: Path, episodes: int, video: bool = True, device: str | None = None):
+def export(
+    cfg: config.Config,
+    payload: dict,
+    out: Path,
+    episodes: int,
+    video: bool = True,
+    device: str | None = None,
+    provenance_lines: Sequence[str] = (),
+):
     """Write the folder: evaluate ``episodes`` episodes (recording one), then the model, config and model card."""
     from drl.evaluate import play
 
@@ -179,7 +231,13 @@ def export(cfg: config.Config, payload: dict, out: Path, episodes: int, video: b
     (out / CONFIG).write_text(config.to_yaml(cfg))
     (out / CARD).write_text(
         model_card(
-            cfg, played.summary, len(played.results), played.epsilon, int(payload["counters"]["env_steps"]), video
+            cfg,
+            played.summary,
+            len(played.results),
+            played.epsilon,
+            int(payload["counters"]["env_steps"]),
+            video,
+            provenance_lines,
         )
     )
     return played
@@ -197,7 +255,9 @@ def main(argv: list[str]) -> int:
     created = not out.exists()
     prepare_out_dir(out, args.overwrite)
     try:
-        played = export(cfg, payload, out, args.episodes or cfg.eval.episodes, not args.no_video, args.device)
+        parent = cfg.init_from.run_dir if cfg.init_from is not None else None
+        lines = provenance(read_sessions(Path(args.run_dir)), parent, shlex.join(["python", "-m", "drl.export", *argv]))
+        played = export(cfg, payload, out, args.episodes or cfg.eval.episodes, not args.no_video, args.device, lines)
     except BaseException:
         if created:  # a failed export leaves no half-written folder behind
             shutil.rmtree(out, ignore_errors=True)

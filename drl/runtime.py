@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import random
 
 import numpy as np
@@ -147,3 +149,40 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def machine_info() -> dict:
+    """CPU, core counts, bf16 support, CUDA and library versions."""
+    cpu, flags = "unknown", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and cpu == "unknown":
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    flag_set = set(flags.split())
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_bf16_native": cpu_has_bf16(),
+        "amx": bool({"amx_bf16", "amx_tile"} & flag_set),
+        "avx512_bf16": "avx512_bf16" in flag_set,
+        "drl_threads_env": os.environ.get("DRL_THREADS"),
+        "cuda": torch.cuda.is_available(),
+    }
+    if info["cuda"]:
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_bf16"] = torch.cuda.is_bf16_supported()
+    for name in ("stable_baselines3", "ale_py", "vizdoom", "gymnasium", "numpy"):  # versions, without importing
+        try:
+            info[name] = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            info[name] = None
+    return info

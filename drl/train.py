@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -120,6 +122,28 @@ def finish_run_dir(failed: Path | None, old: Path | None, path: Path) -> None:
         old.rename(path)
 
 
+SESSIONS = "sessions.jsonl"
+
+
+def record_session(run_dir: Path, argv: list[str], trainer) -> None:
+    """Append this start of training to ``RUN_DIR/sessions.jsonl``: the command, the env step it starts from, the
+    machine (CPU, bf16, threads, library versions) and the time. A resumed run adds a line; ``drl.export`` writes
+    them into the model card."""
+    from drl import runtime
+
+    record = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": shlex.join(["python", "-m", "drl.train", *argv]),
+        "start_env_steps": int(trainer.counters.env_steps),
+        "device": str(trainer.device),
+        "bf16": bool(trainer.bf16),
+        "threads": int(trainer.threads),
+        "machine": runtime.machine_info(),
+    }
+    with open(run_dir / SESSIONS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.seeds is not None:
@@ -177,6 +201,7 @@ def main(argv: list[str]) -> int:
     # after the set-up, so a failed resume leaves config.yaml as it was; the run's own config (a distributed
     # learner trains on a copy with prioritized replay)
     write_run_files(trainer.cfg, run_dir)
+    record_session(run_dir, argv, trainer)
     overlap = getattr(trainer, "overlap_env", None)  # the single-process loop's; a distributed learner steps no env
     overlap_text = "" if overlap is None else f", overlap_env {overlap}"
     try:

@@ -3,6 +3,7 @@ its YAML front matter, and by huggingface_hub), the weights, the video, and load
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 import yaml
 
 import drl
-from drl import checkpoint
+from drl import checkpoint, runtime
 from drl.exported import read_card
 from tests.helpers import FAST_CATCH, ROOT
 
@@ -86,6 +87,15 @@ def test_the_model_card_front_matter_is_hub_metadata_with_the_evaluation(exporte
         "mean_reward",
     )
     assert result.metric_value == metric["value"]
+
+
+def test_the_model_card_says_how_and_where_the_run_was_trained(exported):
+    run_dir, out, _ = exported
+    card = (out / "README.md").read_text()
+    (session,) = (json.loads(line) for line in (run_dir / "sessions.jsonl").read_text().splitlines())
+    assert session["command"].startswith("python -m drl.train catch total_steps=2000 ") and session["command"] in card
+    assert f"python -m drl.export {run_dir} {out} --episodes {EPISODES}" in card
+    assert f"| {runtime.machine_info()['cpu']} | {os.cpu_count()} | cpu |" in card
 
 
 def test_the_weights_are_the_online_network_only(exported):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from drl import checkpoint
+from drl import checkpoint, runtime
 from drl.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -66,6 +69,16 @@ def test_atari_pong_run_writes_metrics_checkpoint_and_resumes(tmp_path):
     assert steps == sorted(steps) and steps[-1] > 400
     walls = [r["wall_time"] for r in rows2]
     assert walls[-1] > walls[len(rows) - 1], "wall-clock continues across the resume"
+
+    # sessions.jsonl: one line per start of training, with its command, starting step and machine
+    first, second = (json.loads(line) for line in (run_dir / "sessions.jsonl").read_text().splitlines())
+    assert first["command"] == shlex.join(
+        ["python", "-m", "drl.train", "atari-pong", *SMALL, "--run-dir", str(run_dir)]
+    )
+    assert second["command"] == shlex.join(["python", "-m", "drl.train", "--resume", str(run_dir), "total_steps=800"])
+    assert (first["start_env_steps"], second["start_env_steps"]) == (0, 400)
+    assert first["machine"]["cpu"] == runtime.machine_info()["cpu"] and first["machine"]["cores"] == os.cpu_count()
+    assert first["device"] == "cpu" and first["bf16"] == runtime.cpu_has_bf16()
 
 
 def test_resume_of_missing_directory_is_one_line_error(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,47 +34,6 @@ TASKS = {
     "distributed": task_distributed,
     "distributed_insert": task_insert,
 }
-
-
-def machine_info() -> dict:
-    """CPU, core counts, bf16 support, CUDA and library versions."""
-    import torch
-
-    from drl import runtime
-
-    cpu, flags = "unknown", ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and cpu == "unknown":
-                    cpu = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1]
-    except OSError:
-        pass
-    flag_set = set(flags.split())
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": runtime.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu_bf16_native": runtime.cpu_has_bf16(),
-        "amx": bool({"amx_bf16", "amx_tile"} & flag_set),
-        "avx512_bf16": "avx512_bf16" in flag_set,
-        "drl_threads_env": os.environ.get("DRL_THREADS"),
-        "cuda": torch.cuda.is_available(),
-    }
-    if info["cuda"]:
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-        info["cuda_bf16"] = torch.cuda.is_bf16_supported()
-    for name in ("stable_baselines3", "ale_py", "vizdoom", "gymnasium", "numpy"):
-        try:
-            info[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - optional
-            info[name] = None
-    return info
 
 
 def busy_cores(seconds: float) -> float | None:
@@ -249,7 +207,7 @@ def main(argv: list[str]) -> int:
             "replay_capacity_override": args.buffer,
             "sections": args.only,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "machine": machine_info(),
+            "machine": runtime.machine_info(),
             "load_before": load_before,
             "busy_cores_before": busy,
             "targets": TARGETS,
