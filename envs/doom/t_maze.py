@@ -142,37 +142,14 @@ def textmap(geo: TMazeGeometry, cue_texture: str) -> str:
     for a, b in zip(ids, ids[1:] + ids[:1]):
         wall(a, b, 2, "STARTAN2")
 
+    # things present at every skill level in single-player games
+    in_every_game = dict(skill1=True, skill2=True, skill3=True, skill4=True, skill5=True, single=True)
     sector = dict(heightfloor=0, heightceiling=128, texturefloor="FLOOR0_1", textureceiling="CEIL1_1", lightlevel=192)
     parts = ['namespace = "zdoom";\n']
     parts += [
-        _block(
-            "thing",
-            x=0.0,
-            y=0.0,
-            angle=90,
-            type=1,
-            skill1=True,
-            skill2=True,
-            skill3=True,
-            skill4=True,
-            skill5=True,
-            single=True,
-        ),
+        _block("thing", x=0.0, y=0.0, angle=90, type=1, **in_every_game),  # the player start
         # the teleport destination (ZDoom's TeleportDest, type 9044, tid 1) at the corridor's south end
-        _block(
-            "thing",
-            id=1,
-            x=float(cx),
-            y=32.0,
-            angle=90,
-            type=9044,
-            skill1=True,
-            skill2=True,
-            skill3=True,
-            skill4=True,
-            skill5=True,
-            single=True,
-        ),
+        _block("thing", id=1, x=float(cx), y=32.0, angle=90, type=9044, **in_every_game),
     ]
     parts += [_block("vertex", x=float(x), y=float(y)) for x, y in vertices]
     parts += lines + sides
