@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import drl.agents.dqn
 import drl.agents.drqn
@@ -17,7 +18,7 @@ from drl.agents.drqn import DRQN
 from drl.envs.doom.labels import FeatureLabeler
 from drl.errors import UserError
 from drl.evaluation import evaluate, summarize
-from drl.networks import QNetwork, doom_encoder, train_mode
+from drl.networks import Dropout, QNetwork, doom_encoder, train_mode
 from drl.replay import ReplayBuffer, SequenceBatch, StepRecord, TransitionBatch
 from drl.vec_env import VecStep, unpack_labels
 from tests.test_replay import NaiveStream
@@ -438,6 +439,40 @@ def test_dropout_is_on_in_the_loss_only_and_targets_come_from_eval_mode(algo, mo
         with train_mode(agent.online):
             assert not torch.equal(agent.online(obs), agent.online(obs))
     assert not agent.online.training
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_drls_dropout_is_torchs_dropout_in_distribution_scale_and_gradient(p, dtype):
+    """drl.networks.Dropout against the definition (and nn.Dropout): each element zeroed with probability p,
+    independently, the rest scaled by 1 / (1 - p), the gradient the same mask; identity in eval mode."""
+    torch.manual_seed(0)
+    x = (torch.rand(400, 1000) + 0.5).to(dtype).requires_grad_()  # no zeros of its own
+    drop = Dropout(p).train()
+    y = drop(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    zeroed = y == 0
+    n = zeroed.numel()
+    # the zeroed fraction within 5 binomial standard deviations of p, as torch's own
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs(zeroed.float().mean().item() - p) < 5 * sd
+    reference = nn.Dropout(p).train()(x.detach().float())
+    assert abs((reference == 0).float().mean().item() - zeroed.float().mean().item()) < 10 * sd
+    # independent elements: neighbours are zeroed together at rate p^2
+    both = (zeroed[:, 1:] & zeroed[:, :-1]).float().mean().item()
+    assert abs(both - p * p) < 5 * (p * p * (1 - p * p) / zeroed[:, 1:].numel()) ** 0.5
+    # the rest scaled by 1 / (1 - p) (in the input's dtype), the gradient the same mask and scale
+    kept = ~zeroed
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    assert torch.equal(y[kept], x.detach()[kept] * scale)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.where(kept, scale, torch.zeros((), dtype=dtype)).expand_as(x))
+    # the same seed gives the same mask; eval mode is the identity
+    torch.manual_seed(7)
+    a = drop(x.detach())
+    torch.manual_seed(7)
+    assert torch.equal(a, drop(x.detach()))
+    assert drop.eval()(x) is x
 
 
 # ------------------------------------------------------------------------------------------ end to end
