@@ -67,6 +67,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     layouts = result["update"]["cpu"]["fp32_layouts"]  # the fp32 path's layout choice, measured both ways
     assert {c["batch_size"] for c in layouts.values()} == {32, 64}
     assert all(_positive(c["nchw_ms"]) and _positive(c["channels_last_ms"]) for c in layouts.values())
+    dropout = result["update"]["cpu"]["dropout"]  # torch's dropout against drl.networks.Dropout
+    assert all(_positive(dropout[p]["torch_ms"]) and _positive(dropout[p]["drl_ms"]) for p in precisions)
 
     for name in ("atari_84x84", "doom_60x80"):
         replay = result["replay"][name]

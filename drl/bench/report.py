@@ -447,6 +447,19 @@ def _acting_table(result: dict) -> Table:
     )
 
 
+def _dropout_table(result: dict) -> Table:
+    return (
+        "Dropout forward + backward, p 0.5, [288, 4640] (deathmatch's per-update input): torch vs drl.networks.Dropout",
+        ["device", "precision", "torch ms", "drl ms", "torch / drl"],
+        [
+            [device, precision, f"{c['torch_ms']:.2f}", f"{c['drl_ms']:.2f}", f"{c['speedup']:.2f}"]
+            for device, res in result["update"].items()
+            for precision, c in res.get("dropout", {}).items()
+            if isinstance(c, dict)
+        ],
+    )
+
+
 def _replay_table(result: dict) -> Table:
     replay = result["replay"]
     rows = [["ERROR " + replay["error"][:80], "", "", ""]] if "error" in replay else []
@@ -525,6 +538,7 @@ SECTION_TABLES = (
     _update_table,
     _layouts_table,
     _acting_table,
+    _dropout_table,
     _replay_table,
     _vecenv_table,
     _targets_table,

@@ -179,6 +179,7 @@ def task_update(spec: dict) -> dict:
                 out["fp32_layouts"] = _fp32_layouts(trainer, spec, drl_update_fn)
             if default_bf16:
                 out["acting"] = _acting(trainer, spec)
+            out["dropout"] = _dropout(dev, spec, precisions)
         finally:
             trainer.close()
     return out
@@ -284,4 +285,39 @@ def _acting(trainer, spec: dict) -> dict:
             }
     finally:
         agent.act_bf16 = default
+    return out
+
+
+def _dropout(dev, spec: dict, precisions: tuple[str, ...]) -> dict:
+    """Dropout forward + backward in train mode at p = 0.5 on the deathmatch network's per-update input
+    (32 sequences x 9 steps = 288 rows of 4,608 conv features + 32 extras): torch's ``nn.Dropout`` against
+    ``drl.networks.Dropout``, alternating ``repeats`` times per precision."""
+    import torch
+    from torch import nn
+
+    from drl.networks import Dropout
+
+    layers = {"torch": nn.Dropout(0.5).train(), "drl": Dropout(0.5).train()}
+    out: dict[str, Any] = {"shape": [288, 4640], "p": 0.5}
+    for precision in precisions:
+        x = torch.randn(288, 4640, device=dev, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+        x.requires_grad_()
+
+        def fwd_bwd(layer):
+            def one():
+                layer(x).sum().backward()
+
+            return one
+
+        samples: dict[str, list[float]] = {name: [] for name in layers}
+        for _ in range(spec["repeats"]):
+            for name, layer in layers.items():
+                samples[name].append(time_calls(fwd_bwd(layer), spec["updates"], spec["warmup"], dev))
+        medians = {name: statistics.median(v) for name, v in samples.items()}
+        out[precision] = {
+            "torch_ms": medians["torch"],
+            "drl_ms": medians["drl"],
+            "speedup": medians["torch"] / medians["drl"],
+            "samples": samples,
+        }
     return out
