@@ -13,7 +13,6 @@ logged in; otherwise one line says how to log in, before anything is evaluated o
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from drl import config
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
 from drl.exported import CARD, CONFIG, MODEL, VIDEO, write_model
+from drl.metrics import read_metrics
 from drl.train import SESSIONS
 
 LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or set HF_TOKEN"
@@ -179,9 +179,7 @@ def provenance(sessions: list[dict], parent: str | None, export_command: str) ->
 
 def read_sessions(run_dir: Path) -> list[dict]:
     path = run_dir / SESSIONS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path) if path.is_file() else []  # JSON lines, as metrics.jsonl
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
