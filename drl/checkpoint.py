@@ -203,6 +203,14 @@ def check_fits(payload: dict, obs_shape: tuple, num_actions: int, fix: str) -> N
         )
 
 
+def cast_floats(state: dict, dtype: torch.dtype) -> dict:
+    """A state dict's tensors on the CPU, contiguous, the floating-point ones cast to ``dtype`` (others as they are)."""
+    return {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in state.items()
+    }
+
+
 def load_agent_state(agent, payload: dict, fix: str) -> None:
     """Load the checkpoint's weights into ``agent`` (a shape mismatch is a one-line error ending in ``fix``).
 

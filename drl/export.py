@@ -1,8 +1,9 @@
-"""``python -m drl.export RUN_DIR OUT_DIR [--episodes K] [--no-video] [--push REPO_ID]``: a trained agent as a
-folder ready for the Hugging Face Hub.
+"""``python -m drl.export RUN_DIR OUT_DIR [--episodes K] [--no-video] [--dtype bfloat16] [--push REPO_ID]``:
+a trained agent as a folder ready for the Hugging Face Hub.
 
-OUT_DIR gets ``model.safetensors`` (the online Q-network's weights only; its metadata holds the observation shape
-and dtype, the number of actions and extra inputs, and the env steps trained), ``config.yaml`` (the run's config),
+OUT_DIR gets ``model.safetensors`` (the online Q-network's weights only, float32, or bfloat16 at half the size
+with ``--dtype bfloat16``; its metadata holds the weights' dtype, the observation shape and dtype, the number of
+actions and extra inputs, and the env steps trained), ``config.yaml`` (the run's config),
 ``replay.mp4`` (one evaluation episode, the video ``drl.evaluate --video`` makes) and ``README.md``, a model card
 whose YAML front matter is what the Hub shows: ``library_name``, ``tags`` and a ``model-index`` with the mean
 reward ± std over the K episodes evaluated here. ``drl.load_agent(OUT_DIR)`` and ``python -m drl.evaluate OUT_DIR``
@@ -18,12 +19,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 from drl import config
+from drl.checkpoint import cast_floats
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
-from drl.exported import CARD, CONFIG, MODEL, VIDEO, write_model
+from drl.exported import CARD, CONFIG, MODEL, VIDEO, weights_dtype, write_model
 from drl.metrics import read_metrics
 from drl.train import SESSIONS
 
@@ -39,6 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--episodes", metavar="K", type=int, help="evaluation episodes (default: eval.episodes)")
     parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default RUN_DIR/checkpoints/latest.pt)")
     parser.add_argument("--no-video", action="store_true", help="do not record replay.mp4")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the weights' dtype in model.safetensors; bfloat16 halves the file, and the evaluation plays the "
+        "rounded weights (default float32)",
+    )
     parser.add_argument("--push", metavar="REPO_ID", help="upload the folder to this Hub model repo (user/name)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing OUT_DIR")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the config's device)")
@@ -94,6 +104,7 @@ def model_card(
     env_steps: int,
     video: bool,
     provenance_lines: Sequence[str] = (),
+    dtype: str = "float32",
 ) -> str:
     env, algo = env_id(cfg), cfg.agent.algo
     front = yaml.safe_dump(card_metadata(cfg, summary), sort_keys=False)
@@ -146,7 +157,7 @@ def model_card(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in settings],
         "",
-        f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights.",
+        f"The full config is `{CONFIG}`; `{MODEL}` holds the online Q-network's weights ({dtype}).",
         "",
         *provenance_lines,
     ]
@@ -221,7 +232,8 @@ def export(
     device: str | None = None,
     provenance_lines: Sequence[str] = (),
 ):
-    """Write the folder: evaluate ``episodes`` episodes (recording one), then the model, config and model card."""
+    """Write the folder: evaluate ``episodes`` episodes (recording one), then the model, config and model card.
+    ``payload``'s online weights are written in their own dtype (``main`` rounds them for ``--dtype``)."""
     from drl.evaluate import play
 
     played = play(cfg, payload, episodes, device=device, video=out / VIDEO if video else None, video_episodes=1)
@@ -236,6 +248,7 @@ def export(
             int(payload["counters"]["env_steps"]),
             video,
             provenance_lines,
+            weights_dtype(payload["agent"]["online"]),
         )
     )
     return played
@@ -249,6 +262,9 @@ def main(argv: list[str]) -> int:
     from drl.api import load_policy
 
     _, cfg, payload = load_policy(args.run_dir, args.checkpoint)
+    if isinstance(payload["agent"], dict) and isinstance(payload["agent"].get("online"), dict):
+        online = payload["agent"]["online"]  # the card's score is the score of the weights written
+        payload["agent"]["online"] = cast_floats(online, getattr(torch, args.dtype))
     out = Path(args.out_dir)
     created = not out.exists()
     prepare_out_dir(out, args.overwrite)

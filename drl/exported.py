@@ -21,7 +21,8 @@ def is_export(folder: Path) -> bool:
 
 
 def write_model(path: Path, payload: dict) -> None:
-    """The online network's weights of a checkpoint ``payload``, with what loading them needs as metadata."""
+    """The online network's weights of a checkpoint ``payload`` (in the dtype they have: ``drl.export --dtype``
+    rounds them first), with what loading them needs as metadata."""
     from safetensors.torch import save_file
 
     online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
@@ -38,8 +39,15 @@ def write_model(path: Path, payload: dict) -> None:
         "num_extras": str(payload.get("num_extras", 0)),
         "env_steps": str(payload["counters"]["env_steps"]),
         "experiment": payload["config"].get("name", ""),
+        "dtype": weights_dtype(online),
     }
     save_file({k: v.detach().cpu().contiguous() for k, v in online.items()}, str(path), metadata=metadata)
+
+
+def weights_dtype(state: dict) -> str:
+    """The dtype of a state dict's floating-point tensors, e.g. ``"float32"`` (``"mixed"`` if they differ)."""
+    dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else "mixed"
 
 
 def read_model(folder: Path, cfg: config.Config) -> dict:

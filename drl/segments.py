@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from drl.checkpoint import cast_floats
 from drl.config import Config, InitFromConfig, to_yaml
 from drl.errors import UserError, first_line
 
@@ -69,10 +70,7 @@ def save_weights(
     """Write ``online`` (a state dict) to ``path`` in bf16 with its metadata, atomically."""
     from safetensors.torch import save
 
-    tensors = {
-        k: (v.detach().to("cpu", torch.bfloat16) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in online.items()
-    }
+    tensors = cast_floats(online, torch.bfloat16)
     offset = cfg.init_from.chain_env_steps if cfg.init_from is not None else 0
     metadata = {
         "format": FORMAT,

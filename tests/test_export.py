@@ -108,8 +108,32 @@ def test_the_weights_are_the_online_network_only(exported):
         for key in f.keys():
             assert torch.equal(f.get_tensor(key), online[key]), key
         metadata = f.metadata()
-    assert metadata["format"] == "drl-model" and metadata["num_actions"] == "3"
+    assert metadata["format"] == "drl-model" and metadata["num_actions"] == "3" and metadata["dtype"] == "float32"
     assert metadata["env_steps"] == str(checkpoint.load(run_dir / "checkpoints" / "latest.pt")["counters"]["env_steps"])
+
+
+def test_a_bfloat16_export_is_half_the_size_and_plays_its_rounded_weights(exported, tmp_path):
+    from safetensors import safe_open
+
+    run_dir, out, _ = exported
+    half = tmp_path / "hub-bf16"
+    proc = cli("drl.export", run_dir, half, "--episodes", 2, "--no-video", "--dtype", "bfloat16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    online = checkpoint.load(run_dir / "checkpoints" / "latest.pt")["agent"]["online"]
+    with safe_open(str(half / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["dtype"] == "bfloat16"
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), online[key].to(torch.bfloat16)), key
+    ratio = (half / "model.safetensors").stat().st_size / (out / "model.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55, ratio
+    assert "weights (bfloat16)" in (half / "README.md").read_text()
+    # loading casts the rounded weights back into the float32 network: exactly the bf16 values
+    agent = drl.load_agent(half)
+    loaded = {k: v for k, v in agent.state_dict()["online"].items() if v.is_floating_point()}
+    assert loaded and all(v.dtype == torch.float32 for v in loaded.values())
+    for key, value in loaded.items():
+        assert torch.equal(value, online[key].to(torch.bfloat16).float()), key
+    assert not all(torch.equal(value, online[key]) for key, value in loaded.items())  # rounding did change them
 
 
 def test_the_video_is_one_evaluation_episode(exported):
