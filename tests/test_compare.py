@@ -18,22 +18,11 @@ from drl import compare
 from drl.metrics import read_metrics
 from drl.wandb_records import find_run_files, read_run
 from tests.helpers import FAST_CATCH as _FAST
-from tests.helpers import ROOT, offline_env
+from tests.helpers import ROOT, cli, offline_env
 
 pytestmark = pytest.mark.slow
 
 FAST_CATCH = ["total_steps=2500", *_FAST]
-
-
-def cli(module: str, *args, env: dict, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")

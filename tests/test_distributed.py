@@ -35,10 +35,10 @@ from drl.metrics import read_metrics
 from drl.processes import alive, descendants
 from drl.replay import ReplayBuffer, n_step_returns
 from drl.vec_env import make_env
+from tests.helpers import ROOT, cli
 
 pytestmark = pytest.mark.ray
 
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "DRL_THREADS": "1"}
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
@@ -268,14 +268,7 @@ def test_without_ray_the_key_is_a_one_line_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- Ray
 def train(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "drl.train", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout,
-    )
+    return cli("drl.train", *args, env=ENV, timeout=timeout)
 
 
 def start(tmp_path: Path, *args) -> subprocess.Popen:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import imageio.v2 as imageio
 import pytest
@@ -16,7 +15,8 @@ import yaml
 import drl
 from drl import checkpoint, runtime
 from drl.exported import read_card
-from tests.helpers import FAST_CATCH, ROOT
+from tests import helpers
+from tests.helpers import FAST_CATCH
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +25,7 @@ EPISODES = 6
 
 
 def cli(module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env or ENV,
-        timeout=300,
-    )
+    return helpers.cli(module, *args, env=env or ENV)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -21,23 +21,16 @@ import torch
 from drl import checkpoint
 from drl.metrics import read_metrics
 from drl.processes import alive, descendants, doom_workers
+from tests.helpers import ROOT, cli
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
 VOLATILE = {"wall_time", "sps", "eval_seconds"}  # timings; everything else must repeat exactly
 
 
-def train(*args, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "drl.train", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout,
-    )
+def train(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return cli("drl.train", *args, env=ENV, timeout=timeout)
 
 
 def start(tmp_path: Path, *args) -> subprocess.Popen:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from drl.metrics import read_metrics
-from tests.helpers import ROOT
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +38,7 @@ CANNOT_LEARN = "agent.lr: {type: float, low: 1e-9, high: 2e-9, log: true}\n"
 
 
 def cli(module: str, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env or ENV,
-        timeout=timeout,
-    )
+    return helpers.cli(module, *args, env=env or ENV, timeout=timeout)
 
 
 def sweep(tmp: Path, space: str, trials: int, *extra) -> subprocess.CompletedProcess:
