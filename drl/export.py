@@ -143,7 +143,7 @@ def model_card(
         "```python",
         "import drl",
         "",
-        'agent = drl.load_agent("path/to/this/folder")   # a folder downloaded from the Hub, or "zoo:NAME"',
+        'agent = drl.load_agent("path/to/this/folder")  # a folder downloaded from the Hub, or "zoo:NAME"',
         "actions, state = agent.act(obs, agent.initial_state(len(obs)), epsilon=0.0)",
         "```",
         "",
