@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from drl.envs.doom import SCENARIOS, ActionSet, DoomSettings, DoomVectorEnv, parse_actions
+from drl.envs.doom.vec_env import default_games_per_worker
 from drl.processes import alive, pids, stat_fields
 from tests.helpers import run_engine_probe
 
@@ -211,6 +212,8 @@ def test_worker_killed_mid_run_is_replaced(caplog):
     s = DoomSettings("basic", frame_stack=2, timeout=200)
     env = DoomVectorEnv(s, num_envs=2, seed=5, step_timeout=10.0)
     all_pids = set(worker_pids(env))
+    # each worker leads a process group of its own (killed as one) and stays in our session (scheduler autogroup)
+    assert all(os.getpgid(pid) == pid and os.getsid(pid) == os.getsid(0) for pid in all_pids)
     try:
         env.reset()
         for _ in range(3):
@@ -285,6 +288,12 @@ def test_block_resize_equals_naive_rounded_block_mean(shape, out):
                 block = chw[c, y * fy : (y + 1) * fy, x * fx : (x + 1) * fx].astype(np.int64)
                 expected[c, y, x] = (block.sum() + block.size // 2) // block.size
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
+
+
+def test_default_games_per_worker_spreads_games_over_cores_and_bots_games_over_core_pairs():
+    assert [default_games_per_worker(4, cores, bots=False) for cores in (1, 2, 3, 4, 16)] == [4, 2, 2, 1, 1]
+    assert [default_games_per_worker(4, cores, bots=True) for cores in (1, 2, 3, 4, 8, 16)] == [4, 4, 4, 2, 1, 1]
+    assert default_games_per_worker(8, 4, bots=True) == 4 and default_games_per_worker(1, 2, bots=True) == 1
 
 
 def test_games_per_worker_give_the_same_streams_and_a_killed_worker_drops_only_its_games():

@@ -410,6 +410,15 @@ class DoomVectorEnv:
         self.close()
 
 
+def default_games_per_worker(num_envs: int, cores: int, bots: bool) -> int:
+    """As many workers as cores (at most one game each when there are enough cores); with bots, one worker per two
+    cores. A bots game's client waits on its engine while the engine runs, so two bots games stepping at once on
+    two cores slow each other down: on an idle 2-core Xeon, 4 deathmatch games stepped at ~115 agent steps/s in two
+    workers and 210-320 in one (docs/log.md, 2026-12-06)."""
+    workers = max(1, cores // 2 if bots else cores)
+    return -(-num_envs // workers)
+
+
 def make_doom_env(
     cfg,
     *,
@@ -421,15 +430,15 @@ def make_doom_env(
     labels: tuple[str, ...] = (),
 ) -> DoomVectorEnv:
     """``env.kind: doom`` (settings: ``settings_from_config``); ``env.doom.games_per_worker`` defaults to spreading
-    the games over the usable cores. ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
+    the games over the usable cores (``default_games_per_worker``). ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
     and sets one for scenarios without (defend_the_line). ``labels``: game features whose bits each step reports
     (``agent.aux.features``)."""
     from drl.runtime import cpu_count
 
-    games_per_worker = cfg.doom.games_per_worker  # validated (>= 1) by the config
-    if games_per_worker is None:  # as many workers as cores, at most one game each when there are enough cores
-        games_per_worker = -(-num_envs // max(1, cpu_count()))
     settings = settings_from_config(cfg)
+    games_per_worker = cfg.doom.games_per_worker  # validated (>= 1) by the config
+    if games_per_worker is None:
+        games_per_worker = default_games_per_worker(num_envs, cpu_count(), settings.spec.bots)
     settings.max_tics = max_frames
     if labels:
         settings = dataclasses.replace(settings, game_features=tuple(labels))

@@ -1,7 +1,10 @@
 """Doom worker processes: each runs the games of some env rows, writes their frames and game variables into a
 shared-memory file and answers the parent through a pipe; the pool that owns the processes, pipes and that file.
 
-A worker calls ``setsid()``: its process group (worker + ViZDoom engines) is killed as one on failure or close.
+A worker calls ``setpgid(0, 0)``: its process group (worker + ViZDoom engines) is killed as one on failure or close.
+It stays in the parent's session: in a session of its own (``setsid()``) it is a scheduler autogroup of its own
+(``/proc/sys/kernel/sched_autogroup_enabled``), and deathmatch games stepped 2.2x slower with two workers on an idle
+2-core machine, 5-10x slower for one game beside other trainings (docs/log.md, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def worker_main(
     """The games of env rows ``slots``, stepped one after the other. Commands: ("step", [a per game]),
     ("reset", [seed|None per game]), ("close",); one reply per command."""
     try:
-        os.setsid()  # own process group (worker + engine), so the parent can kill both at once
+        os.setpgid(0, 0)  # own process group (worker + engine), so the parent can kill both at once
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -216,7 +219,7 @@ def _kill_group(p) -> None:
     if pid is None:
         return
     try:
-        os.killpg(pid, signal.SIGKILL)  # the worker called setsid(): its pgid is its pid
+        os.killpg(pid, signal.SIGKILL)  # the worker called setpgid(0, 0): its pgid is its pid
     except (ProcessLookupError, PermissionError, OSError):
         pass
     try:
