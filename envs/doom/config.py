@@ -25,9 +25,7 @@ class DoomSettingsConfig(Section):
     timeout: int | None = Field(None, ge=1)  # episode limit in tics; None: the scenario's
     num_bots: int = Field(7, ge=0)  # deathmatch only: bots added at each episode start
     doom_skill: int | None = Field(None, ge=1, le=5)  # None: the scenario's
-    games_per_worker: int | None = Field(
-        None, ge=1
-    )  # games per worker process; None: ceil(num_envs / cores), with bots ceil(num_envs / (cores // 2))
+    games_per_worker: int | None = Field(None, ge=1)  # games per worker process; None: default_games_per_worker
     crosshair: bool = False  # draw the crosshair (Arnold's deathmatch agents see it)
     reset_on_respawn: bool = False  # deathmatch: a death starts a new life (zero LSTM state)
 

@@ -430,8 +430,8 @@ def make_doom_env(
     labels: tuple[str, ...] = (),
 ) -> DoomVectorEnv:
     """``env.kind: doom`` (settings: ``settings_from_config``); ``env.doom.games_per_worker`` defaults to spreading
-    the games over the usable cores (``default_games_per_worker``). ``max_frames`` (``eval.max_frames``, in tics) caps the episodes' time limit,
-    and sets one for scenarios without (defend_the_line). ``labels``: game features whose bits each step reports
+    the games over the usable cores (``default_games_per_worker``). ``max_frames`` (``eval.max_frames``, in tics)
+    caps the episodes' time limit, and sets one for scenarios without (defend_the_line). ``labels``: game features whose bits each step reports
     (``agent.aux.features``)."""
     from drl.runtime import cpu_count
 
