@@ -26,7 +26,7 @@ from drl import config
 from drl.checkpoint import cast_floats
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
-from drl.exported import CARD, CONFIG, MODEL, VIDEO, weights_dtype, write_model
+from drl.exported import CARD, CONFIG, MODEL, VIDEO, online_weights, weights_dtype, write_model
 from drl.metrics import read_metrics
 from drl.train import SESSIONS
 
@@ -262,9 +262,8 @@ def main(argv: list[str]) -> int:
     from drl.api import load_policy
 
     _, cfg, payload = load_policy(args.run_dir, args.checkpoint)
-    if isinstance(payload["agent"], dict) and isinstance(payload["agent"].get("online"), dict):
-        online = payload["agent"]["online"]  # the card's score is the score of the weights written
-        payload["agent"]["online"] = cast_floats(online, getattr(torch, args.dtype))
+    # checked before anything is evaluated or written; the card's score is the score of the weights written
+    payload["agent"]["online"] = cast_floats(online_weights(payload), getattr(torch, args.dtype))
     out = Path(args.out_dir)
     created = not out.exists()
     prepare_out_dir(out, args.overwrite)

@@ -20,17 +20,23 @@ def is_export(folder: Path) -> bool:
     return (Path(folder) / MODEL).is_file()
 
 
-def write_model(path: Path, payload: dict) -> None:
-    """The online network's weights of a checkpoint ``payload`` (in the dtype they have: ``drl.export --dtype``
-    rounds them first), with what loading them needs as metadata."""
-    from safetensors.torch import save_file
-
+def online_weights(payload: dict) -> dict:
+    """A checkpoint ``payload``'s online Q-network state dict, the part an export holds."""
     online = payload["agent"].get("online") if isinstance(payload["agent"], dict) else None
     if not isinstance(online, dict):
         raise UserError(
             "this agent's state has no 'online' network (the built-in dqn and drqn agents have one); "
             "it cannot be exported"
         )
+    return online
+
+
+def write_model(path: Path, payload: dict) -> None:
+    """The online network's weights of a checkpoint ``payload`` (in the dtype they have: ``drl.export --dtype``
+    rounds them first), with what loading them needs as metadata."""
+    from safetensors.torch import save_file
+
+    online = online_weights(payload)
     metadata = {
         "format": FORMAT,
         "obs_shape": json.dumps(list(payload["obs_shape"])),

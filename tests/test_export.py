@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import imageio.v2 as imageio
@@ -173,6 +174,18 @@ def test_an_existing_folder_is_refused(exported):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     one_line_error(cli("drl.export", run_dir, out), "exists and is not an empty folder", "--overwrite")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_agent_without_an_online_network_is_refused_before_anything_is_played(exported, tmp_path):
+    run_dir, _, _ = exported
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    latest = copy / "checkpoints" / "latest.pt"
+    payload = checkpoint.load(latest)
+    payload["agent"] = {"q_table": payload["agent"]["online"]}  # a plug-in agent's state under another name
+    checkpoint.save(latest, payload)
+    one_line_error(cli("drl.export", copy, tmp_path / "hub", "--episodes", 2), "no 'online' network")
+    assert not (tmp_path / "hub").exists()
 
 
 def test_push_without_a_login_says_how_to_log_in(exported, tmp_path):
