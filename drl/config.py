@@ -48,7 +48,7 @@ class EnvSection(Section):
 
 
 class NetworkConfig(Section):
-    encoder: str = "nature"  # a registered encoder: nature, doom, small (images), mlp (vectors)
+    encoder: str = "nature"  # a registered encoder: nature, nips, doom, small (images), mlp (vectors)
     hidden: int = Field(512, ge=1)  # units of the Q head's hidden layer
     dueling: bool = False  # Q = V + A - mean(A)
     lstm_size: int = Field(512, ge=1)  # recurrent agents: LSTM units

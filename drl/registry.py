@@ -153,6 +153,7 @@ register_env("memory", "drl.envs.torch_native_config:MemoryEnvConfig", "drl.envs
 register_agent("dqn", "drl.agents.dqn:DQN")
 register_agent("drqn", "drl.agents.drqn:DRQN")
 ENCODERS.register("nature", "drl.networks:nature_encoder")
+ENCODERS.register("nips", "drl.networks:nips_encoder")
 ENCODERS.register("doom", "drl.networks:doom_encoder")
 ENCODERS.register("small", "drl.networks:small_encoder")
 ENCODERS.register("mlp", "drl.networks:mlp_encoder")
