@@ -177,7 +177,7 @@ class QNetwork(nn.Module):
         if cfg.batch_norm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules()):
             raise UserError(
                 f"network.batch_norm: encoder '{cfg.encoder}' has no batch-norm layers (the conv "
-                "encoders nature, doom and small do); set network.batch_norm=false"
+                "encoders nature, nips, doom and small do); set network.batch_norm=false"
             )
         with torch.no_grad():  # in eval mode: this dummy batch must not reach batch norm's running statistics
             try:
