@@ -30,7 +30,9 @@ def test_nips_encoder_is_smaller_than_nature():
     32@8x8/4, 64@4x4/2, 64@3x3/1 (3,136 features)."""
     nature = QNetwork(config.NetworkConfig(encoder="nature", hidden=256), (4, 84, 84), num_actions=6)
     nips = QNetwork(config.NetworkConfig(encoder="nips", hidden=256), (4, 84, 84), num_actions=6)
-    conv_weights = {n: sum(p.numel() for p in net.encoder.parameters()) for n, net in (("nature", nature), ("nips", nips))}
+    conv_weights = {
+        n: sum(p.numel() for p in net.encoder.parameters()) for n, net in (("nature", nature), ("nips", nips))
+    }
     assert conv_weights["nature"] == conv_params(4, 32, 8) + conv_params(32, 64, 4) + conv_params(64, 64, 3)
     assert conv_weights["nips"] < conv_weights["nature"] / 5
 
