@@ -279,6 +279,16 @@ def test_a_missing_floor_part_leaves_the_ratio_judged_by_its_target_alone():
     assert rows["pong_vs_sb3_bf16"]["reachable"] is None and rows["pong_vs_sb3_bf16"]["pass"] is False
 
 
+def test_a_bench_that_leaves_out_a_loop_floor_section_says_which():
+    from drl.bench.report import loop_floor_note
+
+    assert loop_floor_note(["pong", "doom", "update", "replay", "vecenv"]) is None  # all sections: the floor is built
+    assert loop_floor_note(["update", "replay"]) is None  # no Pong timed: nothing is judged by a floor
+    note = loop_floor_note(["pong", "update"])
+    assert note is not None and "left out vecenv" in note and "add vecenv to --only" in note
+    assert "left out update and vecenv" in (loop_floor_note(["pong"]) or "")
+
+
 def test_print_report_prints_the_loop_floor_and_targets(capsys):
     from drl.bench.report import memory_peaks, print_report, targets
 

@@ -15,7 +15,7 @@ import drl.bench
 from drl.bench.distributed import bench_distributed, print_distributed, task_distributed, task_insert
 from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
 from drl.bench.replay_bytes import task_replay
-from drl.bench.report import REFERENCES, TARGETS, memory_peaks, print_report, targets
+from drl.bench.report import REFERENCES, TARGETS, loop_floor_note, memory_peaks, print_report, targets
 from drl.bench.score_time import time_to_score
 from drl.bench.training import SB3_HP, bench_training, sb3_status, task_drl_train, task_sb3_doom, task_sb3_pong
 from drl.bench.update import task_update
@@ -186,6 +186,9 @@ def main(argv: list[str]) -> int:
         "(ru_maxrss where /proc is missing); child-process peaks are summed over live descendants "
         "(shared pages counted once per process: an upper bound)"
     )
+    floor_note = loop_floor_note(args.only)
+    if floor_note:
+        notes.append(floor_note)
     if args.buffer:
         notes.append(f"quick: every replay (drl and SB3) holds {args.buffer:,} transitions, not 100k / as configured")
     run = Runner(args.timeout)

@@ -93,6 +93,21 @@ def _floor_parts(run: dict, update: dict, atari_counts: dict) -> dict | None:
     return {"update_ms": update_ms, "act_ms": act["ms"], "env_step_ms": 1000.0 * run["num_envs"] / env["sps"]}
 
 
+LOOP_FLOOR_SECTIONS = ("update", "vecenv")  # where the loop floor's parts are measured (``_floor_parts``)
+
+
+def loop_floor_note(sections: list[str]) -> str | None:
+    """A note for a bench run that times Pong but leaves out a section the Pong loop floor is built from: without it
+    the share-of-floor target is not printed and the "floor allows" column reads "-"."""
+    missing = [s for s in LOOP_FLOOR_SECTIONS if s not in sections]
+    if "pong" not in sections or not missing:
+        return None
+    return (
+        f"no Pong loop floor: it is built from the update and vecenv sections, and --only left out "
+        f"{' and '.join(missing)}; add {','.join(missing)} to --only for the floor-share target and 'floor allows'"
+    )
+
+
 def loop_floors(result: dict) -> dict:
     """Per device, per drl Pong run (``drl_same_hp``: SB3's hyperparameters; ``drl_default``): its ``loop_floor``,
     drl's measured steps/s and its ``share`` of the floor's."""
