@@ -53,10 +53,15 @@ class Schedule:
         return self.counters.env_steps - last_log_steps >= self.cfg.log_interval
 
     def eval_due(self) -> bool:
-        """True once per ``eval.interval`` env steps (counted in ``evals``; see ``eval_cut_short``)."""
-        c = self.counters
-        if c.env_steps // self.cfg.eval.interval > c.evals:
-            c.evals = c.env_steps // self.cfg.eval.interval
+        """True once per ``eval.interval`` env steps of the chain: a plain run's own steps, a segment's (started
+        with ``--init-from``) counted on from its parent's ``chain_env_steps``, so a chain evaluates at every
+        multiple of the interval whichever segment crosses it. ``evals`` counts this run's crossings (see
+        ``eval_cut_short``)."""
+        c, interval = self.counters, self.cfg.eval.interval
+        offset = self.cfg.init_from.chain_env_steps if self.cfg.init_from is not None else 0
+        crossed = (offset + c.env_steps) // interval - offset // interval
+        if crossed > c.evals:
+            c.evals = crossed
             return True
         return False
 

@@ -80,3 +80,33 @@ def test_stop_at_reads_the_last_evaluation():
     schedule = Schedule(catch_config("eval.stop_at=0.5"), Counters())
     assert not schedule.stop_reached({}) and not schedule.stop_reached({"return_mean": 0.4})
     assert schedule.stop_reached({"return_mean": 0.5})
+
+
+def evaluated_at(cfg, steps: int, num_envs: int = 4) -> list[int]:
+    """The run's own env steps at which ``eval_due`` says yes, stepping ``num_envs`` at a time (as ``Trainer``)."""
+    c = Counters()
+    schedule, due = Schedule(cfg, c), []
+    while c.env_steps < steps:
+        c.env_steps += num_envs
+        if schedule.eval_due():
+            due.append(c.env_steps)
+    return due
+
+
+@pytest.mark.parametrize("chain_env_steps", [0, 47_024, 240_000, 250_000, 300_000])
+def test_a_segment_evaluates_where_the_chain_crosses_each_interval(chain_env_steps):
+    """A naive reference: the chain's step count crosses a multiple of ``eval.interval`` during this run."""
+    cfg = catch_config("eval.interval=250000")
+    if chain_env_steps:
+        cfg.init_from = config.InitFromConfig(
+            run_dir="parent", source="weights", env_steps=chain_env_steps, chain_env_steps=chain_env_steps
+        )
+    got = evaluated_at(cfg, 600_000)
+    expected = [
+        own
+        for own in range(4, 600_001, 4)
+        if (chain_env_steps + own) // 250_000 > (chain_env_steps + own - 4) // 250_000
+    ]
+    assert got == expected and len(got) == (chain_env_steps + 600_000) // 250_000 - chain_env_steps // 250_000
+    if chain_env_steps == 240_000:
+        assert got[0] == 10_000  # the chain's 250k, the segment's own 10k
