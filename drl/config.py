@@ -197,6 +197,12 @@ class Config(Section):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     init_from: InitFromConfig | None = None  # the parent of a segment (written by drl.train --init-from)
 
+    @property
+    def chain_offset(self) -> int:
+        """Env steps of the chain before this run: its parent's ``chain_env_steps`` (0 for a run that is no
+        segment); this run's step ``n`` is the chain's ``chain_offset + n``."""
+        return self.init_from.chain_env_steps if self.init_from is not None else 0
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_of_its_kind(cls, value):  # a dict is validated by the section class registered for its kind

@@ -57,8 +57,7 @@ class Schedule:
         with ``--init-from``) counted on from its parent's ``chain_env_steps``, so a chain evaluates at every
         multiple of the interval whichever segment crosses it. ``evals`` counts this run's crossings (see
         ``eval_cut_short``)."""
-        c, interval = self.counters, self.cfg.eval.interval
-        offset = self.cfg.init_from.chain_env_steps if self.cfg.init_from is not None else 0
+        c, interval, offset = self.counters, self.cfg.eval.interval, self.cfg.chain_offset
         crossed = (offset + c.env_steps) // interval - offset // interval
         if crossed > c.evals:
             c.evals = crossed

@@ -71,14 +71,13 @@ def save_weights(
     from safetensors.torch import save
 
     tensors = cast_floats(online, torch.bfloat16)
-    offset = cfg.init_from.chain_env_steps if cfg.init_from is not None else 0
     metadata = {
         "format": FORMAT,
         "version": str(VERSION),
         "dtype": "bfloat16",
         "experiment": cfg.name,
         "env_steps": str(int(env_steps)),
-        "chain_env_steps": str(int(offset + env_steps)),
+        "chain_env_steps": str(int(cfg.chain_offset + env_steps)),
         "frames_per_step": str(int(frames_per_step)),
         "obs_shape": json.dumps(list(obs_shape)),
         "obs_dtype": str(obs_dtype).removeprefix("torch."),
