@@ -171,7 +171,12 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
     (missing,) = time_to_score(pong, tmp_path / "no-such-dir").values()  # e.g. installed without docs/runs
-    assert "drl_steps" not in missing and "no committed runs" in missing["skipped"]
+    assert "drl_steps" not in missing and "no committed run" in missing["skipped"]
+    only_short = tmp_path / "short"  # the default's runs all stopped early (eval.stop_at): no projection either
+    only_short.mkdir()
+    (tmp_path / "pong-dddd").rename(only_short / "pong-dddd")
+    (short,) = time_to_score(pong, only_short).values()
+    assert short["drl_runs"] == {} and "drl_steps" not in short and "eval.stop_at" in short["skipped"]
 
 
 @pytest.mark.slow

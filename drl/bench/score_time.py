@@ -87,7 +87,11 @@ def time_to_score(pong: dict, runs: Path) -> dict:
         if len(reached) < len(seeds):  # a run that never got there counts as infinitely slow in the median
             row["note"] = f"{len(seeds) - len(reached)} of {len(seeds)} seed runs never reached {SCORE:g}"
         if not seeds:
-            row["skipped"] = f"no committed runs of the default atari-pong config under {runs}"
+            row["skipped"] = (
+                f"no committed run of the default atari-pong config under {runs} reached {WINDOW} training games "
+                f"averaging {SCORE:g} or trained {BUDGET:,} agent steps (runs stopped earlier, e.g. by eval.stop_at, "
+                "say nothing about it)"
+            )
         elif math.isinf(median):
             row["skipped"] = f"fewer than half the default atari-pong runs under {runs} reached {SCORE:g}"
         else:
