@@ -161,7 +161,6 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
     write_run("pong-a", [-21.0] * 5 + [19.0] * 10)  # 10 games >= 18 end at game 15: 150k steps
     write_run("pong-bb", [-21.0] * 20 + [20.0] * 10, ["compute.threads=1", "total_steps=400000"])  # 300k steps
     write_run("pong-ccc", [17.0] * 40)  # not within 400k steps: counts as never
-    write_run("pong-dddd", [17.0] * 39, ["eval.stop_at=18"])  # ended at 390k without it: not counted
     write_run("atari-pong-s1", [19.0] * 10, ["agent.lr=1e-4"])  # another config: not counted
     pong = {"cpu": {"drl_default": {"sps": 50.0}, "sb3": {"sps": 25.0}}}
     (row,) = time_to_score(pong, tmp_path).values()
@@ -171,12 +170,14 @@ def test_time_to_score_reads_the_default_configs_runs_and_counts_a_seed_that_nev
     assert row["sb3_minutes"] == SB3_ZOO_FRAMES_TO_18 / FRAME_SKIP / 25 / 60
     assert row["ratio"] == row["sb3_minutes"] / row["drl_minutes"] and "never reached" in row["note"]
     (missing,) = time_to_score(pong, tmp_path / "no-such-dir").values()  # e.g. installed without docs/runs
-    assert "drl_steps" not in missing and "no committed run" in missing["skipped"]
-    only_short = tmp_path / "short"  # the default's runs all stopped early (eval.stop_at): no projection either
-    only_short.mkdir()
-    (tmp_path / "pong-dddd").rename(only_short / "pong-dddd")
-    (short,) = time_to_score(pong, only_short).values()
-    assert short["drl_runs"] == {} and "drl_steps" not in short and "eval.stop_at" in short["skipped"]
+    assert "drl_steps" not in missing and "no committed runs" in missing["skipped"]
+    # a run stopped before BUDGET without the window leaves the median unknown: leaving it out would keep only the
+    # seeds fast enough to get there before their stop
+    write_run("pong-dddd", [17.0] * 19 + [19.0] * 10, ["eval.stop_at=18"])  # 5 x 17 + 5 x 19 at game 24: counted
+    write_run("pong-eeeee", [17.0] * 20, ["eval.stop_at=18"])  # ended at 200k without it
+    (short,) = time_to_score(pong, tmp_path).values()
+    assert short["drl_runs"]["pong-dddd"] == 240_000 and short["stopped_early"] == ["pong-eeeee"]
+    assert "drl_steps" not in short and "drl_minutes" not in short and "eval.stop_at" in short["skipped"]
 
 
 @pytest.mark.slow

@@ -49,13 +49,14 @@ def runs_of_default(runs: Path, experiment: str = "atari-pong") -> list[Path]:
     return found
 
 
-def drl_runs(runs: Path) -> dict[str, float | None]:
-    """{run directory name: env steps to the score or None} for the committed runs of the default ``atari-pong``.
-    None means "not within BUDGET agent steps"; a run that ended before BUDGET without the score is not counted,
-    because it says nothing about whether that seed gets there."""
+def drl_runs(runs: Path) -> tuple[dict[str, float | None], list[str]]:
+    """({run directory name: env steps to the score or None}, [runs stopped early]) for the committed runs of the
+    default ``atari-pong``. None means "not within BUDGET agent steps". A run that ended before BUDGET without the
+    score (stopped, ``eval.stop_at``) says nothing about whether that seed gets there: it is listed apart."""
     from drl.compare import frames_to_train_return, load_local_run
 
     out: dict[str, float | None] = {}
+    stopped_early: list[str] = []
     for run_dir in runs_of_default(runs):
         run, _ = load_local_run(run_dir, "return_mean")
         frames = np.array([f for f, _ in run.episodes])
@@ -64,12 +65,14 @@ def drl_runs(runs: Path) -> dict[str, float | None]:
             out[run_dir.name] = reached / FRAME_SKIP
         elif len(frames) and frames[-1] / FRAME_SKIP >= BUDGET:
             out[run_dir.name] = None
-    return out
+        else:
+            stopped_early.append(run_dir.name)
+    return out, stopped_early
 
 
 def time_to_score(pong: dict, runs: Path) -> dict:
     """Per device: minutes to the score for both sides and their ratio (SB3 minutes / drl minutes)."""
-    seeds = drl_runs(runs)
+    seeds, stopped_early = drl_runs(runs)
     reached = [s for s in seeds.values() if s is not None]
     median = statistics.median([math.inf if s is None else s for s in seeds.values()]) if seeds else math.inf
     out = {}
@@ -86,12 +89,15 @@ def time_to_score(pong: dict, runs: Path) -> dict:
         }
         if len(reached) < len(seeds):  # a run that never got there counts as infinitely slow in the median
             row["note"] = f"{len(seeds) - len(reached)} of {len(seeds)} seed runs never reached {SCORE:g}"
-        if not seeds:
+        if stopped_early:  # leaving them out would keep the fast seeds that got there before their stop
+            row["stopped_early"] = stopped_early
             row["skipped"] = (
-                f"no committed run of the default atari-pong config under {runs} reached {WINDOW} training games "
-                f"averaging {SCORE:g} or trained {BUDGET:,} agent steps (runs stopped earlier, e.g. by eval.stop_at, "
-                "say nothing about it)"
+                f"{len(stopped_early)} of {len(seeds) + len(stopped_early)} committed runs of the default atari-pong "
+                f"config under {runs} stopped (e.g. eval.stop_at) before {WINDOW} training games averaging "
+                f"{SCORE:g} and before {BUDGET:,} agent steps: the median is unknown; train them on to {BUDGET:,}"
             )
+        elif not seeds:
+            row["skipped"] = f"no committed runs of the default atari-pong config under {runs}"
         elif math.isinf(median):
             row["skipped"] = f"fewer than half the default atari-pong runs under {runs} reached {SCORE:g}"
         else:
