@@ -14,6 +14,8 @@ Everything is measured when it runs; no figure is written in. Sections:
    the other plain-torch parts of the Pong loop floor: the update at SB3's hyperparameters (vanilla DQN's target)
    and a greedy forward at batch 1 and 4. The loop floor (``report.loop_floor``) adds, per update, ``train_freq /
    num_envs`` x (that forward + one vector env step from ``vecenv``): what drl's Pong speed is judged against.
+   The ``pong`` runs time the same parts themselves, in blocks between drl's training in the same process
+   (``paired_floor``), and the share is judged from those; the sections' parts are the fallback.
 4. ``replay``: replay bytes per transition from the tensors actually allocated (Atari 84x84, Doom 60x80), and
    SB3's buffer for comparison.
 5. ``vecenv``: vector-env steps/s with random actions, delivered as drl ``VecStep`` tensors on the device (Atari
@@ -25,5 +27,5 @@ leak between them. Where CUDA is available the drl figures (and SB3's) are also 
 
 Modules: ``cli`` (arguments, the run, the child-task entry), ``measure`` (child processes, clocks, memory peaks),
 ``training`` (pong / doom training vs SB3, overlapped env stepping both ways), ``update`` (update floor and the
-loop floor's parts), ``replay_bytes``, ``vecenv``, ``report`` (the loop floor, targets and tables).
+loop floor's parts), ``paired_floor`` (the loop floor timed beside a drl run), ``replay_bytes``, ``vecenv``, ``report`` (the loop floor, targets and tables).
 """

@@ -15,7 +15,7 @@ import drl.bench
 from drl.bench.distributed import bench_distributed, print_distributed, task_distributed, task_insert
 from drl.bench.measure import RESULT_TAG, Runner, peaks, self_peak_mb
 from drl.bench.replay_bytes import task_replay
-from drl.bench.report import REFERENCES, TARGETS, loop_floor_note, memory_peaks, print_report, targets
+from drl.bench.report import REFERENCES, TARGETS, memory_peaks, print_report, targets
 from drl.bench.score_time import time_to_score
 from drl.bench.training import SB3_HP, bench_training, sb3_status, task_drl_train, task_sb3_doom, task_sb3_pong
 from drl.bench.update import task_update
@@ -175,7 +175,9 @@ def main(argv: list[str]) -> int:
         "Pong loop floor = plain-torch update (its run's batch, precision and target rule) + per update, "
         "train_freq / num_envs x (plain-torch greedy forward at batch num_envs, in drl's acting precision, + one "
         "drl vector env step of as many Pong envs, random actions): every step pays a forward, though drl and SB3 "
-        "skip it where every env explores"
+        "skip it where every env explores. Its parts are timed in the drl run's own process, in short blocks every "
+        "2 s between drl's training (drl's clock paused meanwhile), and drl's share is the median over blocks: the "
+        "VM's drift between minutes cancels (drl.bench.paired_floor)"
     )
     notes.append(
         "doom sb3 = vizdoom VizdoomHealthGathering-v1 rendered 160x120 GRAY8, area-resized to 60x80, "
@@ -186,9 +188,6 @@ def main(argv: list[str]) -> int:
         "(ru_maxrss where /proc is missing); child-process peaks are summed over live descendants "
         "(shared pages counted once per process: an upper bound)"
     )
-    floor_note = loop_floor_note(args.only)
-    if floor_note:
-        notes.append(floor_note)
     if args.buffer:
         notes.append(f"quick: every replay (drl and SB3) holds {args.buffer:,} transitions, not 100k / as configured")
     run = Runner(args.timeout)

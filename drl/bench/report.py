@@ -3,6 +3,7 @@ every measurement, and the tables."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 # Targets, compared with measured values only. Each can be met: a share of a floor can reach 1 (the floor is what
@@ -75,7 +76,8 @@ def loop_floor(update_ms: float, act_ms: float, env_step_ms: float, train_freq: 
 def _floor_parts(run: dict, update: dict, atari_counts: dict) -> dict | None:
     """The measured parts of a drl Pong run's loop floor on its device: the update floor of its batch, precision and
     target rule, the plain-torch forward at its ``num_envs``, and one vector step of as many Pong envs (``vecenv``
-    section); None while one is missing."""
+    section); None while one is missing. The fallback for a run without floor blocks (``paired_share``), e.g. an
+    older bench's JSON."""
     precision = "bf16" if run.get("bf16") else "fp32"
     floors = [*update.get("cases", {}).values(), *([update["floor_same_hp"]] if "floor_same_hp" in update else [])]
     update_ms = next(
@@ -93,31 +95,33 @@ def _floor_parts(run: dict, update: dict, atari_counts: dict) -> dict | None:
     return {"update_ms": update_ms, "act_ms": act["ms"], "env_step_ms": 1000.0 * run["num_envs"] / env["sps"]}
 
 
-LOOP_FLOOR_SECTIONS = ("update", "vecenv")  # where the loop floor's parts are measured (``_floor_parts``)
-
-
-def loop_floor_note(sections: list[str]) -> str | None:
-    """A note for a bench run that times Pong but leaves out a section the Pong loop floor is built from: without it
-    the share-of-floor target is not printed and the "floor allows" column reads "-"."""
-    missing = [s for s in LOOP_FLOOR_SECTIONS if s not in sections]
-    if "pong" not in sections or not missing:
+def paired_share(run: dict) -> dict | None:
+    """The loop floor timed in blocks beside a drl run (``drl.bench.paired_floor``): the median of each part over
+    the blocks, and drl's share as the median over blocks of (drl's steps/s since the block before / the floor's
+    in that block), so that minutes of VM drift cancel. None without blocks."""
+    blocks = run.get("paired_floor_blocks")
+    if not blocks:
         return None
-    return (
-        f"no Pong loop floor: it is built from the update and vecenv sections, and --only left out "
-        f"{' and '.join(missing)}; add {','.join(missing)} to --only for the floor-share target and 'floor allows'"
-    )
+    shares = []
+    for b in blocks:
+        floor = loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])
+        shares.append(b["drl_sps"] / floor["sps"])
+    parts = {k: statistics.median(b[k] for b in blocks) for k in ("update_ms", "act_ms", "env_step_ms")}
+    return {"parts": parts, "share": statistics.median(shares), "shares": shares, "blocks": len(blocks)}
 
 
 def loop_floors(result: dict) -> dict:
     """Per device, per drl Pong run (``drl_same_hp``: SB3's hyperparameters; ``drl_default``): its ``loop_floor``,
-    drl's measured steps/s and its ``share`` of the floor's."""
+    drl's measured steps/s and its ``share`` of the floor's. ``paired``: the floor was timed beside drl in the same
+    process (``paired_share``); else it is built from the ``update`` and ``vecenv`` sections, timed minutes apart."""
     out: dict[str, dict] = {}
     for device, res in result["pong"].items():
         update = result["update"].get(device, {})
         counts = result["vecenv"].get(device, {}).get("atari", {}).get("counts", {})
         for name in ("drl_same_hp", "drl_default"):
             run = res.get(name, {})
-            parts = _floor_parts(run, update, counts) if "sps" in run else None
+            paired = paired_share(run) if "sps" in run else None
+            parts = paired["parts"] if paired else _floor_parts(run, update, counts) if "sps" in run else None
             if parts is None:
                 continue
             floor = loop_floor(**parts, train_freq=run["train_freq"], num_envs=run["num_envs"])
@@ -125,7 +129,9 @@ def loop_floors(result: dict) -> dict:
                 **floor,
                 "precision": "bf16" if run.get("bf16") else "fp32",
                 "drl_sps": run["sps"],
-                "share": run["sps"] / floor["sps"],
+                "share": paired["share"] if paired else run["sps"] / floor["sps"],
+                "paired": paired is not None,
+                **({"shares": paired["shares"]} if paired else {}),
             }
     return out
 
@@ -325,7 +331,9 @@ def _training_table(result: dict) -> Table:
 def _loop_floor_table(result: dict) -> Table:
     return (
         "Pong loop floor: plain-torch update + per update, train_freq / num_envs x (plain-torch greedy forward at "
-        "batch num_envs + one vector env step); drl's share of its steps/s",
+        "batch num_envs + one vector env step); drl's share of its steps/s. timed 'beside drl': in blocks between "
+        "drl's own in the same process, parts and share the medians over blocks; 'sections': from the update and "
+        "vecenv sections, minutes apart",
         [
             "device",
             "run",
@@ -337,6 +345,7 @@ def _loop_floor_table(result: dict) -> Table:
             "floor steps/s",
             "drl",
             "share",
+            "timed",
         ],
         [
             [
@@ -350,6 +359,7 @@ def _loop_floor_table(result: dict) -> Table:
                 _fmt(f["sps"]),
                 _fmt(f["drl_sps"]),
                 _fmt(100 * f["share"], ".0f") + "%",
+                f"beside drl ({len(f['shares'])} blocks)" if f.get("paired") else "sections",
             ]
             for device, runs in loop_floors(result).items()
             for name, f in runs.items()

@@ -69,29 +69,41 @@ def task_drl_train(spec: dict) -> dict:
         overrides.append(_flipped_overlap(spec["experiment"], overrides))
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as run_dir:
         trainer = quiet_trainer(spec["experiment"], overrides, run_dir)
+        floor = None
         try:
             agent = trainer.agent
             mark: dict[str, float] = {}
             act = agent.act
             t_start = time.perf_counter()
+            if spec.get("paired_floor"):  # the loop floor timed in blocks between drl's (drl.bench.paired_floor)
+                from drl.bench.paired_floor import PairedFloor
+
+                floor = PairedFloor(trainer)
 
             def timed_act(*args, **kwargs):  # first call at or past learning_starts starts the clock
                 if not mark and trainer.counters.env_steps >= ls:
                     sync(trainer.device)
                     mark.update(t0=time.perf_counter(), s0=trainer.counters.env_steps, u0=agent.updates)
+                    if floor is not None:
+                        floor.start()
+                elif floor is not None:
+                    floor.maybe_block()
                 return act(*args, **kwargs)
 
             agent.act = timed_act
             trainer.run()
+            if floor is not None:
+                floor.maybe_block(final=True)
             sync(trainer.device)
             t1 = time.perf_counter()
+            seconds = t1 - mark["t0"] - (floor.paused if floor is not None else 0.0)  # drl's own time
             cfg = trainer.cfg
             result = {
-                "sps": (trainer.counters.env_steps - mark["s0"]) / (t1 - mark["t0"]),
+                "sps": (trainer.counters.env_steps - mark["s0"]) / seconds,
                 "fill_sps": mark["s0"] / (mark["t0"] - t_start),
-                "updates_per_s": (agent.updates - mark["u0"]) / (t1 - mark["t0"]),
+                "updates_per_s": (agent.updates - mark["u0"]) / seconds,
                 "timed_steps": trainer.counters.env_steps - mark["s0"],
-                "seconds": t1 - mark["t0"],
+                "seconds": seconds,
                 "updates": agent.updates - mark["u0"],
                 "device": str(trainer.device),
                 "bf16": trainer.bf16,
@@ -106,8 +118,12 @@ def task_drl_train(spec: dict) -> dict:
                 "algo": cfg.agent.algo,
                 "overrides": overrides,
             }
+            if floor is not None:
+                result["paired_floor_blocks"] = floor.blocks
         finally:
             note_descendants()
+            if floor is not None:
+                floor.close()
             trainer.close()
     return result
 
@@ -236,11 +252,8 @@ def _summary(samples: list[dict]) -> dict:
     if not good:
         return {"error": samples[0]["error"] if samples else "not run", "samples": samples}
     sps = [s["sps"] for s in good]
-    keep = {
-        k: v
-        for k, v in good[0].items()
-        if k not in ("sps", "fill_sps", "seconds", "timed_steps", "updates_per_s", "task_seconds", "updates")
-    }
+    per_sample = ("sps", "fill_sps", "seconds", "timed_steps", "updates_per_s", "task_seconds", "updates")
+    keep = {k: v for k, v in good[0].items() if k not in (*per_sample, "paired_floor_blocks")}
     out = {
         "sps": statistics.median(sps),
         "sps_samples": sps,
@@ -254,6 +267,9 @@ def _summary(samples: list[dict]) -> dict:
         values = [s[key] for s in good if key in s]
         if values:
             out[key] = max(values)
+    blocks = [b for s in good for b in s.get("paired_floor_blocks", [])]
+    if blocks:  # every repeat's floor blocks (drl.bench.paired_floor)
+        out["paired_floor_blocks"] = blocks
     if len(good) < len(samples):
         out["failed_samples"] = [s["error"] for s in samples if "error" in s]
     return out
@@ -281,12 +297,13 @@ def bench_training(run, devices: list[str], args, sb3_skip: str | None, ls: int)
     for device in devices:
         common = {"learning_starts": ls, "steps": args.steps, "device": device, "buffer": args.buffer}
         flipped = {"flip_overlap": True}  # the same run, env stepping overlapped the other way from auto's choice
+        paired = {"paired_floor": True}  # the loop floor timed beside drl, in the same process
         same_hp = {"task": "drl_train", "experiment": "atari-pong", "same_hp": True, **common}
         drqn = {"task": "drl_train", "experiment": "doom-health-gathering", **common}
         pong_specs = {
-            "drl_same_hp": same_hp,
-            "drl_same_hp_overlap_flipped": {**same_hp, **flipped},
-            "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common},
+            "drl_same_hp": {**same_hp, **paired},
+            "drl_same_hp_overlap_flipped": {**same_hp, **paired, **flipped},  # paused alike: a fair comparison
+            "drl_default": {"task": "drl_train", "experiment": "atari-pong", **common, **paired},
         }
         doom_specs = {"drl_drqn": drqn, "drl_drqn_overlap_flipped": {**drqn, **flipped}}
         if sb3_skip is None:

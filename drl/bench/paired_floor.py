@@ -1,0 +1,87 @@
+"""The Pong loop floor measured inside a drl training run, in short blocks between drl's own, so that the share of
+the floor compares figures taken seconds apart.
+
+This VM's speed drifts by 10-50 % between minutes: an update floor measured in the ``update`` section and a drl run
+timed in the ``pong`` section minutes later can differ by that much for no reason of drl's (2026-12-07, epyc-bf16:
+the same plain-torch update took 13.9, 21.9 and 24.6 ms in three processes a minute apart). ``PairedFloor`` pauses
+drl's clock every ``block_s`` seconds of training and times, in the same process, a few plain-torch floor updates
+(``drl.bench.update``) and ``train_freq / num_envs``-sized samples of a greedy forward and a step of a second env of
+the same kind. Each block gives drl's steps/s since the last block and the floor's, from the same minute; the bench
+reports the median over blocks (``drl.bench.report.loop_floors``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from drl.bench.measure import sync
+from drl.bench.update import _floor_act_fn, _floor_update_fn
+
+
+class PairedFloor:
+    """Times floor blocks for ``trainer`` (a ``drl.loop.Trainer``); call ``maybe_block()`` once per vector step,
+    before acting. ``paused`` is the seconds spent in blocks (drl's clock leaves them out); ``blocks`` one dict per
+    block: the floor parts in ms (``update_ms``, ``act_ms``, ``env_step_ms``) and drl's ``drl_sps`` over the
+    training since the block before."""
+
+    def __init__(self, trainer, block_s: float = 2.0, updates: int = 4, steps: int = 16):
+        from drl.vec_env import make_env
+
+        cfg, dev = trainer.cfg, trainer.device
+        self.trainer, self.block_s, self.updates, self.steps = trainer, block_s, updates, steps
+        self.num_envs, self.train_freq = trainer.env.num_envs, cfg.agent.train_freq
+        num_actions = trainer.env.num_actions
+        self.update = _floor_update_fn(dev, cfg.agent.batch_size, trainer.bf16, num_actions, double=cfg.agent.double)
+        self.act = _floor_act_fn(dev, self.num_envs, bool(getattr(trainer.agent, "act_bf16", False)), num_actions)
+        self.env = make_env(cfg.env, dev, cfg.seed + 1)  # a second env of the run's kind, stepped at random
+        self.env.reset(seed=cfg.seed + 1)
+        self.actions = torch.Generator().manual_seed(cfg.seed)
+        for first_call in (self.update, self.act, self._env_step):  # first calls allocate
+            first_call()
+        self.blocks: list[dict] = []
+        self.paused = 0.0
+        self.since: tuple[float, int] | None = None  # (time, env steps) where drl's current block began
+
+    def _env_step(self) -> None:
+        actions = torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions)
+        self.env.step_async(actions)
+        self.env.step_wait()
+
+    def _ms(self, fn, n: int) -> float:
+        sync(self.trainer.device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync(self.trainer.device)
+        return (time.perf_counter() - t0) * 1000 / n
+
+    def start(self) -> None:
+        """drl's clock starts now (the first vector step at ``learning_starts``)."""
+        self.since = (time.perf_counter(), self.trainer.counters.env_steps)
+
+    def maybe_block(self, final: bool = False) -> None:
+        """A floor block if ``block_s`` seconds of drl training passed since the last one (``final``: at the end of
+        the run, whatever the time, if drl trained since the last block)."""
+        if self.since is None:
+            return
+        now, steps = time.perf_counter(), self.trainer.counters.env_steps
+        t0, s0 = self.since
+        if steps == s0 or (now - t0 < self.block_s and not final):
+            return
+        sync(self.trainer.device)
+        now = time.perf_counter()
+        block = {
+            "drl_sps": (steps - s0) / (now - t0),
+            "update_ms": self._ms(self.update, self.updates),
+            "act_ms": self._ms(self.act, self.steps),
+            "env_step_ms": self._ms(self._env_step, self.steps),
+        }
+        self.blocks.append(block)
+        after = time.perf_counter()
+        self.paused += after - now
+        self.since = (after, steps)
+
+    def close(self) -> None:
+        self.env.close()
