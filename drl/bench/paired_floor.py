@@ -49,7 +49,10 @@ class PairedFloor:
         self.env.step_async(actions)
         self.env.step_wait()
 
-    def _ms(self, fn, n: int) -> float:
+    def _ms(self, fn, n: int, warmup: int = 1) -> float:
+        """ms per call over ``n`` calls, after ``warmup`` untimed ones (the floor's steady state, not a cold start)."""
+        for _ in range(warmup):
+            fn()
         sync(self.trainer.device)
         t0 = time.perf_counter()
         for _ in range(n):
