@@ -5,7 +5,7 @@ This VM's speed drifts by 10-50 % between minutes: an update floor measured in t
 timed in the ``pong`` section minutes later can differ by that much for no reason of drl's (2026-12-07, epyc-bf16:
 the same plain-torch update took 13.9, 21.9 and 24.6 ms in three processes a minute apart). ``PairedFloor`` pauses
 drl's clock every ``block_s`` seconds of training and times, in the same process, a few plain-torch floor updates
-(``drl.bench.update``) and ``train_freq / num_envs``-sized samples of a greedy forward and a step of a second env of
+(``drl.bench.floor``) and ``train_freq / num_envs``-sized samples of a greedy forward and a step of a second env of
 the same kind. Each block gives drl's steps/s since the last block and the floor's, from the same minute; the bench
 reports the median over blocks (``drl.bench.report.loop_floors``).
 """
@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from drl.bench.floor import floor_act_fn, floor_update_fn
 from drl.bench.measure import sync
-from drl.bench.update import _floor_act_fn, _floor_update_fn
 
 
 class PairedFloor:
@@ -33,8 +33,8 @@ class PairedFloor:
         self.trainer, self.block_s, self.updates, self.steps = trainer, block_s, updates, steps
         self.num_envs, self.train_freq = trainer.env.num_envs, cfg.agent.train_freq
         num_actions = trainer.env.num_actions
-        self.update = _floor_update_fn(dev, cfg.agent.batch_size, trainer.bf16, num_actions, double=cfg.agent.double)
-        self.act = _floor_act_fn(dev, self.num_envs, bool(getattr(trainer.agent, "act_bf16", False)), num_actions)
+        self.update = floor_update_fn(dev, cfg.agent.batch_size, trainer.bf16, num_actions, double=cfg.agent.double)
+        self.act = floor_act_fn(dev, self.num_envs, bool(getattr(trainer.agent, "act_bf16", False)), num_actions)
         self.env = make_env(cfg.env, dev, cfg.seed + 1)  # a second env of the run's kind, stepped at random
         self.env.reset(seed=cfg.seed + 1)
         self.actions = torch.Generator().manual_seed(cfg.seed)

@@ -7,95 +7,9 @@ import statistics
 import tempfile
 from typing import Any
 
+from drl.bench.floor import floor_act_fn, floor_update_fn
 from drl.bench.measure import quiet_trainer, time_calls
 from drl.bench.training import SB3_HP
-
-
-def _nature_cnn(num_actions: int):
-    """The Nature-CNN Q-network in plain torch (84x84, 4 stacked frames)."""
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(4, 32, 8, stride=4),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(3136, 512),
-        nn.ReLU(),
-        nn.Linear(512, num_actions),
-    )
-
-
-def _autocast(device, bf16: bool):
-    """A fresh bf16 autocast context for ``device`` per call, or a no-op one."""
-    from contextlib import nullcontext
-
-    import torch
-
-    return (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 else nullcontext
-
-
-def _floor_update_fn(device, batch: int, bf16: bool, num_actions: int = 6, double: bool = True):
-    """One plain-torch Nature-CNN DQN update on fixed uint8 batches already on the device: double DQN's target
-    (online argmax, target value), or with ``double=False`` vanilla DQN's (the target's max, as SB3 DQN)."""
-    import copy
-
-    import torch
-    import torch.nn.functional as F
-
-    net = _nature_cnn(num_actions).to(device)
-    target = copy.deepcopy(net).requires_grad_(False)
-    try:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4, fused=True)
-    except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    obs = torch.randint(0, 256, (batch, 4, 84, 84), generator=g, dtype=torch.uint8).to(device)
-    nxt = torch.randint(0, 256, (batch, 4, 84, 84), generator=g, dtype=torch.uint8).to(device)
-    actions = torch.randint(0, num_actions, (batch,), generator=g).to(device)
-    rewards = torch.randn(batch, generator=g).to(device)
-    discounts = torch.full((batch,), 0.99).to(device)
-    cast = _autocast(device, bf16)
-    params = list(net.parameters())
-
-    def next_value(x):
-        if not double:
-            return target(x).float().max(1).values
-        best = net(x).float().argmax(1, keepdim=True)
-        return target(x).float().gather(1, best).squeeze(1)
-
-    def update():
-        with cast():
-            q = net(obs.float().div_(255.0)).float()
-            with torch.no_grad():
-                y = rewards + discounts * next_value(nxt.float().div_(255.0))
-        loss = F.huber_loss(q.gather(1, actions[:, None]).squeeze(1), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-
-    return update
-
-
-def _floor_act_fn(device, batch: int, bf16: bool, num_actions: int = 6):
-    """One plain-torch greedy action choice: a Nature-CNN forward on a uint8 batch on the device, the argmax, the
-    actions on the host (where an env takes them)."""
-    import torch
-
-    net = _nature_cnn(num_actions).to(device).requires_grad_(False)
-    obs = torch.randint(0, 256, (batch, 4, 84, 84), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    obs = obs.to(device)
-    cast = _autocast(device, bf16)
-
-    def act():
-        with torch.inference_mode(), cast():
-            return net(obs.float().div_(255.0)).argmax(1).cpu()
-
-    return act
 
 
 def native_bf16(device) -> bool:
@@ -150,7 +64,7 @@ def task_update(spec: dict) -> dict:
             for batch_size in spec["batch_sizes"]:
                 for precision in precisions:
                     bf16 = precision == "bf16"
-                    floor = _floor_update_fn(dev, batch_size, bf16, trainer.env.num_actions)
+                    floor = floor_update_fn(dev, batch_size, bf16, trainer.env.num_actions)
                     agent.bf16 = bf16
                     drl_one = drl_update_fn(batch_size)
                     floor_ms, drl_ms, sample_ms = [], [], []
@@ -194,7 +108,7 @@ def _loop_floor_parts(trainer, spec: dict) -> dict:
     num_actions, bf16 = trainer.env.num_actions, trainer.bf16
     act_bf16 = bool(getattr(trainer.agent, "act_bf16", False))
     batch = SB3_HP["batch_size"]
-    update = _floor_update_fn(dev, batch, bf16, num_actions, double=False)
+    update = floor_update_fn(dev, batch, bf16, num_actions, double=False)
     samples = [time_calls(update, n, warmup, dev) for _ in range(repeats)]
     out: dict[str, Any] = {
         "floor_same_hp": {
@@ -207,7 +121,7 @@ def _loop_floor_parts(trainer, spec: dict) -> dict:
         "act_floor": {},
     }
     for envs in sorted({1, trainer.env.num_envs}):
-        act = _floor_act_fn(dev, envs, act_bf16, num_actions)
+        act = floor_act_fn(dev, envs, act_bf16, num_actions)
         samples = [time_calls(act, 10 * n, warmup, dev) for _ in range(repeats)]
         out["act_floor"][f"b{envs}"] = {
             "batch_size": envs,
