@@ -3,11 +3,11 @@ the floor compares figures taken seconds apart.
 
 This VM's speed drifts by 10-50 % between minutes: an update floor measured in the ``update`` section and a drl run
 timed in the ``pong`` section minutes later can differ by that much for no reason of drl's (2026-12-07, epyc-bf16:
-the same plain-torch update took 13.9, 21.9 and 24.6 ms in three processes a minute apart). ``PairedFloor`` pauses
-drl's clock every ``block_s`` seconds of training and times, in the same process, a few plain-torch floor updates
-(``drl.bench.floor``) and ``train_freq / num_envs``-sized samples of a greedy forward and a step of a second env of
-the same kind. Each block gives drl's steps/s since the last block and the floor's, from the same minute; the bench
-reports the median over blocks (``drl.bench.report.loop_floors``).
+one command timed 103, 161 and 120 env steps/s within half an hour, and drl's update took 23.1 ms in its loop and
+14.8 ms in a tight loop seconds later). ``PairedFloor`` pauses drl's clock every ``block_s`` seconds of training and
+times, in the same process, a few plain-torch floor updates (``drl.bench.floor``), greedy forwards at the run's
+``num_envs`` and steps of a second env of the same kind. Each block gives drl's steps/s since the last block and the
+floor's, from the same minute; the bench reports the median over blocks (``drl.bench.report.loop_floors``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 
 from drl.bench.floor import floor_act_fn, floor_update_fn
-from drl.bench.measure import sync
+from drl.bench.measure import sync, time_calls
 
 
 class PairedFloor:
@@ -31,7 +31,7 @@ class PairedFloor:
 
         cfg, dev = trainer.cfg, trainer.device
         self.trainer, self.block_s, self.updates, self.steps = trainer, block_s, updates, steps
-        self.num_envs, self.train_freq = trainer.env.num_envs, cfg.agent.train_freq
+        self.num_envs = trainer.env.num_envs
         num_actions = trainer.env.num_actions
         self.update = floor_update_fn(dev, cfg.agent.batch_size, trainer.bf16, num_actions, double=cfg.agent.double)
         self.act = floor_act_fn(dev, self.num_envs, bool(getattr(trainer.agent, "act_bf16", False)), num_actions)
@@ -48,17 +48,6 @@ class PairedFloor:
         actions = torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions)
         self.env.step_async(actions)
         self.env.step_wait()
-
-    def _ms(self, fn, n: int, warmup: int = 1) -> float:
-        """ms per call over ``n`` calls, after ``warmup`` untimed ones (the floor's steady state, not a cold start)."""
-        for _ in range(warmup):
-            fn()
-        sync(self.trainer.device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync(self.trainer.device)
-        return (time.perf_counter() - t0) * 1000 / n
 
     def start(self) -> None:
         """drl's clock starts now (the first vector step at ``learning_starts``)."""
@@ -77,9 +66,10 @@ class PairedFloor:
         now = time.perf_counter()
         block = {
             "drl_sps": (steps - s0) / (now - t0),
-            "update_ms": self._ms(self.update, self.updates),
-            "act_ms": self._ms(self.act, self.steps),
-            "env_step_ms": self._ms(self._env_step, self.steps),
+            # ms per call, each after one untimed call (the floor's steady state, not a cold start)
+            "update_ms": time_calls(self.update, self.updates, 1, self.trainer.device),
+            "act_ms": time_calls(self.act, self.steps, 1, self.trainer.device),
+            "env_step_ms": time_calls(self._env_step, self.steps, 1, self.trainer.device),
         }
         self.blocks.append(block)
         after = time.perf_counter()

@@ -107,7 +107,7 @@ def paired_share(run: dict) -> dict | None:
         floor = loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])
         shares.append(b["drl_sps"] / floor["sps"])
     parts = {k: statistics.median(b[k] for b in blocks) for k in ("update_ms", "act_ms", "env_step_ms")}
-    return {"parts": parts, "share": statistics.median(shares), "shares": shares, "blocks": len(blocks)}
+    return {"parts": parts, "share": statistics.median(shares), "shares": shares}
 
 
 def loop_floors(result: dict) -> dict:
@@ -120,8 +120,10 @@ def loop_floors(result: dict) -> dict:
         counts = result["vecenv"].get(device, {}).get("atari", {}).get("counts", {})
         for name in ("drl_same_hp", "drl_default"):
             run = res.get(name, {})
-            paired = paired_share(run) if "sps" in run else None
-            parts = paired["parts"] if paired else _floor_parts(run, update, counts) if "sps" in run else None
+            if "sps" not in run:
+                continue
+            paired = paired_share(run)
+            parts = paired["parts"] if paired else _floor_parts(run, update, counts)
             if parts is None:
                 continue
             floor = loop_floor(**parts, train_freq=run["train_freq"], num_envs=run["num_envs"])
