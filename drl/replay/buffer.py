@@ -181,38 +181,39 @@ class ReplayBuffer:
         sequence starting there), -1 where none."""
         cpu = lambda t: t.detach().to("cpu")  # noqa: E731
         maybe_cpu = lambda t: None if t is None else cpu(t)  # noqa: E731
+        host = lambda t: cpu(t).numpy()  # noqa: E731  (a vector step's few flags: numpy is cheaper than torch)
         ids = self.storage.env_ids if envs is None else np.asarray(envs, dtype=np.int64)
         first, terminated, truncated, reset = (
-            cpu(step.first),
-            cpu(step.terminated),
-            cpu(step.truncated),
-            cpu(step.reset),
+            host(step.first),
+            host(step.terminated),
+            host(step.truncated),
+            host(step.reset),
         )
         flags = (
-            terminated.to(torch.uint8) * self.TERMINATED
-            | truncated.to(torch.uint8) * self.TRUNCATED
-            | first.to(torch.uint8) * self.FIRST
+            terminated.astype(np.uint8) * self.TERMINATED
+            | truncated.astype(np.uint8) * self.TRUNCATED
+            | first.astype(np.uint8) * self.FIRST
         )
-        lost = np.zeros(len(ids), dtype=bool) if step.dropped is None else cpu(step.dropped).numpy().astype(bool)
+        lost = np.zeros(len(ids), dtype=bool) if step.dropped is None else host(step.dropped).astype(bool)
         if lost.any():  # the step has no result: its frame only ends the stream (see StepRecord)
-            flags[torch.from_numpy(lost)] = self.FINAL
-            reset = reset & ~torch.from_numpy(lost)
+            flags[lost] = self.FINAL
+            reset = reset & ~lost
             self.storage.truncate_last(ids[lost])
         on_frames = lambda t: to_device(t.detach(), self.storage.frames_device)  # noqa: E731
         logical = self.storage.write(
             ids,
             on_frames(step.frame),
-            cpu(step.action).to(torch.int16),
-            cpu(step.reward).float(),
+            host(step.action),
+            host(step.reward.float()),
             flags,
             maybe_cpu(step.extras),
             maybe_cpu(step.labels),
         )
-        entries, cleared = self.sampler.on_steps(ids, logical, lost, first.numpy(), step.lstm_state)
+        entries, cleared = self.sampler.on_steps(ids, logical, lost, first, step.lstm_state)
         if self.prioritizer is not None:
             self.prioritizer.insert(entries[entries >= 0])
             self.prioritizer.clear(cleared)
-        done = reset.numpy().nonzero()[0]
+        done = reset.nonzero()[0]
         if len(done):
             assert step.final_frame is not None, "a step that resets an env carries its final frame"
             sel = torch.from_numpy(done)
@@ -223,7 +224,7 @@ class ReplayBuffer:
                 final,
                 0,
                 0.0,
-                torch.full((len(done),), self.FINAL, dtype=torch.uint8),
+                self.FINAL,
                 pick(step.final_extras),
                 pick(step.final_labels),
             )

@@ -130,8 +130,12 @@ class TransitionSampler:
         rows = torch.arange(B)[:, None]
         device = torch.device(device)
         obs = stack_frames(frames[:, :S], first[:, :S], S, device)
-        nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
-        next_obs = stack_frames(gather_rows(frames, rows, nxt), first[rows, nxt], S, device)
+        if bool((steps == n).all()):  # no window ended early: every next stack sits at positions n..n+S-1
+            next_frames, next_first = frames[:, n : n + S], first[:, n : n + S]
+        else:
+            nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
+            next_frames, next_first = gather_rows(frames, rows, nxt), first[rows, nxt]
+        next_obs = stack_frames(next_frames, next_first, S, device)
         weights = (
             prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
         )
