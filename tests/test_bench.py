@@ -102,6 +102,9 @@ def test_quick_bench_writes_every_section(tmp_path):
         assert blocks and all(
             _positive(b[k]) for b in blocks for k in ("drl_sps", "update_ms", "act_ms", "env_step_ms")
         )
+        for k in ("drl_update_ms", "drl_sample_ms"):  # drl's own parts in the same blocks (None: no update in one)
+            timed = [b[k] for b in blocks if b[k] is not None]
+            assert timed and all(_positive(v) for v in timed)
     (share,) = [t for t in result["targets"] if t["name"] == "pong_loop_floor_share"]
     assert _positive(share["measured"])  # drl at SB3's hyperparameters against the loop floor
     time_to_18 = result["time_to_18"]["cpu"]  # no SB3 figure without SB3: no ratio, but the drl side is there
@@ -302,12 +305,16 @@ def test_a_floor_timed_beside_drl_is_judged_block_by_block():
         {"drl_sps": 90.0, "update_ms": 32.0, "act_ms": 1.0, "env_step_ms": 1.0},  # floor 100/s
         {"drl_sps": 160.0, "update_ms": 16.0, "act_ms": 0.5, "env_step_ms": 0.5},
     ]
+    for block, drl_update_ms in zip(blocks, (17.0, 35.0, None)):  # drl's own update; none in the last block
+        block.update(drl_update_ms=drl_update_ms, drl_sample_ms=None if drl_update_ms is None else 1.0)
     result["pong"]["cpu"]["drl_same_hp"]["paired_floor_blocks"] = blocks
     floor = loop_floors(result)["cpu"]["drl_same_hp"]
     naive = sorted(b["drl_sps"] / (4000 / (b["update_ms"] + 4 * (b["act_ms"] + b["env_step_ms"]))) for b in blocks)[1]
     assert floor["paired"] and floor["share"] == pytest.approx(naive) == pytest.approx(0.9)
     assert (floor["update_ms"], floor["act_ms"], floor["env_step_ms"]) == (16.0, 0.5, 0.5)  # medians over blocks
     assert floor["drl_sps"] == 160.0 and 160.0 / floor["sps"] == pytest.approx(0.8)  # the unpaired ratio differs
+    assert floor["drl_ms_per_update"] == pytest.approx(4000 / 160.0)
+    assert (floor["drl_update_ms"], floor["drl_sample_ms"]) == (26.0, 1.0)  # medians over the blocks that timed them
     assert not loop_floors(result)["cpu"]["drl_default"]["paired"]  # no blocks: the sections' parts
     rows = {t["name"]: t for t in targets(result)}
     assert rows["pong_loop_floor_share"]["measured"] == pytest.approx(0.9) and rows["pong_loop_floor_share"]["pass"]
@@ -338,6 +345,9 @@ def test_print_report_prints_the_loop_floor_and_targets(capsys):
     result["targets"] = targets(result)
     print_report(result)
     out = capsys.readouterr().out
-    assert "Pong loop floor" in out and "drl_same_hp | bf16 | 20.00 | 0.50 | 0.25 | 23.00 | 174 | 160 | 92%" in out
+    assert (
+        "Pong loop floor" in out
+        and "drl_same_hp | bf16 | 20.00 | 0.50 | 0.25 | 23.00 | 174 | 160 | 25.00 | - | - | 92%" in out
+    )
     assert "not measured" in out  # drl / SB3 without an SB3 figure
     assert "cannot be met here: the loop floor allows 3.62" in out and "reference" in out and "note: a note" in out

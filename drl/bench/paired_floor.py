@@ -23,8 +23,10 @@ from drl.bench.measure import sync, time_calls
 class PairedFloor:
     """Times floor blocks for ``trainer`` (a ``drl.loop.Trainer``); call ``maybe_block()`` once per vector step,
     before acting. ``paused`` is the seconds spent in blocks (drl's clock leaves them out); ``blocks`` one dict per
-    block: the floor parts in ms (``update_ms``, ``act_ms``, ``env_step_ms``) and drl's ``drl_sps`` over the
-    training since the block before."""
+    block: the floor parts in ms (``update_ms``, ``act_ms``, ``env_step_ms``), drl's ``drl_sps`` over the
+    training since the block before, and drl's own update and replay sample in that training (``drl_update_ms``,
+    ``drl_sample_ms``: wall time per call, the caller's view; on CUDA without a sync, so only meaningful on a CPU),
+    which say how much of the gap to the floor is the update and how much the rest of drl's loop."""
 
     def __init__(self, trainer, block_s: float = 2.0, updates: int = 4, steps: int = 16):
         from drl.vec_env import make_env
@@ -42,7 +44,31 @@ class PairedFloor:
             first_call()
         self.blocks: list[dict] = []
         self.paused = 0.0
+        self.drl_calls = {"update": [0.0, 0], "sample": [0.0, 0]}  # seconds and calls since the last block
+        trainer.agent.update = self._timed(trainer.agent.update, "update")
+        trainer.replay.sample_for = self._timed(trainer.replay.sample_for, "sample")
         self.since: tuple[float, int] | None = None  # (time, env steps) where drl's current block began
+
+    def _timed(self, call, name: str):
+        """``call`` with its wall time added to ``drl_calls[name]``."""
+        totals = self.drl_calls[name]
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                totals[0] += time.perf_counter() - t0
+                totals[1] += 1
+
+        return timed
+
+    def _drl_ms(self, name: str) -> float | None:
+        """drl's mean ms per ``name`` call since the last block (None if none), and the count starts again."""
+        totals = self.drl_calls[name]
+        seconds, calls = totals
+        totals[:] = [0.0, 0]  # in place: the timed callables hold this list
+        return 1000.0 * seconds / calls if calls else None
 
     def _env_step(self) -> None:
         actions = torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions)
@@ -50,7 +76,10 @@ class PairedFloor:
         self.env.step_wait()
 
     def start(self) -> None:
-        """drl's clock starts now (the first vector step at ``learning_starts``)."""
+        """drl's clock starts now (the first vector step at ``learning_starts``); drl's calls before it are not
+        counted."""
+        for totals in self.drl_calls.values():
+            totals[:] = [0.0, 0]
         self.since = (time.perf_counter(), self.trainer.counters.env_steps)
 
     def maybe_block(self, final: bool = False) -> None:
@@ -66,6 +95,8 @@ class PairedFloor:
         now = time.perf_counter()
         block = {
             "drl_sps": (steps - s0) / (now - t0),
+            "drl_update_ms": self._drl_ms("update"),
+            "drl_sample_ms": self._drl_ms("sample"),
             # ms per call, each after one untimed call (the floor's steady state, not a cold start)
             "update_ms": time_calls(self.update, self.updates, 1, self.trainer.device),
             "act_ms": time_calls(self.act, self.steps, 1, self.trainer.device),

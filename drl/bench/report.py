@@ -107,7 +107,12 @@ def paired_share(run: dict) -> dict | None:
         floor = loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])
         shares.append(b["drl_sps"] / floor["sps"])
     parts = {k: statistics.median(b[k] for b in blocks) for k in ("update_ms", "act_ms", "env_step_ms")}
-    return {"parts": parts, "share": statistics.median(shares), "shares": shares}
+    drl_parts = {  # drl's own update and sample in the same blocks (results from before they were timed lack them)
+        k: statistics.median(values)
+        for k in ("drl_update_ms", "drl_sample_ms")
+        if (values := [b[k] for b in blocks if b.get(k) is not None])
+    }
+    return {"parts": parts, "share": statistics.median(shares), "shares": shares, "drl_parts": drl_parts}
 
 
 def loop_floors(result: dict) -> dict:
@@ -131,9 +136,10 @@ def loop_floors(result: dict) -> dict:
                 **floor,
                 "precision": "bf16" if run.get("bf16") else "fp32",
                 "drl_sps": run["sps"],
+                "drl_ms_per_update": run["train_freq"] * 1000.0 / run["sps"],
                 "share": paired["share"] if paired else run["sps"] / floor["sps"],
                 "paired": paired is not None,
-                **({"shares": paired["shares"]} if paired else {}),
+                **({"shares": paired["shares"], **paired["drl_parts"]} if paired else {}),
             }
     return out
 
@@ -334,8 +340,8 @@ def _loop_floor_table(result: dict) -> Table:
     return (
         "Pong loop floor: plain-torch update + per update, train_freq / num_envs x (plain-torch greedy forward at "
         "batch num_envs + one vector env step); drl's share of its steps/s. timed 'beside drl': in blocks between "
-        "drl's own in the same process, parts and share the medians over blocks; 'sections': from the update and "
-        "vecenv sections, minutes apart",
+        "drl's own in the same process, parts and share the medians over blocks (drl's own update and replay sample "
+        "per update timed in the same blocks); 'sections': from the update and vecenv sections, minutes apart",
         [
             "device",
             "run",
@@ -346,6 +352,9 @@ def _loop_floor_table(result: dict) -> Table:
             "ms / update",
             "floor steps/s",
             "drl",
+            "drl ms / update",
+            "drl update ms",
+            "drl sample ms",
             "share",
             "timed",
         ],
@@ -360,6 +369,9 @@ def _loop_floor_table(result: dict) -> Table:
                 _fmt(f["ms_per_update"], ".2f"),
                 _fmt(f["sps"]),
                 _fmt(f["drl_sps"]),
+                _fmt(f["drl_ms_per_update"], ".2f"),
+                _fmt(f.get("drl_update_ms"), ".2f"),
+                _fmt(f.get("drl_sample_ms"), ".2f"),
                 _fmt(100 * f["share"], ".0f") + "%",
                 f"beside drl ({len(f['shares'])} blocks)" if f.get("paired") else "sections",
             ]
