@@ -17,7 +17,7 @@ import time
 import torch
 
 from drl.bench.floor import floor_act_fn, floor_update_fn
-from drl.bench.measure import sync, time_calls
+from drl.bench.measure import replace_methods, sync, time_calls
 
 
 class PairedFloor:
@@ -45,8 +45,8 @@ class PairedFloor:
         self.blocks: list[dict] = []
         self.paused = 0.0
         self.drl_calls = {"update": [0.0, 0], "sample": [0.0, 0]}  # seconds and calls since the last block
-        trainer.agent.update = self._timed(trainer.agent.update, "update")
-        trainer.replay.sample_for = self._timed(trainer.replay.sample_for, "sample")
+        replace_methods(trainer.agent, update=self._timed(trainer.agent.update, "update"))
+        replace_methods(trainer.replay, sample_for=self._timed(trainer.replay.sample_for, "sample"))
         self.since: tuple[float, int] | None = None  # (time, env steps) where drl's current block began
 
     def _timed(self, call, name: str):

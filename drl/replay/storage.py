@@ -140,7 +140,7 @@ class FrameStorage:
         copied asynchronously (``to_device``)."""
         logical = self.count[envs].copy()
         phys = logical % self.capacity
-        slots = to_device(torch.from_numpy(envs * self.capacity + phys), self.frames_device)
+        slots = to_device(torch.from_numpy(self.flat(envs, logical)), self.frames_device)
         self.frames.flatten(0, 1).index_copy_(0, slots, frame.to(self.frames.dtype))
         self.actions.numpy()[envs, phys] = action
         self.rewards.numpy()[envs, phys] = reward
