@@ -83,6 +83,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert result["memory"] and all(_positive(v) for v in result["memory"].values())
     assert {t["name"] for t in result["targets"]} == {
         "pong_loop_floor_share",
+        "pong_plain_loop_share",
         "pong_vs_sb3_bf16" if machine["cpu_bf16_native"] else "pong_vs_sb3_fp32",
         "pong_time_to_18_vs_sb3",
         "update_share",
@@ -100,7 +101,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     for name in ("drl_same_hp", "drl_default"):  # the floor timed beside drl (drl.bench.paired_floor), >= 1 block
         blocks = cpu_pong[name]["paired_floor_blocks"]
         assert blocks and all(
-            _positive(b[k]) for b in blocks for k in ("drl_sps", "update_ms", "act_ms", "env_step_ms")
+            _positive(b[k]) for b in blocks for k in ("drl_sps", "update_ms", "act_ms", "env_step_ms", "plain_loop_ms")
         )
         for k in ("drl_update_ms", "drl_sample_ms"):  # drl's own parts in the same blocks (None: no update in one)
             timed = [b[k] for b in blocks if b[k] is not None]
@@ -318,6 +319,42 @@ def test_a_floor_timed_beside_drl_is_judged_block_by_block():
     assert not loop_floors(result)["cpu"]["drl_default"]["paired"]  # no blocks: the sections' parts
     rows = {t["name"]: t for t in targets(result)}
     assert rows["pong_loop_floor_share"]["measured"] == pytest.approx(0.9) and rows["pong_loop_floor_share"]["pass"]
+
+
+def test_the_floor_targets_are_judged_only_where_a_plain_loop_of_its_parts_reaches_them():
+    """Each block also times a plain-torch loop of the floor's parts (``plain_loop_ms``). Where that loop reaches
+    less than 90 % of the floor, drl's share of the floor is not judged; drl / SB3 is judged against what the plain
+    loop allows; drl's share of the plain loop is a target of its own."""
+    from drl.bench.report import loop_floors, targets
+
+    result = _synthetic_result(True)
+    blocks = [  # floor: 4000 / (16 + 4 x 1) = 200 steps/s in each block
+        {"drl_sps": 170.0, "update_ms": 16.0, "act_ms": 0.5, "env_step_ms": 0.5, "plain_loop_ms": 23.5},
+        {"drl_sps": 150.0, "update_ms": 16.0, "act_ms": 0.5, "env_step_ms": 0.5, "plain_loop_ms": 25.0},
+        {"drl_sps": 165.0, "update_ms": 16.0, "act_ms": 0.5, "env_step_ms": 0.5, "plain_loop_ms": 22.0},
+    ]
+    result["pong"]["cpu"]["drl_same_hp"]["paired_floor_blocks"] = blocks
+    floor = loop_floors(result)["cpu"]["drl_same_hp"]
+    plain_sps = [4000 / b["plain_loop_ms"] for b in blocks]  # 170.2, 160, 181.8
+    assert floor["plain_sps"] == pytest.approx(sorted(plain_sps)[1])
+    assert (
+        floor["plain_share"] == pytest.approx(sorted(p / 200 for p in plain_sps)[1]) == pytest.approx(0.851, abs=1e-3)
+    )
+    naive_drl = sorted(b["drl_sps"] / p for b, p in zip(blocks, plain_sps))[1]
+    assert floor["drl_plain_share"] == pytest.approx(naive_drl) == pytest.approx(0.9375)
+    rows = {t["name"]: t for t in targets(result)}
+    share = rows["pong_loop_floor_share"]  # drl at 0.825 of the floor, which a plain loop reached 0.85 of
+    assert share["measured"] == pytest.approx(0.825) and share["pass"] is None
+    assert share["status"] == "cannot be met here: a plain-torch loop of the floor's parts reached 0.85"
+    assert rows["pong_plain_loop_share"]["pass"] is True  # 0.94 of the plain loop
+    vs_sb3 = rows["pong_vs_sb3_bf16"]  # SB3 at 100 steps/s: the plain loop allows 1.70x, not the floor's 2x
+    assert vs_sb3["reachable"] == pytest.approx(floor["plain_sps"] / 100) and vs_sb3["pass"] is None
+
+    for b in blocks:  # a plain loop at the floor's speed: the floor's share is judged again (and fails at 0.825)
+        b["plain_loop_ms"] = 20.0
+    rows = {t["name"]: t for t in targets(result)}
+    assert rows["pong_loop_floor_share"]["pass"] is False and rows["pong_plain_loop_share"]["pass"] is False
+    assert rows["pong_vs_sb3_bf16"]["reachable"] == pytest.approx(2.0) and rows["pong_vs_sb3_bf16"]["pass"] is False
 
 
 def test_print_report_prints_the_loop_floor_and_targets(capsys):
