@@ -101,7 +101,9 @@ def _floor_parts(run: dict, update: dict, atari_counts: dict) -> dict | None:
 def paired_share(run: dict) -> dict | None:
     """The loop floor timed in blocks beside a drl run (``drl.bench.paired_floor``): the median of each part over
     the blocks, and drl's share as the median over blocks of (drl's steps/s since the block before / the floor's
-    in that block), so that minutes of VM drift cancel. None without blocks."""
+    in that block), so that minutes of VM drift cancel; ``plain``: the plain-torch loop of the floor's parts timed
+    in the same blocks (its steps/s, its share of the floor's, drl's share of its), empty where none ran. None
+    without blocks."""
     blocks = run.get("paired_floor_blocks")
     if not blocks:
         return None
@@ -115,19 +117,26 @@ def paired_share(run: dict) -> dict | None:
         for k in ("drl_update_ms", "drl_sample_ms")
         if (values := [b[k] for b in blocks if b.get(k) is not None])
     }
-    plain = [b for b in blocks if b.get("plain_loop_ms")]  # the plain loop of the same parts (older results lack it)
-    if plain:
-        plain_sps = [run["train_freq"] * 1000.0 / b["plain_loop_ms"] for b in plain]
+    plain_blocks = [b for b in blocks if b.get("plain_loop_ms")]  # older results lack the plain loop
+    plain = {}
+    if plain_blocks:
+        plain_sps = [run["train_freq"] * 1000.0 / b["plain_loop_ms"] for b in plain_blocks]
         floor_sps = [
             loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])["sps"]
-            for b in plain
+            for b in plain_blocks
         ]
-        drl_parts.update(
-            plain_sps=statistics.median(plain_sps),
-            plain_share=statistics.median(p / f for p, f in zip(plain_sps, floor_sps)),  # of the parts' floor
-            drl_plain_share=statistics.median(b["drl_sps"] / p for b, p in zip(plain, plain_sps)),
-        )
-    return {"parts": parts, "share": statistics.median(shares), "shares": shares, "drl_parts": drl_parts}
+        plain = {
+            "plain_sps": statistics.median(plain_sps),
+            "plain_share": statistics.median(p / f for p, f in zip(plain_sps, floor_sps)),  # of the parts' floor
+            "drl_plain_share": statistics.median(b["drl_sps"] / p for b, p in zip(plain_blocks, plain_sps)),
+        }
+    return {
+        "parts": parts,
+        "share": statistics.median(shares),
+        "shares": shares,
+        "drl_parts": drl_parts,
+        "plain": plain,
+    }
 
 
 def loop_floors(result: dict) -> dict:
@@ -156,7 +165,7 @@ def loop_floors(result: dict) -> dict:
                 "drl_ms_per_update": run["train_freq"] * 1000.0 / run["sps"],
                 "share": paired["share"] if paired else run["sps"] / floor["sps"],
                 "paired": paired is not None,
-                **({"shares": paired["shares"], **paired["drl_parts"]} if paired else {}),
+                **({"shares": paired["shares"], **paired["drl_parts"], **paired["plain"]} if paired else {}),
             }
     return out
 
