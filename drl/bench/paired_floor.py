@@ -78,9 +78,12 @@ class PairedFloor:
         totals[:] = [0.0, 0]  # in place: the timed callables hold this list
         return 1000.0 * seconds / calls if calls else None
 
+    def _step_async(self) -> None:
+        """Start a step of the second env with random actions."""
+        self.env.step_async(torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions))
+
     def _env_step(self) -> None:
-        actions = torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions)
-        self.env.step_async(actions)
+        self._step_async()
         self.env.step_wait()
 
     def _plain_loop(self, updates: int) -> float:
@@ -92,7 +95,7 @@ class PairedFloor:
         t0 = time.perf_counter()
         while done < updates:
             self.act()
-            self.env.step_async(torch.randint(0, self.env.num_actions, (self.num_envs,), generator=self.actions))
+            self._step_async()
             pending += self.updates_per_step
             owed = int(pending)
             pending -= owed

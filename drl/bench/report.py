@@ -107,28 +107,25 @@ def paired_share(run: dict) -> dict | None:
     blocks = run.get("paired_floor_blocks")
     if not blocks:
         return None
-    shares = []
-    for b in blocks:
-        floor = loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])
-        shares.append(b["drl_sps"] / floor["sps"])
+    floor_sps = [  # each block's floor
+        loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])["sps"]
+        for b in blocks
+    ]
+    shares = [b["drl_sps"] / f for b, f in zip(blocks, floor_sps)]
     parts = {k: statistics.median(b[k] for b in blocks) for k in ("update_ms", "act_ms", "env_step_ms")}
     drl_parts = {  # drl's own update and sample in the same blocks (results from before they were timed lack them)
         k: statistics.median(values)
         for k in ("drl_update_ms", "drl_sample_ms")
         if (values := [b[k] for b in blocks if b.get(k) is not None])
     }
-    plain_blocks = [b for b in blocks if b.get("plain_loop_ms")]  # older results lack the plain loop
+    timed = [(b, f) for b, f in zip(blocks, floor_sps) if b.get("plain_loop_ms")]  # older results lack it
     plain = {}
-    if plain_blocks:
-        plain_sps = [run["train_freq"] * 1000.0 / b["plain_loop_ms"] for b in plain_blocks]
-        floor_sps = [
-            loop_floor(b["update_ms"], b["act_ms"], b["env_step_ms"], run["train_freq"], run["num_envs"])["sps"]
-            for b in plain_blocks
-        ]
+    if timed:
+        plain_sps = [run["train_freq"] * 1000.0 / b["plain_loop_ms"] for b, _ in timed]
         plain = {
             "plain_sps": statistics.median(plain_sps),
-            "plain_share": statistics.median(p / f for p, f in zip(plain_sps, floor_sps)),  # of the parts' floor
-            "drl_plain_share": statistics.median(b["drl_sps"] / p for b, p in zip(plain_blocks, plain_sps)),
+            "plain_share": statistics.median(p / f for p, (_, f) in zip(plain_sps, timed)),  # of the parts' floor
+            "drl_plain_share": statistics.median(b["drl_sps"] / p for p, (b, _) in zip(plain_sps, timed)),
         }
     return {
         "parts": parts,
