@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of one lent CUDA machine, in one go (issue "Results you can trust, part 1", item 7):
 #   1. the CUDA tests (tests/test_cuda.py and the CUDA cases elsewhere);
-#   2. atari-pong-gpu until an evaluation reaches 18 (eval.stop_at) or PONG_SECONDS pass;
+#   2. atari-pong-gpu until an evaluation reaches 18 (eval.stop_at) or PONG_SECONDS pass, with the GPU's
+#      utilisation sampled every second beside it; `python -m drl.bench.run_speed` then adds to machine.txt its
+#      env steps/s (filling, learning), updates/s, minutes to 18, GPU utilisation while learning and what bounds it;
 #   3. drl.bench on CUDA only (pong and update sections, short).
 # Run from the repo root: `OUT=/some/dir bash scripts/gpu_check.sh`. Each step has its own time limit, so one that
 # hangs does not cost the others; everything worth keeping lands in $OUT (at most 8 files).
@@ -35,10 +37,20 @@ timeout -k 10 "$TEST_SECONDS" python3 -m pytest -q -p no:cacheprovider tests/tes
 echo "cuda tests: exit $?" >> "$OUT/machine.txt"
 
 # 2. Pong to 18 on the GPU (wall clock includes evaluations; only the final checkpoint is written)
+(
+    while :; do
+        printf '%s,%s\n' "$(date +%s.%N)" "$(nvidia-smi --query-gpu=utilization.gpu,memory.used \
+            --format=csv,noheader,nounits | head -1)"
+        sleep 1
+    done
+) > "$OUT/gpu-util.csv" 2>/dev/null &
+sampler=$!
 start=$(date +%s)
 timeout -s INT -k 60 "$PONG_SECONDS" python3 -m drl.train atari-pong-gpu seed=0 tracking.wandb=off \
     checkpoint_interval=100000000 --run-dir /tmp/atari-pong-gpu > "$OUT/pong-gpu.log" 2>&1
 echo "pong: exit $? after $(( $(date +%s) - start )) s" >> "$OUT/machine.txt"
+kill "$sampler"
+python3 -m drl.bench.run_speed /tmp/atari-pong-gpu --gpu-util "$OUT/gpu-util.csv" --score 18 >> "$OUT/machine.txt" 2>&1
 cp /tmp/atari-pong-gpu/metrics.jsonl "$OUT/metrics.jsonl"
 cp /tmp/atari-pong-gpu/config.yaml "$OUT/config.yaml"
 rm -rf /tmp/atari-pong-gpu
