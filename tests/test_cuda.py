@@ -20,6 +20,7 @@ from tests.test_replay_pieces import (
     check_batch_tensors_are_written_once_for_their_target,
     check_device_priorities_equal_host_ones,
     check_frame_writes_and_gathers_equal_advanced_indexing,
+    check_stacked_frames_equal_the_masked_window,
 )
 from tests.test_sequences import (
     HIDDEN,
@@ -179,6 +180,11 @@ def test_sampling_onto_cuda_copies_no_batch_sized_tensor_into_pinned_memory(sequ
 
 def test_frame_writes_and_gathers_on_cuda_equal_advanced_indexing():
     check_frame_writes_and_gathers_equal_advanced_indexing("cuda")
+
+
+@pytest.mark.parametrize("frames_device", ["cpu", "cuda"])
+def test_stacked_frames_for_cuda_equal_the_masked_window(frames_device):
+    check_stacked_frames_equal_the_masked_window(frames_device, "cuda")
 
 
 @pytest.mark.parametrize("frames_on_cuda", [False, True])

@@ -263,6 +263,41 @@ def test_batch_tensors_are_written_once_for_their_target():
     check_batch_tensors_are_written_once_for_their_target("cpu")
 
 
+def check_stacked_frames_equal_the_masked_window(frames_device: str, target: str) -> None:
+    """``FrameStorage.stacked_frames`` (a gather straight into the result, then zeroing the frames of an earlier
+    episode) equals what it replaced in the transition sampler: the window gathered by ``gather_rows``, then
+    ``stack_frames`` (a masked copy); it lies on the frames' device, contiguous, pinned exactly when the frames are
+    on the host and the target is a CUDA device, for stacks whose slots wrap around the ring."""
+    S = 4
+    storage = FrameStorage(60, 3, (2, 3, 3), S, frames_device=frames_device)
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # more slots than a ring holds: stacks wrap around
+        storage.write(
+            np.arange(3),
+            torch.from_numpy(rng.integers(0, 256, (3, 2, 3, 3), dtype=np.uint8)).to(frames_device),
+            0,
+            0.0,
+            0,
+            None,
+        )
+    g = torch.Generator().manual_seed(1)
+    env = rng.integers(0, 3, 32)
+    newest = storage.count[env] - 1 - rng.integers(0, storage.capacity - S, 32)
+    first = torch.rand(32, S, generator=g) < 0.3
+    first[0] = False  # a stack with nothing to zero and one with everything but the newest frame zeroed
+    first[1] = torch.tensor([False, False, False, True])
+    got = storage.stacked_frames(env, newest, first, torch.device(target))
+    idx = torch.from_numpy((newest[:, None] + np.arange(1 - S, 1)[None, :]) % storage.capacity)
+    window = gather_rows(storage.frames, torch.from_numpy(env)[:, None], idx)
+    assert torch.equal(got.cpu(), stack_frames(window, first, S).cpu())
+    assert got.shape == (32, S * 2, 3, 3) and got.is_contiguous() and got.device == storage.frames.device
+    assert got.is_pinned() == (got.device.type == "cpu" and target == "cuda")
+
+
+def test_stacked_frames_equal_the_masked_window():
+    check_stacked_frames_equal_the_masked_window("cpu", "cpu")
+
+
 def check_frame_writes_and_gathers_equal_advanced_indexing(frames_device: str) -> None:
     """Frames are written through one flat slot index sent to their device (``FrameStorage.write``) and gathered
     through one flat row index (``gather_rows``, host indices): the frames and rows that advanced indexing with an

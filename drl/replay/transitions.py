@@ -12,7 +12,7 @@ import torch
 
 from drl.errors import UserError
 from drl.replay.priorities import Prioritizer
-from drl.replay.storage import FrameStorage, flag_bits, gather_rows, stack_frames
+from drl.replay.storage import FrameStorage, flag_bits
 from drl.runtime import to_device
 
 
@@ -120,7 +120,9 @@ class TransitionSampler:
     ) -> TransitionBatch:
         storage, S, n = self.storage, self.storage.stack, self.n_step
         env, logical, prob = self._draw(batch_size, S - 1, n, prioritizer)
-        frames, flags, rewards, actions, extras, labels = storage.window(env, logical, np.arange(-(S - 1), n + 1))
+        _, flags, rewards, actions, extras, labels = storage.window(
+            env, logical, np.arange(-(S - 1), n + 1), frames=False
+        )
         B = len(env)
         term, done, first = flag_bits(flags)
         returns, steps, discounts = n_step_returns(
@@ -129,13 +131,10 @@ class TransitionSampler:
         returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
         rows = torch.arange(B)[:, None]
         device = torch.device(device)
-        obs = stack_frames(frames[:, :S], first[:, :S], S, device)
-        if bool((steps == n).all()):  # no window ended early: every next stack sits at positions n..n+S-1
-            next_frames, next_first = frames[:, n : n + S], first[:, n : n + S]
-        else:
-            nxt = steps[:, None] + torch.arange(S)[None, :]  # positions n'..n'+S-1
-            next_frames, next_first = gather_rows(frames, rows, nxt), first[rows, nxt]
-        next_obs = stack_frames(next_frames, next_first, S, device)
+        # obs: the stack ending at the start slot (window positions 0..S-1); next_obs: the one n' <= n slots later
+        obs = storage.stacked_frames(env, logical, first[:, :S], device)
+        next_first = first[rows, steps[:, None] + torch.arange(S)[None, :]]
+        next_obs = storage.stacked_frames(env, logical + steps.numpy(), next_first, device)
         weights = (
             prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
         )
