@@ -102,8 +102,8 @@ def test_sampled_transitions_equal_naive_reference(stack, n, prioritized, capaci
     batch = replay.sample(256)
     cut = check_batch_against_reference(replay, batch, stream.transitions, n, gamma)
     assert cut > 0, "the sample should contain windows cut by a terminal or truncation"
-    # small batches: the sampler takes the next stacks from the window as a slice when no window in the batch is
-    # cut short, and gathers them otherwise; both ways must match the reference
+    # small batches, some with no window cut short and some with one: the next stacks sit n slots on or fewer, and
+    # both must match the reference
     cuts = [check_batch_against_reference(replay, replay.sample(4), stream.transitions, n, gamma) for _ in range(60)]
     assert min(cuts) == 0 and max(cuts) > 0, "the small batches should include uncut and cut ones"
 
