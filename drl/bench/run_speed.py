@@ -40,10 +40,14 @@ def read_gpu_util(path: Path) -> list[tuple[float, float]]:
 
 
 def read_sessions(run_dir: Path) -> list[dict]:
+    """The run's sessions (``sessions.jsonl``, one line per start or resume), [] without the file."""
     path = run_dir / "sessions.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not JSON lines ({exc}); pass a directory written by drl.train") from None
 
 
 def run_start(run_dir: Path, sessions: list[dict]) -> float:
