@@ -27,8 +27,7 @@ from drl.checkpoint import cast_floats
 from drl.cli import run_cli
 from drl.errors import UserError, first_line, require
 from drl.exported import CARD, CONFIG, MODEL, VIDEO, online_weights, weights_dtype, write_model
-from drl.metrics import read_metrics
-from drl.train import SESSIONS
+from drl.metrics import read_sessions
 
 LOGIN_HINT = "run `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or set HF_TOKEN"
 
@@ -186,11 +185,6 @@ def provenance(sessions: list[dict], parent: str | None, export_command: str) ->
         lines.append("")
     lines += ["Exported with:", "", "```bash", export_command, "```", ""]
     return lines
-
-
-def read_sessions(run_dir: Path) -> list[dict]:
-    path = run_dir / SESSIONS
-    return read_metrics(path) if path.is_file() else []  # JSON lines, as metrics.jsonl
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

@@ -48,6 +48,15 @@ class MetricsWriter:
         self.file.close()
 
 
+SESSIONS = "sessions.jsonl"  # RUN_DIR/sessions.jsonl: one line per start of training (drl.train.record_session)
+
+
+def read_sessions(run_dir: Path) -> list[dict]:
+    """The run's sessions, one per start or resume of training; [] for a run that predates the file."""
+    path = run_dir / SESSIONS
+    return read_metrics(path) if path.is_file() else []  # JSON lines, as metrics.jsonl
+
+
 def read_metrics(path: Path) -> list[dict]:
     rows = []
     with open(path) as f:

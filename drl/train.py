@@ -17,6 +17,7 @@ from pathlib import Path
 from drl import config
 from drl.cli import add_import_option, run_cli
 from drl.errors import UserError, first_line
+from drl.metrics import SESSIONS
 
 _last_result: dict | None = None  # the result of this process's last main(): run_seeds stops after an interrupted seed
 
@@ -120,9 +121,6 @@ def finish_run_dir(failed: Path | None, old: Path | None, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     elif old is not None:
         old.rename(path)
-
-
-SESSIONS = "sessions.jsonl"
 
 
 def record_session(run_dir: Path, argv: list[str], trainer) -> None:

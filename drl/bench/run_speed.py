@@ -14,14 +14,13 @@ kernel launches; on a CPU, the updates themselves)."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from datetime import datetime
 from pathlib import Path
 
 from drl.compare import learning_sps
 from drl.errors import UserError
-from drl.metrics import read_metrics
+from drl.metrics import read_metrics, read_sessions
 
 BUSY = 0.8  # a share of the GPU's time, or of the fill's env steps/s, that counts as saturated
 
@@ -37,17 +36,6 @@ def read_gpu_util(path: Path) -> list[tuple[float, float]]:
         except (IndexError, ValueError):
             continue
     return samples
-
-
-def read_sessions(run_dir: Path) -> list[dict]:
-    """The run's sessions (``sessions.jsonl``, one line per start or resume), [] without the file."""
-    path = run_dir / "sessions.jsonl"
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not JSON lines ({exc}); pass a directory written by drl.train") from None
 
 
 def run_start(run_dir: Path, sessions: list[dict]) -> float:
