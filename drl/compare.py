@@ -56,13 +56,14 @@ GRID_POINTS = 200
 TRAIN_WINDOW = 20  # training episodes per point of the smoothed training return
 UNKNOWN_ENV = "unknown env"
 DOOM_DEFAULT_SCENARIO = "health_gathering"  # what a Doom run without env.doom.scenario plays
-# keys that do not decide a curve (compute.overlap_env: speed only, tests/test_overlap.py)
+# keys that do not decide a curve (compute.overlap_env and keep_freed_memory: speed only, tests/test_overlap.py)
 IGNORED_CONFIG_KEYS = (
     "seed",
     "output_dir",
     "tracking.",
     "compute.threads",
     "compute.overlap_env",
+    "compute.keep_freed_memory",
     "device",
     "init_from",
 )

@@ -124,8 +124,9 @@ class ComputeConfig(Section):
     compile: bool = False  # torch.compile the feed-forward Q-networks (first steps slow)
     threads: int = Field(0, ge=0)  # torch intra-op threads, 0 = number of cores
     overlap_env: Literal["auto", "on", "off"] = "auto"  # updates while the env steps (speed only); auto: see runtime
+    keep_freed_memory: Literal["auto", "on", "off"] = "auto"  # freed tensors' memory stays in the heap; auto: glibc
 
-    @field_validator("bf16", "channels_last", "act_bf16", "overlap_env", mode="before")
+    @field_validator("bf16", "channels_last", "act_bf16", "overlap_env", "keep_freed_memory", mode="before")
     @classmethod
     def _yaml_booleans(cls, value):  # YAML reads on/off as booleans
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value

@@ -205,6 +205,7 @@ def play(
     num_envs = min(num_envs or cfg.eval.num_envs, episodes)
     seed = cfg.seed + 20_000 if seed is None else seed
     dev = runtime.resolve_device(device or cfg.device)
+    runtime.keep_freed_memory(cfg.compute)
     runtime.configure_threads(cfg.compute)
     runtime.seed_everything(seed)
     view = view or ("game" if supports_screens(cfg.env.kind) else "agent")

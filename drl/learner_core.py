@@ -42,10 +42,12 @@ class Runtime:
     threads: int
     generator: torch.Generator  # the agent's acting draws
     overlap_env: bool  # the single-process loop's (drl.loop): updates while the envs step
+    keep_freed_memory: bool  # freed tensors' memory stays in the heap (drl.runtime.keep_freed_memory)
 
 
 def set_up_runtime(cfg: Config) -> Runtime:
     """Device, precision, threads and seeds, before any env or network is made."""
+    keep_freed_memory = runtime.keep_freed_memory(cfg.compute)  # before the first tensors
     device = runtime.resolve_device(cfg.device)
     bf16 = runtime.use_bf16(cfg.compute, device)
     threads = runtime.configure_threads(cfg.compute)
@@ -54,7 +56,7 @@ def set_up_runtime(cfg: Config) -> Runtime:
     overlap_env = runtime.use_overlap_env(cfg.compute, cfg.env, device, threads)
     if cfg.tracking.tensorboard:  # before any env starts: a missing package is one line, nothing to close
         require("torch.utils.tensorboard", "tracking.tensorboard", "tensorboard", "tensorboard")
-    return Runtime(device, bf16, threads, generator, overlap_env)
+    return Runtime(device, bf16, threads, generator, overlap_env, keep_freed_memory)
 
 
 def replay_arguments(

@@ -72,6 +72,7 @@ class Trainer:
         self.cfg = cfg
         rt = set_up_runtime(cfg)
         self.device, self.bf16, self.threads, self.overlap_env = rt.device, rt.bf16, rt.threads, rt.overlap_env
+        self.keep_freed_memory = rt.keep_freed_memory
         self.env = make_env(cfg.env, self.device, cfg.seed, labels=cfg.agent.aux.features)
         try:  # a failure below (memory, checkpoint) must not leave env workers behind
             self.step = self.env.reset(seed=cfg.seed)

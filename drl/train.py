@@ -136,6 +136,7 @@ def record_session(run_dir: Path, argv: list[str], trainer) -> None:
         "device": str(trainer.device),
         "bf16": bool(trainer.bf16),
         "threads": int(trainer.threads),
+        "keep_freed_memory": bool(trainer.keep_freed_memory),
         "machine": runtime.machine_info(),
     }
     with open(run_dir / SESSIONS, "a") as f:
@@ -205,7 +206,7 @@ def main(argv: list[str]) -> int:
     try:
         print(
             f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
-            f"{trainer.threads} threads{overlap_text}, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
+            f"{trainer.threads} threads{overlap_text}, keep_freed_memory {trainer.keep_freed_memory}, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
             f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})"
         )
         if parent is not None:

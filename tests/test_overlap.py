@@ -105,7 +105,7 @@ def test_a_run_reports_the_overlap_it_resolved(tmp_path):
         env=offline_env(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "threads, overlap_env False, replay" in proc.stdout  # catch steps in the caller's thread
+    assert "threads, overlap_env False, keep_freed_memory" in proc.stdout  # catch steps in the caller's thread
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]["overlap_env"] == "auto"
     cfg = drl.load_config("atari-pong", ["compute.threads=1", "replay.capacity=1000", "tracking.wandb=off"])
     with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "pong")) as trainer:  # ALE beside one torch thread

@@ -52,6 +52,7 @@ class Learner:
             cfg.replay.prioritized = True  # Ape-X / R2D2
         rt = set_up_runtime(cfg)
         self.device, self.bf16, self.threads = rt.device, rt.bf16, rt.threads
+        self.keep_freed_memory = rt.keep_freed_memory
         self.cluster = Cluster(dist, runtime.cpu_count())
         self.pool: CollectorPool
         self.replay: ReplayBuffer | RemoteReplay

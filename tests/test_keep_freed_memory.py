@@ -1,0 +1,89 @@
+"""``compute.keep_freed_memory``: freed tensors' memory stays in the heap, so a Pong update takes no page faults.
+
+Each case runs in its own process (the malloc settings are process-wide and permanent): a real Pong run fills a
+small replay through drl's loop, then its agent takes double-DQN updates on replay batches while the process's
+minor page faults are counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from drl import runtime
+from drl.config import ComputeConfig, ConfigError
+
+pytest.importorskip("ale_py")
+
+FAULTS_PER_UPDATE = """
+import json, resource, sys, tempfile
+from drl.bench.measure import quiet_trainer
+
+with tempfile.TemporaryDirectory() as run_dir:
+    overrides = ["total_steps=1000", "agent.learning_starts=1000", "replay.capacity=5000", sys.argv[1]]
+    trainer = quiet_trainer("atari-pong", overrides, run_dir)
+    trainer.run()
+    agent, replay = trainer.agent, trainer.replay
+    for _ in range(5):  # warm-up: the heap grows to the update's working set once
+        agent.update(replay.sample(64, beta=0.4, device=trainer.device))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        agent.update(replay.sample(64, beta=0.4, device=trainer.device))
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+    print(json.dumps({"faults_per_update": faults, "kept": trainer.keep_freed_memory}))
+    trainer.close()
+"""
+
+
+def faults_per_update(setting: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_UPDATE, f"compute.keep_freed_memory={setting}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_pong_update_takes_no_page_faults_with_freed_memory_kept():
+    kept, returned = faults_per_update("auto"), faults_per_update("off")
+    assert kept["kept"] and not returned["kept"]
+    # an update allocates ~15 MB afresh (~3,700 pages of 4 KiB) when glibc hands freed memory back
+    assert returned["faults_per_update"] > 500, returned
+    assert kept["faults_per_update"] < returned["faults_per_update"] / 20, (kept, returned)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_run_records_what_it_resolved(tmp_path):
+    """The start line and sessions.jsonl say whether freed memory was kept; config.yaml keeps auto."""
+    import yaml
+
+    from tests.helpers import FAST_CATCH, cli, offline_env
+
+    run_dir = tmp_path / "run"
+    proc = cli(
+        "drl.train", "catch", *FAST_CATCH, "total_steps=300", "tracking.wandb=off", "--run-dir", run_dir,
+        env=offline_env(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "keep_freed_memory True, replay" in proc.stdout
+    assert json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[0])["keep_freed_memory"] is True
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]["keep_freed_memory"] == "auto"
+
+
+def test_on_without_glibc_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
+    with pytest.raises(ConfigError, match="compute.keep_freed_memory=on needs glibc"):
+        runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="on"))
+    assert runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="auto")) is False
+
+
+def test_off_leaves_malloc_alone():
+    assert runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="off")) is False
