@@ -1,4 +1,5 @@
 """``compute.keep_freed_memory``: freed tensors' memory stays in the heap, so a Pong update takes no page faults.
+(What a run records of it: ``tests/test_overlap.py::test_a_run_reports_the_compute_settings_it_resolved``.)
 
 Each case runs in its own process (the malloc settings are process-wide and permanent): a real Pong run fills a
 small replay through drl's loop, then its agent takes double-DQN updates on replay batches while the process's
@@ -58,24 +59,6 @@ def test_a_pong_update_takes_no_page_faults_with_freed_memory_kept():
     # an update allocates ~15 MB afresh (~3,700 pages of 4 KiB) when glibc hands freed memory back
     assert returned["faults_per_update"] > 500, returned
     assert kept["faults_per_update"] < returned["faults_per_update"] / 20, (kept, returned)
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_a_run_records_what_it_resolved(tmp_path):
-    """The start line and sessions.jsonl say whether freed memory was kept; config.yaml keeps auto."""
-    import yaml
-
-    from tests.helpers import FAST_CATCH, cli, offline_env
-
-    run_dir = tmp_path / "run"
-    proc = cli(
-        "drl.train", "catch", *FAST_CATCH, "total_steps=300", "tracking.wandb=off", "--run-dir", run_dir,
-        env=offline_env(tmp_path),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "keep_freed_memory True, replay" in proc.stdout
-    assert json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[0])["keep_freed_memory"] is True
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]["keep_freed_memory"] == "auto"
 
 
 def test_on_without_glibc_is_a_one_line_error(monkeypatch):

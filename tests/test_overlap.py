@@ -93,8 +93,12 @@ def test_overlap_env_reads_yaml_booleans_and_defaults_to_auto():
 
 
 @pytest.mark.slow
-def test_a_run_reports_the_overlap_it_resolved(tmp_path):
-    """config.yaml keeps the setting (auto); the start line and the Trainer say what it resolved to."""
+def test_a_run_reports_the_compute_settings_it_resolved(tmp_path):
+    """config.yaml keeps the settings (auto); the start line, sessions.jsonl and the Trainer say what overlap_env and
+    keep_freed_memory resolved to (keep_freed_memory: on where the C library is glibc)."""
+    import json
+    import platform
+
     import yaml
 
     from tests.helpers import FAST_CATCH, cli, offline_env
@@ -105,8 +109,12 @@ def test_a_run_reports_the_overlap_it_resolved(tmp_path):
         env=offline_env(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "threads, overlap_env False, keep_freed_memory" in proc.stdout  # catch steps in the caller's thread
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]["overlap_env"] == "auto"
+    glibc = platform.libc_ver()[0] == "glibc"
+    # catch steps in the caller's thread
+    assert f"threads, overlap_env False, keep_freed_memory {glibc}, replay" in proc.stdout
+    compute = yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]
+    assert compute["overlap_env"] == compute["keep_freed_memory"] == "auto"
+    assert json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[0])["keep_freed_memory"] is glibc
     cfg = drl.load_config("atari-pong", ["compute.threads=1", "replay.capacity=1000", "tracking.wandb=off"])
     with drl.Trainer(cfg, create_run_dir(cfg, tmp_path / "pong")) as trainer:  # ALE beside one torch thread
         assert trainer.overlap_env is (runtime.cpu_count() > 1)
