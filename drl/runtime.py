@@ -131,8 +131,8 @@ def keep_freed_memory(cfg: ComputeConfig) -> bool:
 
     glibc's malloc hands the heap's top back to the OS after frees and maps larger blocks afresh, so the tensors
     that every update allocates and frees (activations, bf16 copies of the weights, gradients: ~15 MB a Pong
-    update) come back as fresh pages: ~3,900 page faults and a quarter of a Pong update's time on a 2-core EPYC
-    (docs/results.md). With it, blocks under 32 MiB come from the heap and freed memory is not trimmed; blocks
+    update) come back as fresh pages: ~3,700 page faults a Pong update, 15-34 % of its time on a 2-core EPYC
+    (docs/results.md). DRQN's sequence batches do not fault this way. With it, blocks under 32 MiB come from the heap and freed memory is not trimmed; blocks
     of 32 MiB and more (the replay's rings) are mapped as before. auto = on where the C library is glibc."""
     if cfg.keep_freed_memory == "off":
         return False

@@ -206,7 +206,8 @@ def main(argv: list[str]) -> int:
     try:
         print(
             f"drl: run directory {run_dir} (device {trainer.device}, bf16 {trainer.bf16}, "
-            f"{trainer.threads} threads{overlap_text}, keep_freed_memory {trainer.keep_freed_memory}, replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
+            f"{trainer.threads} threads{overlap_text}, keep_freed_memory {trainer.keep_freed_memory}, "
+            f"replay {trainer.replay.bytes_per_transition():.0f} B/transition, "
             f"replay ratio {replay_ratio(cfg, trainer.agent.sampler):g})"
         )
         if parent is not None:

@@ -66,7 +66,3 @@ def test_on_without_glibc_is_a_one_line_error(monkeypatch):
     with pytest.raises(ConfigError, match="compute.keep_freed_memory=on needs glibc"):
         runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="on"))
     assert runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="auto")) is False
-
-
-def test_off_leaves_malloc_alone():
-    assert runtime.keep_freed_memory(ComputeConfig(keep_freed_memory="off")) is False
