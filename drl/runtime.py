@@ -125,6 +125,11 @@ KEPT_HEAP_TOP = 1 << 30  # freed memory at the heap's top that stays with the pr
 HEAP_GROWTH_PAD = 64 << 20  # extra the heap grows by when it must grow
 
 
+def glibc_malloc() -> bool:
+    """Whether this process allocates with glibc's malloc (Linux with glibc), whose settings ``mallopt`` changes."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory(cfg: ComputeConfig) -> bool:
     """Whether memory that torch frees stays in this process's heap for its next tensors
     (``compute.keep_freed_memory``); sets it up where it is on (process-wide, for the rest of the process).
@@ -132,12 +137,12 @@ def keep_freed_memory(cfg: ComputeConfig) -> bool:
     glibc's malloc hands the heap's top back to the OS after frees and maps larger blocks afresh, so the tensors
     that every update allocates and frees (activations, bf16 copies of the weights, gradients: ~15 MB a Pong
     update) come back as fresh pages: ~3,700 page faults a Pong update, 15-34 % of its time on a 2-core EPYC
-    (docs/results.md). DRQN's sequence batches do not fault this way. With it, blocks under 32 MiB come from the heap and freed memory is not trimmed; blocks
-    of 32 MiB and more (the replay's rings) are mapped as before. auto = on where the C library is glibc."""
+    (docs/results.md). DRQN's sequence batches do not fault this way. With it, blocks under 32 MiB come from the
+    heap and freed memory is not trimmed; blocks of 32 MiB and more (the replay's rings) are mapped as before.
+    auto = on where the C library is glibc."""
     if cfg.keep_freed_memory == "off":
         return False
-    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    if not glibc:
+    if not glibc_malloc():
         if cfg.keep_freed_memory == "on":
             raise ConfigError(
                 "compute.keep_freed_memory=on needs glibc's malloc (Linux); set compute.keep_freed_memory=auto or off"

@@ -52,7 +52,7 @@ def faults_per_update(setting: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(not runtime.glibc_malloc(), reason="glibc's malloc only")
 def test_a_pong_update_takes_no_page_faults_with_freed_memory_kept():
     kept, returned = faults_per_update("auto"), faults_per_update("off")
     assert kept["kept"] and not returned["kept"]

@@ -97,7 +97,6 @@ def test_a_run_reports_the_compute_settings_it_resolved(tmp_path):
     """config.yaml keeps the settings (auto); the start line, sessions.jsonl and the Trainer say what overlap_env and
     keep_freed_memory resolved to (keep_freed_memory: on where the C library is glibc)."""
     import json
-    import platform
 
     import yaml
 
@@ -109,7 +108,7 @@ def test_a_run_reports_the_compute_settings_it_resolved(tmp_path):
         env=offline_env(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    glibc = platform.libc_ver()[0] == "glibc"
+    glibc = runtime.glibc_malloc()
     # catch steps in the caller's thread
     assert f"threads, overlap_env False, keep_freed_memory {glibc}, replay" in proc.stdout
     compute = yaml.safe_load((run_dir / "config.yaml").read_text())["compute"]
