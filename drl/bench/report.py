@@ -482,7 +482,7 @@ def _update_table(result: dict) -> Table:
     rows = []
     for device, res in result["update"].items():
         if "error" in res:
-            rows.append([device, "ERROR " + res["error"][:80], *[""] * 5])
+            rows.append([device, "ERROR " + res["error"][:80], *[""] * 6])
             continue
         for case in res["cases"].values():
             rows.append(
@@ -490,6 +490,7 @@ def _update_table(result: dict) -> Table:
                     device,
                     str(case["batch_size"]),
                     case["precision"] + (" *" if case["drl_default_precision"] else ""),
+                    "double" if case.get("double", True) else "vanilla",  # older JSON: double DQN's
                     _fmt(case["floor_ms"], ".2f"),
                     _fmt(case["drl_ms"], ".2f"),
                     _fmt(case["drl_sample_ms"], ".2f"),
@@ -497,10 +498,11 @@ def _update_table(result: dict) -> Table:
                 ]
             )
         if res.get("skipped"):
-            rows.append([device, "", "bf16 skipped", res["skipped"], "", "", ""])
+            rows.append([device, "", "bf16 skipped", "", res["skipped"], "", "", ""])
     return (
-        "Update floor (plain torch Nature-CNN double DQN) vs drl update in its loop (* = drl's precision)",
-        ["device", "batch", "precision", "floor ms", "drl ms", "of which sample ms", "share"],
+        "Update floor (plain torch Nature-CNN DQN, atari-pong's target rule) vs drl update in its loop (* = drl's "
+        "precision)",
+        ["device", "batch", "precision", "target", "floor ms", "drl ms", "of which sample ms", "share"],
         rows,
     )
 

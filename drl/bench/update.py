@@ -41,6 +41,7 @@ def task_update(spec: dict) -> dict:
             trainer.run()
             agent, replay, dev = trainer.agent, trainer.replay, trainer.device
             default_bf16 = trainer.bf16
+            double = trainer.cfg.agent.double  # atari-pong's target rule, which the floor's cases follow
 
             def drl_update_fn(batch_size: int, learner=agent):
                 def one():  # what the loop does per update (drl.learner_core.LearnStep; its stats stay tensors)
@@ -64,7 +65,7 @@ def task_update(spec: dict) -> dict:
             for batch_size in spec["batch_sizes"]:
                 for precision in precisions:
                     bf16 = precision == "bf16"
-                    floor = floor_update_fn(dev, batch_size, bf16, trainer.env.num_actions)
+                    floor = floor_update_fn(dev, batch_size, bf16, trainer.env.num_actions, double=double)
                     agent.bf16 = bf16
                     drl_one = drl_update_fn(batch_size)
                     floor_ms, drl_ms, sample_ms = [], [], []
@@ -78,7 +79,7 @@ def task_update(spec: dict) -> dict:
                     out["cases"][f"b{batch_size}_{precision}"] = {
                         "batch_size": batch_size,
                         "precision": precision,
-                        "double": True,  # the floor's target rule, as atari-pong's
+                        "double": double,  # the floor's target rule: atari-pong's
                         "floor_ms": f,
                         "drl_ms": d,
                         "drl_sample_ms": statistics.median(sample_ms),
