@@ -3,6 +3,7 @@ machine, and compare their metrics digests.
 
     python scripts/identity.py BEFORE [AFTER]        # AFTER defaults to the working tree (uncommitted changes too)
     python scripts/identity.py HEAD~1 HEAD --only catch --only pong-10k
+    python scripts/identity.py HEAD~1 --bf16 --only pong-10k     # under bf16 autocast (the checks pin float32)
 
 Each commit is checked out into a temporary git worktree (the working tree is copied as it is) and each check trains
 there with that commit's own code, never the installed ``drl``: the commit is installed with ``pip install --target``
@@ -119,12 +120,17 @@ def install(tree: Path, into: Path) -> Path:
     return into
 
 
-def train(site: Path, name: str, out: Path) -> tuple[str, int, dict]:
+def pinned(bf16: bool) -> list[str]:
+    """``PINNED``, with bf16 autocast on instead of off for ``--bf16``."""
+    return [("compute.bf16=on" if bf16 and p == "compute.bf16=off" else p) for p in PINNED]
+
+
+def train(site: Path, name: str, out: Path, bf16: bool = False) -> tuple[str, int, dict]:
     (experiment, *overrides), exact = CHECKS[name]
     run_dir = out / name
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(site), "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [sys.executable, "-m", "drl.train", experiment, *overrides, *PINNED, "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "drl.train", experiment, *overrides, *pinned(bf16), "--run-dir", str(run_dir)],
         cwd=site,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -150,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("before", help="commit before the change")
     parser.add_argument("after", nargs="?", help="commit after it (default: the working tree)")
     parser.add_argument("--only", choices=sorted(CHECKS), action="append", help="run only these checks")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train under bf16 autocast (compute.bf16=on) instead of float32: checks changes to the bf16 path; "
+        "slow on a CPU without native bf16 (AVX512-BF16 or AMX)",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(CHECKS)
     # commits are resolved once, here: a branch or HEAD that moves while the checks run does not change the sides
@@ -160,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             tree = checkout(commit, Path(tmp) / f"tree{index}")
             try:
                 site = install(tree, Path(tmp) / f"site{index}")
-                results[name] = {check: train(site, check, Path(tmp) / f"runs{index}") for check in names}
+                results[name] = {check: train(site, check, Path(tmp) / f"runs{index}", args.bf16) for check in names}
             finally:
                 if commit is not None:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     (before, after) = (results[sides[0][1]], results[sides[1][1]])
-    print(f"identity: {sides[0][1]} -> {sides[1][1]} (cpu: {cpu_model()})")
+    print(f"identity: {sides[0][1]} -> {sides[1][1]} (cpu: {cpu_model()}, {'bf16' if args.bf16 else 'float32'})")
     differ = []
     for check in names:
         same = before[check][:2] == after[check][:2]
