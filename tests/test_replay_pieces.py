@@ -15,6 +15,7 @@ from drl.replay import (
     StepRecord,
     TransitionSampler,
     gather_rows,
+    n_step_returns,
     stack_frames,
 )
 from drl.replay.sequences import time_major
@@ -321,3 +322,77 @@ def check_frame_writes_and_gathers_equal_advanced_indexing(frames_device: str) -
 
 def test_frame_writes_and_gathers_equal_advanced_indexing():
     check_frame_writes_and_gathers_equal_advanced_indexing("cpu")
+
+
+def test_transition_extras_and_labels_belong_to_the_stacks_they_go_with():
+    """A transition's extras and labels are those of obs's newest frame, its next_extras those of next_obs's newest
+    frame (the bootstrap slot, a final slot after a reset included): every frame carries its own id in its pixels,
+    its extras and its label, and every sampled row must agree with the frames it was batched with."""
+    rng = np.random.default_rng(5)
+    E, n = 3, 3
+    replay = ReplayBuffer(300, E, (1, 2, 2), 4, num_extras=2, n_step=n, labels=True, seed=1)
+    next_id = 1
+
+    def frames(count):
+        nonlocal next_id
+        ids = torch.arange(next_id, next_id + count)
+        next_id += count
+        frame = torch.stack([ids % 256, ids // 256, ids % 7, ids % 5], 1).to(torch.uint8).view(count, 1, 2, 2)
+        return frame, torch.stack([ids.float(), -ids.float()], 1), (ids % 256).to(torch.uint8)
+
+    first = torch.ones(E, dtype=torch.bool)
+    for _ in range(400):  # the rings wrap
+        frame, extras, labels = frames(E)
+        final_frame, final_extras, final_labels = frames(E)
+        term = torch.from_numpy(rng.random(E) < 0.1)
+        trunc = torch.from_numpy(rng.random(E) < 0.05) & ~term
+        reset = term | trunc
+        replay.add(
+            StepRecord(
+                frame,
+                first,
+                torch.zeros(E),
+                torch.ones(E),
+                term,
+                trunc,
+                reset,
+                final_frame=final_frame,
+                extras=extras,
+                final_extras=final_extras,
+                labels=labels,
+                final_labels=final_labels,
+            )
+        )
+        first = reset
+    batch = replay.sample(256)
+    frame_id = lambda stacks: stacks[:, -1, 0, 0].long() + 256 * stacks[:, -1, 0, 1].long()  # noqa: E731
+    assert torch.equal(batch.extras[:, 0].long(), frame_id(batch.obs))
+    assert torch.equal(batch.extras[:, 1], -batch.extras[:, 0])
+    assert torch.equal(batch.next_extras[:, 0].long(), frame_id(batch.next_obs))
+    assert torch.equal(batch.labels, batch.obs[:, -1, 0, 0])
+    assert bool((batch.discounts < 0.99**n - 1e-6).any()), "some windows end early: their bootstrap slot is nearer"
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_n_step_returns_equal_the_torch_computation_bit_for_bit(n):
+    """``n_step_returns`` sums in numpy float32; the torch expression it replaced gives the same bits."""
+    g = torch.Generator().manual_seed(n)
+    rewards = torch.randn(64, 12, generator=g) * 3
+    terminated = torch.rand(64, 12, generator=g) < 0.15
+    done = terminated | (torch.rand(64, 12, generator=g) < 0.1)
+    gamma = 0.97
+    P = 12 - n + 1
+    returns = torch.zeros(64, P)
+    steps = torch.zeros(64, P, dtype=torch.long)
+    alive = torch.ones(64, P, dtype=torch.bool)
+    ended = torch.zeros(64, P, dtype=torch.bool)
+    for k in range(n):
+        returns += alive * (gamma**k) * rewards[:, k : k + P]
+        steps += alive
+        ended |= alive & terminated[:, k : k + P]
+        alive &= ~done[:, k : k + P]
+    discounts = torch.where(ended, 0.0, gamma ** steps.float())
+    for args in ((rewards, terminated, done), (rewards.numpy(), terminated.numpy(), done.numpy())):
+        got = n_step_returns(*args, n, gamma)
+        for x, want in zip(got, (returns, steps, discounts)):
+            assert x.dtype == want.dtype and torch.equal(x, want)

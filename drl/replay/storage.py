@@ -38,13 +38,15 @@ def gather_rows(t: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tens
     return t.flatten(0, 1).index_select(0, rows).view(*flat.shape, *t.shape[2:])
 
 
-def earlier_episode(first: torch.Tensor) -> torch.Tensor:
-    """bool [B, S]: which positions of stacks whose slots carry the ``first`` flags [B, S] (oldest to newest) belong
-    to an earlier episode than the newest frame, i.e. lie before the latest episode start; a stack zeroes them."""
-    B, S = first.shape
-    earlier = torch.zeros(B, S, dtype=torch.bool)
-    if S > 1:  # an episode start strictly after position p, up to the newest position S-1
-        earlier[:, :-1] = first[:, 1:].flip(1).to(torch.uint8).cummax(1).values.flip(1).bool()
+def earlier_episode(first):
+    """bool [B, S]: which positions of stacks whose slots carry the ``first`` flags [B, S] (oldest to newest, a host
+    tensor or numpy array) belong to an earlier episode than the newest frame, i.e. lie before the latest episode
+    start; a stack zeroes them. Computed in numpy (a few tiny ops: several times cheaper than torch's), returned
+    as a numpy array."""
+    first = np.asarray(first, dtype=bool)
+    earlier = np.zeros(first.shape, dtype=bool)
+    if first.shape[1] > 1:  # an episode start strictly after position p, up to the newest position S-1
+        earlier[:, :-1] = np.logical_or.accumulate(first[:, :0:-1], axis=1)[:, ::-1]
     return earlier
 
 
@@ -58,14 +60,14 @@ def stack_frames(
     are zeroed (``earlier_episode``).
     """
     B, S = first.shape
-    keep = ~earlier_episode(first)
+    keep = torch.from_numpy(~earlier_episode(first))
     keep = to_device(keep.view(B, S, *([1] * (frames.dim() - 2))).to(frames.dtype), frames.device)
     out = empty_for_transfer(frames.shape, frames.dtype, frames.device, target or frames.device)
     return torch.mul(frames, keep, out=out).flatten(1, 2)
 
 
-def flag_bits(flags: torch.Tensor):
-    """(terminated, done = terminated or truncated, first) bool tensors of a flags tensor."""
+def flag_bits(flags):
+    """(terminated, done = terminated or truncated, first) bool tensors (or numpy arrays) of a flags tensor (array)."""
     term = (flags & TERMINATED) > 0
     return term, term | ((flags & TRUNCATED) > 0), (flags & FIRST) > 0
 
@@ -202,7 +204,7 @@ class FrameStorage:
         """Slot can start a window reaching ``before`` slots back and ``after`` slots ahead, and is no final slot."""
         oldest = np.maximum(self.count[env] - self.capacity, 0)
         ok = (logical - before >= oldest) & (logical + after <= self.count[env] - 1)
-        flags = self.flags[torch.from_numpy(env), torch.from_numpy(logical % self.capacity)].numpy()
+        flags = self.flags.numpy()[env, logical % self.capacity]
         return ok & ((flags & FINAL) == 0)
 
     def window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray, frames: bool = True):
@@ -221,22 +223,26 @@ class FrameStorage:
             labels,
         )
 
-    def stacked_frames(
-        self, env: np.ndarray, newest: np.ndarray, first: torch.Tensor, target: torch.device
-    ) -> torch.Tensor:
+    def fields(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
+        """Flags, rewards and actions of slots env[b], logical[b] + offsets: numpy arrays [B, W] (copies, gathered
+        through numpy views of the host rings: for a batch's few hundred slots several times cheaper than torch)."""
+        e, idx = env[:, None], (logical[:, None] + offsets[None, :]) % self.capacity
+        return self.flags.numpy()[e, idx], self.rewards.numpy()[e, idx], self.actions.numpy()[e, idx]
+
+    def stacked_frames(self, env: np.ndarray, newest: np.ndarray, first, target: torch.device) -> torch.Tensor:
         """Frame stacks [B, S*C, H, W] ending at slots (env[b], newest[b]), whose S slots carry the ``first`` flags
-        [B, S] (host), frames of an earlier episode zeroed: what ``stack_frames`` makes of a gathered window, but
-        gathered straight into the result (one ``index_select`` of the B*S frames, into pinned memory for a CUDA
-        target), zeroing only the few frames that need it instead of multiplying every frame by a mask (the
-        masked copy of a window took longer than gathering it)."""
+        [B, S] (a numpy array or host tensor), frames of an earlier episode zeroed: what ``stack_frames`` makes of a
+        gathered window, but gathered straight into the result (one ``index_select`` of the B*S frames, into pinned
+        memory for a CUDA target), zeroing only the few frames that need it instead of multiplying every frame by a
+        mask (the masked copy of a window took longer than gathering it)."""
         B, S = first.shape
         slots = self.flat(env[:, None], newest[:, None] + np.arange(1 - S, 1)[None, :])
         rows = to_device(torch.from_numpy(slots.reshape(-1)), self.frames_device)
         out = empty_for_transfer((B * S, *self.frame_shape), self.frames.dtype, self.frames_device, target)
         torch.index_select(self.frames.flatten(0, 1), 0, rows, out=out)
-        zero = earlier_episode(first).view(-1)
-        if bool(zero.any()):
-            out[to_device(zero.nonzero().squeeze(1), self.frames_device)] = 0
+        zero = np.flatnonzero(earlier_episode(first))
+        if len(zero):
+            out[to_device(torch.from_numpy(zero), self.frames_device)] = 0
         return out.view(B, S, *self.frame_shape).flatten(1, 2)
 
     # ---------------------------------------------------------------- checkpointing

@@ -16,27 +16,32 @@ from drl.replay.storage import FrameStorage, flag_bits
 from drl.runtime import to_device
 
 
-def n_step_returns(rewards: torch.Tensor, terminated: torch.Tensor, done: torch.Tensor, n: int, gamma: float):
+def n_step_returns(rewards, terminated, done, n: int, gamma: float):
     """n-step returns for every start position of a window.
 
-    rewards/terminated/done: [B, W] per slot (done = terminated or truncated). For each start p in [0, W-n]:
-    ``returns`` = sum_{k<n'} gamma^k r_{p+k}, where the window stops after n steps or after the first done step;
-    ``steps`` = n' (so the bootstrap observation sits at slot p + n'); ``discounts`` = gamma^n', or 0 when the
-    last step taken terminated. All outputs are [B, W-n+1].
+    rewards/terminated/done: [B, W] per slot (done = terminated or truncated), host tensors or numpy arrays. For
+    each start p in [0, W-n]: ``returns`` = sum_{k<n'} gamma^k r_{p+k}, where the window stops after n steps or
+    after the first done step; ``steps`` = n' (so the bootstrap observation sits at slot p + n'); ``discounts`` =
+    gamma^n', or 0 when the last step taken terminated. All outputs are tensors [B, W-n+1] (float32, int64,
+    float32). The sums run in numpy on float32 (the same operations as torch's, several times cheaper at a batch's
+    size); ``discounts`` take torch's ``pow``.
     """
+    rewards = np.asarray(rewards, dtype=np.float32)
+    terminated, done = np.asarray(terminated, dtype=bool), np.asarray(done, dtype=bool)
     B, W = rewards.shape
     P = W - n + 1
-    returns = torch.zeros(B, P)
-    steps = torch.zeros(B, P, dtype=torch.long)
-    alive = torch.ones(B, P, dtype=torch.bool)
-    ended_terminal = torch.zeros(B, P, dtype=torch.bool)
+    returns = np.zeros((B, P), dtype=np.float32)
+    steps = np.zeros((B, P), dtype=np.int64)
+    alive = np.ones((B, P), dtype=bool)
+    ended_terminal = np.zeros((B, P), dtype=bool)
     for k in range(n):
-        returns += alive * (gamma**k) * rewards[:, k : k + P]
+        returns += alive.astype(np.float32) * np.float32(gamma**k) * rewards[:, k : k + P]
         steps += alive
         ended_terminal |= alive & terminated[:, k : k + P]
         alive &= ~done[:, k : k + P]
-    discounts = torch.where(ended_terminal, 0.0, gamma ** steps.float())
-    return returns, steps, discounts
+    steps_t = torch.from_numpy(steps)
+    discounts = torch.where(torch.from_numpy(ended_terminal), 0.0, gamma ** steps_t.float())
+    return torch.from_numpy(returns), steps_t, discounts
 
 
 def rejection_sample(batch_size: int, propose, what: str) -> tuple[np.ndarray, ...]:
@@ -44,6 +49,8 @@ def rejection_sample(batch_size: int, propose, what: str) -> tuple[np.ndarray, .
     parts, need = [], batch_size
     for _ in range(1000):
         env, index, prob, ok = propose(need)
+        if need == batch_size and ok.all():  # the usual case: every draw of the first proposal is valid
+            return env, index, prob
         parts.append((env[ok], index[ok], prob[ok]))
         need -= int(ok.sum())
         if need <= 0:
@@ -120,39 +127,44 @@ class TransitionSampler:
     ) -> TransitionBatch:
         storage, S, n = self.storage, self.storage.stack, self.n_step
         env, logical, prob = self._draw(batch_size, S - 1, n, prioritizer)
-        _, flags, rewards, actions, extras, labels = storage.window(
-            env, logical, np.arange(-(S - 1), n + 1), frames=False
-        )
         B = len(env)
+        flags, rewards, actions = storage.fields(env, logical, np.arange(-(S - 1), n + 1))  # numpy [B, S+n]
         term, done, first = flag_bits(flags)
         returns, steps, discounts = n_step_returns(
             rewards[:, S - 1 : S - 1 + n], term[:, S - 1 : S - 1 + n], done[:, S - 1 : S - 1 + n], n, self.gamma
         )
         returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
-        rows = torch.arange(B)[:, None]
+        bootstrap = logical + steps.numpy()  # the slot of next_obs's newest frame, n' <= n slots later
+        # obs: the stack ending at the start slot (window positions 0..S-1); next_obs: the one ending at bootstrap;
+        # both gathered by one index_select, rows [0, B) and [B, 2B)
+        next_first = first[np.arange(B)[:, None], steps.numpy()[:, None] + np.arange(S)[None, :]]
         device = torch.device(device)
-        # obs: the stack ending at the start slot (window positions 0..S-1); next_obs: the one n' <= n slots later
-        obs = storage.stacked_frames(env, logical, first[:, :S], device)
-        next_first = first[rows, steps[:, None] + torch.arange(S)[None, :]]
-        next_obs = storage.stacked_frames(env, logical + steps.numpy(), next_first, device)
+        stacks = storage.stacked_frames(
+            np.concatenate([env, env]),
+            np.concatenate([logical, bootstrap]),
+            np.concatenate([first[:, :S], next_first]),
+            device,
+        )
         weights = (
             prioritizer.weights(prob, len(storage), beta) if prioritizer is not None else np.ones(B, dtype=np.float32)
         )
         to = lambda t: to_device(t, device)  # noqa: E731
         batch = TransitionBatch(
-            obs=to(obs),
-            actions=to(actions[:, S - 1].long()),
+            obs=to(stacks[:B]),
+            actions=to(torch.from_numpy(actions[:, S - 1].astype(np.int64))),
             returns=to(returns),
-            next_obs=to(next_obs),
+            next_obs=to(stacks[B:]),
             discounts=to(discounts),
             weights=to(torch.from_numpy(np.asarray(weights, dtype=np.float32))),
             indices=storage.flat(env, logical),
         )
-        if storage.num_extras:
-            batch.extras = to(extras[:, S - 1])
-            batch.next_extras = to(extras[rows.squeeze(1), S - 1 + steps])
-        if labels is not None:
-            batch.labels = to(labels[:, S - 1])
+        e = torch.from_numpy(env)
+        at = lambda slot: torch.from_numpy(slot % storage.capacity)  # noqa: E731
+        if storage.extras is not None:
+            batch.extras = to(storage.extras[e, at(logical)])
+            batch.next_extras = to(storage.extras[e, at(bootstrap)])
+        if storage.labels is not None:
+            batch.labels = to(storage.labels[e, at(logical)])
         return batch
 
     def state_dict(self) -> dict:
