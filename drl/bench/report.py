@@ -501,10 +501,19 @@ def _update_table(result: dict) -> Table:
             rows.append([device, "", "bf16 skipped", "", res["skipped"], "", "", ""])
     return (
         "Update floor (plain torch Nature-CNN DQN, atari-pong's target rule) vs drl update in its loop (* = drl's "
-        "precision)",
+        "precision); medians of alternating blocks" + _blocks(result["update"]),
         ["device", "batch", "precision", "target", "floor ms", "drl ms", "of which sample ms", "share"],
         rows,
     )
+
+
+def _blocks(update: dict) -> str:
+    """ " (N blocks of M updates)" as the update section ran, "" where results lack it."""
+    for res in update.values():
+        case = next(iter(res.get("cases", {}).values()), None)
+        if case and res.get("updates_timed"):
+            return f" ({len(case['floor_ms_samples'])} blocks of {res['updates_timed']} updates)"
+    return ""
 
 
 def _layouts_table(result: dict) -> Table:
