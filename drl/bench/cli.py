@@ -238,12 +238,14 @@ def main(argv: list[str]) -> int:
                 "task": "update",
                 "device": device,
                 "batch_sizes": [32, 64],
-                # many short alternating blocks: this VM's slow spells last seconds, and with 2 blocks of 100
-                # updates one of them swung a case's share between 70 % and 92 % from one invocation to the next
-                "updates": 3 if q else 35,
-                "warmup": 1 if q else 10,
+                # many short alternating blocks: this VM's slow spells last seconds (one function's block time
+                # went 34 -> 20 ms within a minute), and with 2 blocks of 100 updates one case's share swung
+                # between 70 % and 92 % from one invocation to the next; 20 blocks of 10 put both sides in most
+                # spells, and their medians drop the rest
+                "updates": 3 if q else 10,
+                "warmup": 1 if q else 2,
                 "fill": 200 if q else 2000,
-                "repeats": args.repeats if q else max(args.repeats, 6),
+                "repeats": args.repeats if q else max(args.repeats, 20),
                 "buffer": args.buffer,
             },
             f"update/{device}",
