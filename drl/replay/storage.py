@@ -207,21 +207,15 @@ class FrameStorage:
         flags = self.flags.numpy()[env, logical % self.capacity]
         return ok & ((flags & FINAL) == 0)
 
-    def window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray, frames: bool = True):
-        """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W] (None with ``frames=False``),
-        flags/rewards/actions [B, W], extras [B, W, K] and labels [B, W] (None when not stored)."""
+    def window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
+        """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W], flags/rewards/actions [B, W] (host
+        tensors, from ``fields``), extras [B, W, K] and labels [B, W] (None when not stored)."""
         e = torch.from_numpy(env)[:, None]
         idx = torch.from_numpy((logical[:, None] + offsets[None, :]) % self.capacity)
         extras = None if self.extras is None else gather_rows(self.extras, e, idx)
         labels = None if self.labels is None else self.labels[e, idx]
-        return (
-            gather_rows(self.frames, e, idx) if frames else None,
-            self.flags[e, idx],
-            self.rewards[e, idx],
-            self.actions[e, idx],
-            extras,
-            labels,
-        )
+        flags, rewards, actions = map(torch.from_numpy, self.fields(env, logical, offsets))
+        return gather_rows(self.frames, e, idx), flags, rewards, actions, extras, labels
 
     def fields(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
         """Flags, rewards and actions of slots env[b], logical[b] + offsets: numpy arrays [B, W] (copies, gathered
