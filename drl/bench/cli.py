@@ -73,12 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="env steps timed after learning_starts per training run (default 2000, quick 64)",
     )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="alternating repeats (default 2, quick 1; the update section runs at least 20 short blocks)",
-    )
+    p.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 2, quick 1)")
     p.add_argument("--learning-starts", type=int, default=None, help="default 1000 (quick 200)")
     p.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
     p.add_argument("--skip-sb3", action="store_true", help="do not run stable-baselines3 (ratios stay empty)")

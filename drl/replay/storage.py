@@ -210,23 +210,17 @@ class FrameStorage:
     def window(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
         """Gather slots env[b], logical[b] + offsets -> frames [B, W, C, H, W], flags/rewards/actions [B, W] (host
         tensors, from ``fields``), extras [B, W, K] and labels [B, W] (None when not stored)."""
-        e_np, idx_np = self._slots(env, logical, offsets)
-        e, idx = torch.from_numpy(e_np), torch.from_numpy(idx_np)
+        e = torch.from_numpy(env)[:, None]
+        idx = torch.from_numpy((logical[:, None] + offsets[None, :]) % self.capacity)
         extras = None if self.extras is None else gather_rows(self.extras, e, idx)
         labels = None if self.labels is None else self.labels[e, idx]
-        flags, rewards, actions = map(torch.from_numpy, self._fields_at(e_np, idx_np))
+        flags, rewards, actions = map(torch.from_numpy, self.fields(env, logical, offsets))
         return gather_rows(self.frames, e, idx), flags, rewards, actions, extras, labels
 
     def fields(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray):
         """Flags, rewards and actions of slots env[b], logical[b] + offsets: numpy arrays [B, W] (copies, gathered
         through numpy views of the host rings: for a batch's few hundred slots several times cheaper than torch)."""
-        return self._fields_at(*self._slots(env, logical, offsets))
-
-    def _slots(self, env: np.ndarray, logical: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(env [B, 1], physical index [B, W]) of slots env[b], logical[b] + offsets."""
-        return env[:, None], (logical[:, None] + offsets[None, :]) % self.capacity
-
-    def _fields_at(self, e: np.ndarray, idx: np.ndarray):
+        e, idx = env[:, None], (logical[:, None] + offsets[None, :]) % self.capacity
         return self.flags.numpy()[e, idx], self.rewards.numpy()[e, idx], self.actions.numpy()[e, idx]
 
     def stacked_frames(self, env: np.ndarray, newest: np.ndarray, first, target: torch.device) -> torch.Tensor:

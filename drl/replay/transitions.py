@@ -134,11 +134,10 @@ class TransitionSampler:
             rewards[:, S - 1 : S - 1 + n], term[:, S - 1 : S - 1 + n], done[:, S - 1 : S - 1 + n], n, self.gamma
         )
         returns, steps, discounts = returns[:, 0], steps[:, 0], discounts[:, 0]
-        n_taken = steps.numpy()
-        bootstrap = logical + n_taken  # the slot of next_obs's newest frame, n' <= n slots later
+        bootstrap = logical + steps.numpy()  # the slot of next_obs's newest frame, n' <= n slots later
         # obs: the stack ending at the start slot (window positions 0..S-1); next_obs: the one ending at bootstrap;
         # both gathered by one index_select, rows [0, B) and [B, 2B)
-        next_first = first[np.arange(B)[:, None], n_taken[:, None] + np.arange(S)[None, :]]
+        next_first = first[np.arange(B)[:, None], steps.numpy()[:, None] + np.arange(S)[None, :]]
         device = torch.device(device)
         stacks = storage.stacked_frames(
             np.concatenate([env, env]),
